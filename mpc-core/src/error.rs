@@ -1,0 +1,136 @@
+//! Typed protocol errors and their abort classes (PROTOCOL.md §8).
+//!
+//! Every error names what failed, never a secret, and maps to one
+//! [`AbortClass`] that tells the caller what to do with the session and the
+//! key: drop the message, end the session, or burn the key's OT material.
+
+use core::fmt;
+
+/// What an error means for the session and for the key (PROTOCOL.md §8).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AbortClass {
+    /// The message was not meant for this session state (wrong session,
+    /// round, protocol or sender, or an unreadable envelope). Drop it, blame
+    /// nobody: anyone on the network can produce such bytes.
+    Ignore,
+    /// The peer sent a well-addressed message that fails a check on public
+    /// data. The session ends; the key material is untouched.
+    Abort,
+    /// The peer deviated in a way that may reveal bits of long-term secret
+    /// OT correlations if retried (selective abort). The session ends and
+    /// the key's OT material must be burned until a refresh.
+    Ban,
+    /// The local caller misused the API (e.g. called a finished protocol).
+    Local,
+}
+
+/// Every error `mpc-core` returns.
+///
+/// Errors carry no payload that could hold secret data; comparing them is
+/// cheap and they can be stored as the sticky state of a failed protocol.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Error {
+    // ---- Ignore: envelope and addressing (PROTOCOL.md §3.3) ----
+    /// The envelope's format version is not one this build speaks.
+    UnsupportedVersion,
+    /// The envelope names a different protocol.
+    WrongProtocol,
+    /// The envelope's session id is not this session's.
+    WrongSession,
+    /// The envelope's round is not the one expected now.
+    WrongRound,
+    /// The envelope claims a sender role that is not the peer's.
+    WrongSender,
+    /// The encoded message exceeds the size limit for its protocol and round.
+    MessageTooLarge,
+    /// The envelope bytes do not decode canonically.
+    MalformedEnvelope,
+
+    // ---- Abort: malformed or failing public data ----
+    /// A payload has the wrong length for its message type.
+    WrongLength,
+    /// A payload does not decode as its message type.
+    MalformedPayload,
+    /// A point encoding is not a 33-byte SEC1 compressed point on the curve.
+    InvalidPoint,
+    /// A point is the identity where the protocol forbids it.
+    IdentityPoint,
+    /// A scalar encoding is not canonical (its value is `>= q`).
+    NonCanonicalScalar,
+    /// A scalar is zero where the protocol forbids it.
+    ZeroScalar,
+    /// A base-OT value `M = r + Hp(...)` was the identity.
+    DegenerateBaseOt,
+    /// The GGM (all-but-one) tree proof of the OT-extension setup failed.
+    PprfProofFailed,
+
+    // ---- Ban: checks whose failure can leak correlated secrets ----
+    /// The SoftSpokenOT consistency check failed: the OT-extension receiver
+    /// deviated.
+    OtExtensionCheckFailed,
+    /// The RVOLE `mu` check failed: the RVOLE sender deviated.
+    RvoleCheckFailed,
+}
+
+impl Error {
+    /// The abort class of this error (PROTOCOL.md §8).
+    #[must_use]
+    pub const fn class(&self) -> AbortClass {
+        match self {
+            Self::UnsupportedVersion
+            | Self::WrongProtocol
+            | Self::WrongSession
+            | Self::WrongRound
+            | Self::WrongSender
+            | Self::MessageTooLarge
+            | Self::MalformedEnvelope => AbortClass::Ignore,
+            Self::WrongLength
+            | Self::MalformedPayload
+            | Self::InvalidPoint
+            | Self::IdentityPoint
+            | Self::NonCanonicalScalar
+            | Self::ZeroScalar
+            | Self::DegenerateBaseOt
+            | Self::PprfProofFailed => AbortClass::Abort,
+            Self::OtExtensionCheckFailed | Self::RvoleCheckFailed => AbortClass::Ban,
+        }
+    }
+
+    /// A short, stable, secret-free description.
+    #[must_use]
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion => "unsupported wire format version",
+            Self::WrongProtocol => "message for another protocol",
+            Self::WrongSession => "message for another session",
+            Self::WrongRound => "message for another round",
+            Self::WrongSender => "message from an unexpected sender role",
+            Self::MessageTooLarge => "message exceeds the size limit",
+            Self::MalformedEnvelope => "malformed envelope",
+            Self::WrongLength => "payload has the wrong length",
+            Self::MalformedPayload => "malformed payload",
+            Self::InvalidPoint => "invalid point encoding",
+            Self::IdentityPoint => "identity point",
+            Self::NonCanonicalScalar => "non-canonical scalar",
+            Self::ZeroScalar => "zero scalar",
+            Self::DegenerateBaseOt => "degenerate base OT message",
+            Self::PprfProofFailed => "OT extension setup proof failed",
+            Self::OtExtensionCheckFailed => "OT extension consistency check failed",
+            Self::RvoleCheckFailed => "RVOLE consistency check failed",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?})", self.as_str(), self.class())
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}
+
+/// Result type of this crate.
+pub type Result<T> = core::result::Result<T, Error>;

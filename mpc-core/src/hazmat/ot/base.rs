@@ -1,0 +1,351 @@
+//! Base OT: Masny-Rindal endemic OT over secp256k1 (PROTOCOL.md §4).
+//!
+//! One message each way; no zero-knowledge proof. The receiver sends two
+//! points per OT, one of them "corrected" through a hash of the other, so
+//! that it knows the discrete log of exactly one of the two sums
+//! `M_j = r_j + Hp(t, j, r_{1-j})`. The sender answers with one point
+//! `B = b*G` for the whole batch and derives each key from `b*M_j`, hashing the
+//! session id, the OT index and the branch into the key, the condition under
+//! which McQuoid-Rosulek-Roy (ePrint 2021/682) prove batching secure.
+//!
+//! The receiver's scalars are sampled, never derived from peer bytes, and
+//! every received point is checked on-curve and non-identity (Devious
+//! Transfer, security checklist item 5).
+
+use alloc::vec::Vec;
+
+use k256::elliptic_curve::group::Group;
+use k256::elliptic_curve::hash2curve::{ExpandMsgXmd, GroupDigest};
+use k256::elliptic_curve::ops::MulByGenerator;
+use k256::elliptic_curve::subtle::{Choice, ConditionallySelectable};
+use k256::elliptic_curve::Field;
+use k256::{ProjectivePoint, Scalar, Secp256k1};
+use rand_core::CryptoRngCore;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::params::{LAMBDA_C, LAMBDA_C_BYTES};
+use crate::transcript::{tags, WideTranscript};
+use crate::wire::{decode_point, encode_point, POINT_BYTES};
+
+/// Number of base OTs per batch (one batch per direction and key).
+pub const BASE_OTS: usize = LAMBDA_C;
+/// Bytes of the receiver's message: two points per OT.
+pub const RECEIVER_MSG_BYTES: usize = 2 * POINT_BYTES * BASE_OTS;
+/// Bytes of the sender's message: one point for the batch.
+pub const SENDER_MSG_BYTES: usize = POINT_BYTES;
+
+/// A base-OT output key.
+pub type OtKey = [u8; LAMBDA_C_BYTES];
+
+/// The hash-to-curve domain (RFC 9380 suite `secp256k1_XMD:SHA-256_SSWU_RO_`).
+const H2C_DST: &[u8] = b"MPC-OT-V1-BASEOT-H2C_secp256k1_XMD:SHA-256_SSWU_RO_";
+
+/// `Hp(t, j, P)`: hash of (session, index, branch, point) onto the curve.
+fn hash_point(sid: &[u8; 32], index: u32, branch: u8, point: &[u8; POINT_BYTES]) -> ProjectivePoint {
+    // frame(...) is the byte string H would hash (PROTOCOL.md §2.1).
+    let mut frame = Vec::with_capacity(160);
+    let mut put = |bytes: &[u8]| {
+        frame.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        frame.extend_from_slice(bytes);
+    };
+    put(tags::OT_BASE_H2C.as_bytes());
+    put(sid);
+    put(&index.to_be_bytes());
+    put(&[branch]);
+    put(point);
+    // `hash_from_bytes` fails only for DSTs or outputs longer than
+    // ExpandMsgXmd allows; ours are fixed and short. The identity would be
+    // rejected downstream by the callers' identity checks.
+    Secp256k1::hash_from_bytes::<ExpandMsgXmd<Sha256>>(&[&frame], &[H2C_DST])
+        .unwrap_or(ProjectivePoint::IDENTITY)
+}
+
+/// `Key(t, j, D)`: the OT output key (PROTOCOL.md §4.2).
+fn derive_key(
+    sid: &[u8; 32],
+    index: u32,
+    branch: u8,
+    pair: &[u8],
+    sender_point: &[u8; POINT_BYTES],
+    shared: &ProjectivePoint,
+) -> OtKey {
+    let mut shared_bytes = encode_point(shared);
+    let mut hx = WideTranscript::<1>::new(tags::OT_BASE_KEY);
+    hx.append(sid);
+    hx.append_u32(index);
+    hx.append(&[branch]);
+    hx.append(pair);
+    hx.append(sender_point);
+    hx.append(&shared_bytes);
+    shared_bytes.zeroize();
+    hx.finalize_array()
+}
+
+fn index_u32(t: usize) -> u32 {
+    // t < BASE_OTS = 128.
+    #[allow(clippy::cast_possible_truncation)]
+    let index = t as u32;
+    index
+}
+
+fn random_nonzero_scalar(rng: &mut impl CryptoRngCore) -> Scalar {
+    loop {
+        let s = Scalar::random(&mut *rng);
+        if !bool::from(s.is_zero()) {
+            return s;
+        }
+    }
+}
+
+/// The base-OT receiver between its message and the sender's answer.
+///
+/// Holds the secret choice bits and scalars; zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct BaseOtReceiver {
+    sid: [u8; 32],
+    choices: [u8; BASE_OTS / 8],
+    scalars: Vec<Scalar>,
+    message: Vec<u8>,
+}
+
+/// The receiver's result: one key per OT, for the chosen branch.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct BaseOtReceiverOutput {
+    /// Choice bits, bit `t` = bit `t % 8` of byte `t / 8`.
+    pub choices: [u8; BASE_OTS / 8],
+    /// `keys[t]` = the key of branch `choices[t]` of OT `t`.
+    pub keys: Vec<OtKey>,
+}
+
+impl BaseOtReceiver {
+    /// Samples choice bits and scalars and returns the receiver's message
+    /// (`RECEIVER_MSG_BYTES` bytes: `r[t][0] || r[t][1]` for each OT `t`).
+    pub fn start(rng: &mut impl CryptoRngCore, sid: &[u8; 32]) -> (Self, Vec<u8>) {
+        let mut choices = [0u8; BASE_OTS / 8];
+        rng.fill_bytes(&mut choices);
+        let mut scalars = Vec::with_capacity(BASE_OTS);
+        let mut message = Vec::with_capacity(RECEIVER_MSG_BYTES);
+        for t in 0..BASE_OTS {
+            let choice = (choices[t / 8] >> (t % 8)) & 1;
+            let (a, x, y) = loop {
+                let a = random_nonzero_scalar(rng);
+                let mut z = random_nonzero_scalar(rng);
+                let y = ProjectivePoint::mul_by_generator(&z);
+                z.zeroize();
+                let y_bytes = encode_point(&y);
+                let x = ProjectivePoint::mul_by_generator(&a)
+                    - hash_point(sid, index_u32(t), choice, &y_bytes);
+                if !bool::from(x.is_identity()) {
+                    break (a, x, y);
+                }
+            };
+            let swap = Choice::from(choice);
+            let r0 = ProjectivePoint::conditional_select(&x, &y, swap);
+            let r1 = ProjectivePoint::conditional_select(&y, &x, swap);
+            message.extend_from_slice(&encode_point(&r0));
+            message.extend_from_slice(&encode_point(&r1));
+            scalars.push(a);
+        }
+        let receiver = Self { sid: *sid, choices, scalars, message: message.clone() };
+        (receiver, message)
+    }
+
+    /// The message this receiver sent, as bound into the output keys.
+    #[must_use]
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    /// Derives the chosen keys from the sender's message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongLength`], [`Error::InvalidPoint`] or
+    /// [`Error::IdentityPoint`] if the sender's message is malformed.
+    pub fn finish(self, sender_message: &[u8]) -> Result<BaseOtReceiverOutput> {
+        if sender_message.len() != SENDER_MSG_BYTES {
+            return Err(Error::WrongLength);
+        }
+        let sender_point = decode_point(sender_message)?;
+        let sender_bytes = encode_point(&sender_point);
+        let keys = (0..BASE_OTS)
+            .map(|t| {
+                let choice = (self.choices[t / 8] >> (t % 8)) & 1;
+                let pair = &self.message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
+                let shared = sender_point * self.scalars[t];
+                derive_key(&self.sid, index_u32(t), choice, pair, &sender_bytes, &shared)
+            })
+            .collect();
+        Ok(BaseOtReceiverOutput { choices: self.choices, keys })
+    }
+}
+
+/// The sender's result: both keys of every OT.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct BaseOtSenderOutput {
+    /// `keys[t][j]` = the key of branch `j` of OT `t`.
+    pub keys: Vec<[OtKey; 2]>,
+}
+
+/// Runs the sender: samples `b`, answers the receiver's message with
+/// `B = b*G` (`SENDER_MSG_BYTES` bytes) and returns both keys of every OT.
+///
+/// # Errors
+///
+/// [`Error::WrongLength`], [`Error::InvalidPoint`] or [`Error::IdentityPoint`]
+/// if the receiver's message is malformed; [`Error::DegenerateBaseOt`] if some
+/// `M[t][j]` is the identity.
+pub fn send(
+    rng: &mut impl CryptoRngCore,
+    sid: &[u8; 32],
+    receiver_message: &[u8],
+) -> Result<(BaseOtSenderOutput, Vec<u8>)> {
+    if receiver_message.len() != RECEIVER_MSG_BYTES {
+        return Err(Error::WrongLength);
+    }
+    // Parse and validate everything before any secret is used.
+    let points = receiver_message
+        .chunks_exact(POINT_BYTES)
+        .map(decode_point)
+        .collect::<Result<Vec<_>>>()?;
+    let mut b = random_nonzero_scalar(rng);
+    let sender_point = ProjectivePoint::mul_by_generator(&b);
+    let sender_bytes = encode_point(&sender_point);
+    let mut keys = Vec::with_capacity(BASE_OTS);
+    let mut degenerate = false;
+    for t in 0..BASE_OTS {
+        let pair = &receiver_message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
+        let r = [points[2 * t], points[2 * t + 1]];
+        let r_bytes: [&[u8; POINT_BYTES]; 2] = [
+            pair[..POINT_BYTES].try_into().map_err(|_| Error::WrongLength)?,
+            pair[POINT_BYTES..].try_into().map_err(|_| Error::WrongLength)?,
+        ];
+        let mut both = [[0u8; LAMBDA_C_BYTES]; 2];
+        for branch in 0..2u8 {
+            let j = usize::from(branch);
+            let m = r[j] + hash_point(sid, index_u32(t), branch, r_bytes[1 - j]);
+            degenerate |= bool::from(m.is_identity());
+            both[j] = derive_key(sid, index_u32(t), branch, pair, &sender_bytes, &(m * b));
+        }
+        keys.push(both);
+    }
+    b.zeroize();
+    if degenerate {
+        return Err(Error::DegenerateBaseOt);
+    }
+    Ok((BaseOtSenderOutput { keys }, sender_bytes.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn run(seed: u64, sid: &[u8; 32]) -> (BaseOtReceiverOutput, BaseOtSenderOutput) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let (receiver, msg) = BaseOtReceiver::start(&mut rng, sid);
+        let (sender_out, reply) = send(&mut rng, sid, &msg).unwrap();
+        (receiver.finish(&reply).unwrap(), sender_out)
+    }
+
+    #[test]
+    fn correlations_hold() {
+        for seed in 0..4 {
+            let (r, s) = run(seed, &[seed as u8; 32]);
+            let mut ones = 0;
+            for t in 0..BASE_OTS {
+                let c = usize::from((r.choices[t / 8] >> (t % 8)) & 1);
+                ones += c;
+                assert_eq!(r.keys[t], s.keys[t][c]);
+                assert_ne!(r.keys[t], s.keys[t][1 - c]);
+            }
+            assert!(ones > 0 && ones < BASE_OTS);
+        }
+    }
+
+    #[test]
+    fn session_id_separates_keys() {
+        // Same randomness, other session: unrelated keys.
+        let (_, a) = run(9, &[1; 32]);
+        let (_, b) = run(9, &[2; 32]);
+        for t in 0..BASE_OTS {
+            assert_ne!(a.keys[t][0], b.keys[t][0]);
+            assert_ne!(a.keys[t][1], b.keys[t][1]);
+        }
+    }
+
+    #[test]
+    fn index_separates_keys() {
+        // Swapping two OTs' points in the receiver message changes both keys
+        // of both positions: outputs cannot be moved across indices.
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let sid = [5; 32];
+        let (_, msg) = BaseOtReceiver::start(&mut rng, &sid);
+        let mut swapped = msg.clone();
+        swapped[..66].copy_from_slice(&msg[66..132]);
+        swapped[66..132].copy_from_slice(&msg[..66]);
+        let mut rng_a = ChaCha20Rng::seed_from_u64(4);
+        let mut rng_b = ChaCha20Rng::seed_from_u64(4);
+        let (a, _) = send(&mut rng_a, &sid, &msg).unwrap();
+        let (b, _) = send(&mut rng_b, &sid, &swapped).unwrap();
+        for j in 0..2 {
+            assert_ne!(a.keys[0][j], b.keys[1][j]);
+            assert_ne!(a.keys[1][j], b.keys[0][j]);
+        }
+    }
+
+    #[test]
+    fn malformed_messages_rejected() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let sid = [0; 32];
+        let (receiver, msg) = BaseOtReceiver::start(&mut rng, &sid);
+        // Truncated and over-long.
+        assert_eq!(send(&mut rng, &sid, &msg[1..]).err(), Some(Error::WrongLength));
+        let mut long = msg.clone();
+        long.push(0);
+        assert_eq!(send(&mut rng, &sid, &long).err(), Some(Error::WrongLength));
+        // Identity, uncompressed prefix, off-curve x.
+        let mut identity = msg.clone();
+        identity[33..66].fill(0);
+        assert_eq!(send(&mut rng, &sid, &identity).err(), Some(Error::IdentityPoint));
+        let mut prefix = msg.clone();
+        prefix[0] = 0x04;
+        assert_eq!(send(&mut rng, &sid, &prefix).err(), Some(Error::InvalidPoint));
+        let mut off_curve = msg.clone();
+        off_curve[66..99].copy_from_slice(&{
+            let mut p = [0u8; 33];
+            p[0] = 2;
+            p[32] = 5;
+            p
+        });
+        assert_eq!(send(&mut rng, &sid, &off_curve).err(), Some(Error::InvalidPoint));
+        // Sender side: identity and wrong length.
+        assert_eq!(
+            BaseOtReceiver::start(&mut rng, &sid).0.finish(&[0u8; 33]).err(),
+            Some(Error::IdentityPoint)
+        );
+        assert_eq!(receiver.finish(&[2u8; 32]).err(), Some(Error::WrongLength));
+    }
+
+    #[test]
+    fn equal_points_give_receiver_no_second_key() {
+        // A cheating receiver sending r[t][0] = r[t][1] = a*G knows neither
+        // M value's log: its guess a*B matches neither key.
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let sid = [8; 32];
+        let a = random_nonzero_scalar(&mut rng);
+        let p = encode_point(&ProjectivePoint::mul_by_generator(&a));
+        let msg: Vec<u8> = (0..2 * BASE_OTS).flat_map(|_| p).collect();
+        let (out, reply) = send(&mut rng, &sid, &msg).unwrap();
+        let b_point = decode_point(&reply).unwrap();
+        for t in 0..BASE_OTS {
+            for branch in 0..2u8 {
+                let guess = derive_key(&sid, index_u32(t), branch, &msg[66 * t..66 * (t + 1)], &encode_point(&b_point), &(b_point * a));
+                assert_ne!(guess, out.keys[t][usize::from(branch)]);
+            }
+        }
+    }
+}

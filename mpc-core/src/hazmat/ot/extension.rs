@@ -1,0 +1,418 @@
+//! SoftSpokenOT extension: one batch of `XI` random OTs per signature and
+//! direction, with the malicious-security consistency check
+//! (PROTOCOL.md §6).
+//!
+//! The receiver R (who knows every leaf seed) sends the correction matrix `U`
+//! and the check values; the sender S (who knows all seeds but one per tree,
+//! and hence `Delta`) verifies the check and derives both OT outputs per
+//! instance. A failed check is a ban: a receiver that deviated learns bits of
+//! `Delta` from whether the check passed.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use k256::Scalar;
+use rand_core::CryptoRngCore;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::matrix::{columns, row_from_bytes, row_to_bytes, Row, EXT_BLOCKS};
+use super::pprf::{AllSeeds, PuncturedSeeds};
+use crate::error::{Error, Result};
+use crate::hazmat::gf128::{check_hash, FieldBytes};
+use crate::hazmat::prg;
+use crate::params::{
+    EXT_ROW_BYTES, LAMBDA_C, LEAVES, RVOLE_WIDTH, SOFTSPOKEN_K, TREES, XI,
+};
+use crate::transcript::{reduce_wide, tags, Transcript, WideTranscript};
+
+/// Bytes of the receiver's extension message: `U`, `x_chk`, `t_chk`.
+pub const OTE_MSG_BYTES: usize = TREES * EXT_ROW_BYTES + 16 + 16 * LAMBDA_C;
+/// Bytes of the receiver's choice bits.
+pub const CHOICE_BYTES: usize = XI / 8;
+
+/// One random-OT output: `RVOLE_WIDTH` scalars.
+pub type RotOutput = [Scalar; RVOLE_WIDTH];
+
+/// The receiver's outputs: for each OT `j`, the output of branch `choice_j`.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct ExtReceiverOutput {
+    /// `outputs[j]` = `alpha_{choice_j}[j]`.
+    pub outputs: Vec<RotOutput>,
+}
+
+/// The sender's outputs: both branches of every OT.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct ExtSenderOutput {
+    /// `outputs[j][b]` = `alpha_b[j]`.
+    pub outputs: Vec<[RotOutput; 2]>,
+}
+
+/// A deviation a test makes the receiver commit (PROTOCOL.md §6.4).
+#[cfg(any(test, fuzzing))]
+#[derive(Clone, Copy)]
+pub(crate) struct ReceiverDeviation {
+    /// Tree whose `U` block is built from a different `xhat`.
+    pub(crate) tree: usize,
+    /// The receiver's guess of that tree's punctured leaf, used to patch
+    /// `t_chk` so the check passes iff the guess is right.
+    pub(crate) guess: u8,
+}
+
+/// `Hrot(sid_ext, j, Z)`: correlation-robust hash from a 128-bit column to
+/// `RVOLE_WIDTH` scalars (PROTOCOL.md §6.5).
+struct RotHasher {
+    prefix: WideTranscript<1>,
+}
+
+impl RotHasher {
+    fn new(sid_ext: &[u8; 32]) -> Self {
+        Self { prefix: WideTranscript::<1>::new(tags::OT_EXT_ROT).chain(sid_ext) }
+    }
+
+    fn output(&self, index: usize, column: u128) -> RotOutput {
+        let mut hx = self.prefix.clone();
+        // index < XI.
+        #[allow(clippy::cast_possible_truncation)]
+        hx.append_u32(index as u32);
+        hx.append(&column.to_le_bytes());
+        let mut key: prg::Seed = hx.finalize_array();
+        let mut stream = [0u8; 64 * RVOLE_WIDTH];
+        prg::fill(&key, &[0u8; 16], &mut stream);
+        let out = core::array::from_fn(|t| {
+            let mut wide = [0u8; 64];
+            wide.copy_from_slice(&stream[64 * t..64 * t + 64]);
+            let s = reduce_wide(&wide);
+            wide.zeroize();
+            s
+        });
+        key.zeroize();
+        stream.zeroize();
+        out
+    }
+}
+
+fn batch_iv(sid_ext: &[u8; 32]) -> [u8; 16] {
+    WideTranscript::<1>::new(tags::OT_EXT_IV).chain(sid_ext).finalize_array()
+}
+
+fn challenge(sid_ext: &[u8; 32], u_bytes: &[u8]) -> FieldBytes {
+    let h_u = Transcript::new(tags::OT_EXT_U).chain(sid_ext).chain(u_bytes).finalize();
+    WideTranscript::<1>::new(tags::OT_EXT_CHI).chain(&h_u).finalize_array()
+}
+
+fn row_check(challenge: &FieldBytes, row: &Row) -> FieldBytes {
+    let blocks: [FieldBytes; EXT_BLOCKS] = core::array::from_fn(|u| row[u].to_le_bytes());
+    check_hash(challenge, &blocks)
+}
+
+fn expand_seed(seed: &prg::Seed, iv: &[u8; 16]) -> Row {
+    let mut bytes = [0u8; EXT_ROW_BYTES];
+    prg::fill(seed, iv, &mut bytes);
+    let row = row_from_bytes(&bytes);
+    bytes.zeroize();
+    row
+}
+
+fn xor_row(acc: &mut Row, other: &Row) {
+    for (a, b) in acc.iter_mut().zip(other) {
+        *a ^= b;
+    }
+}
+
+/// `h_ote = H(mpc/ot/ext/msg/v1; sid_ext, OteMsg)`, bound into the RVOLE.
+#[must_use]
+pub fn message_digest(sid_ext: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    Transcript::new(tags::OT_EXT_MSG).chain(sid_ext).chain(message).finalize()
+}
+
+/// Runs the receiver R of one batch (PROTOCOL.md §6.2): returns the
+/// extension message (`OTE_MSG_BYTES` bytes) and R's outputs for `choices`.
+pub fn receive(
+    rng: &mut impl CryptoRngCore,
+    seeds: &AllSeeds,
+    sid_ext: &[u8; 32],
+    choices: &[u8; CHOICE_BYTES],
+) -> (Vec<u8>, ExtReceiverOutput) {
+    receive_inner(rng, seeds, sid_ext, choices, None)
+}
+
+pub(crate) fn receive_inner(
+    rng: &mut impl CryptoRngCore,
+    seeds: &AllSeeds,
+    sid_ext: &[u8; 32],
+    choices: &[u8; CHOICE_BYTES],
+    #[cfg(any(test, fuzzing))] deviation: Option<ReceiverDeviation>,
+    #[cfg(not(any(test, fuzzing)))] _deviation: Option<core::convert::Infallible>,
+) -> (Vec<u8>, ExtReceiverOutput) {
+    let iv = batch_iv(sid_ext);
+    let mut xhat_bytes = [0u8; EXT_ROW_BYTES];
+    xhat_bytes[..CHOICE_BYTES].copy_from_slice(choices);
+    rng.fill_bytes(&mut xhat_bytes[CHOICE_BYTES..]);
+    let mut xhat = row_from_bytes(&xhat_bytes);
+    xhat_bytes.zeroize();
+
+    let mut rows: Vec<Row> = vec![[0u128; EXT_BLOCKS]; LAMBDA_C];
+    let mut message = Vec::with_capacity(OTE_MSG_BYTES);
+    for (tree, tree_seeds) in seeds.seeds.iter().enumerate() {
+        let mut sum = [0u128; EXT_BLOCKS];
+        for (leaf, seed) in tree_seeds.iter().enumerate() {
+            let mut e = expand_seed(seed, &iv);
+            xor_row(&mut sum, &e);
+            for bit in 0..SOFTSPOKEN_K {
+                // `leaf` is a public loop index: no secret-dependent branch.
+                if (leaf >> bit) & 1 == 1 {
+                    xor_row(&mut rows[tree * SOFTSPOKEN_K + bit], &e);
+                }
+            }
+            e.zeroize();
+        }
+        xor_row(&mut sum, &xhat);
+        #[cfg(any(test, fuzzing))]
+        if let Some(dev) = deviation {
+            if dev.tree == tree {
+                sum[0] ^= 1;
+            }
+        }
+        message.extend_from_slice(&row_to_bytes(&sum));
+    }
+    let chal = challenge(sid_ext, &message);
+    message.extend_from_slice(&row_check(&chal, &xhat));
+    #[cfg_attr(not(any(test, fuzzing)), allow(unused_variables))]
+    for (r, row) in rows.iter().enumerate() {
+        #[allow(unused_mut)]
+        let mut t_chk = row_check(&chal, row);
+        #[cfg(any(test, fuzzing))]
+        if let Some(dev) = deviation {
+            // Rows of the tampered tree pick up Delta_r * check(err) at S;
+            // patch with the guessed Delta bits.
+            let bit = r % SOFTSPOKEN_K;
+            if r / SOFTSPOKEN_K == dev.tree && (dev.guess >> bit) & 1 == 1 {
+                let mut err = [0u128; EXT_BLOCKS];
+                err[0] = 1;
+                t_chk = crate::hazmat::gf128::xor16(&t_chk, &row_check(&chal, &err));
+            }
+        }
+        message.extend_from_slice(&t_chk);
+    }
+    xhat.zeroize();
+
+    let hasher = RotHasher::new(sid_ext);
+    let mut psi = columns(&rows);
+    rows.zeroize();
+    let outputs = psi.iter().enumerate().map(|(j, col)| hasher.output(j, *col)).collect();
+    psi.zeroize();
+    (message, ExtReceiverOutput { outputs })
+}
+
+/// `Delta` as a 128-bit value: bit `i*k + b` is bit `b` of the punctured
+/// leaf of tree `i`.
+pub(crate) fn delta(seeds: &PuncturedSeeds) -> u128 {
+    seeds
+        .punctured
+        .iter()
+        .enumerate()
+        .fold(0u128, |acc, (tree, p)| acc | (u128::from(*p) << (tree * SOFTSPOKEN_K)))
+}
+
+/// Runs the sender S of one batch (PROTOCOL.md §6.3): checks the receiver's
+/// message and returns both outputs of every OT.
+///
+/// # Errors
+///
+/// [`Error::WrongLength`] (abort) for a message of the wrong size;
+/// [`Error::OtExtensionCheckFailed`] (ban) if the consistency check fails.
+pub fn send(seeds: &PuncturedSeeds, sid_ext: &[u8; 32], message: &[u8]) -> Result<ExtSenderOutput> {
+    if message.len() != OTE_MSG_BYTES {
+        return Err(Error::WrongLength);
+    }
+    let (u_bytes, checks) = message.split_at(TREES * EXT_ROW_BYTES);
+    let iv = batch_iv(sid_ext);
+    let mut rows: Vec<Row> = vec![[0u128; EXT_BLOCKS]; LAMBDA_C];
+    for (tree, tree_seeds) in seeds.seeds.iter().enumerate() {
+        let p = seeds.punctured[tree];
+        for (leaf, seed) in tree_seeds.iter().enumerate() {
+            // The punctured leaf's placeholder seed expands to garbage whose
+            // coefficient bit_b(p ^ p) is zero for every b.
+            let mut e = expand_seed(seed, &iv);
+            #[allow(clippy::cast_possible_truncation)]
+            let diff = (leaf as u8) ^ p;
+            for bit in 0..SOFTSPOKEN_K {
+                let take = Choice::from((diff >> bit) & 1);
+                let row = &mut rows[tree * SOFTSPOKEN_K + bit];
+                for (acc, block) in row.iter_mut().zip(&e) {
+                    *acc ^= u128::conditional_select(&0, block, take);
+                }
+            }
+            e.zeroize();
+        }
+        let u = row_from_bytes(&u_bytes[tree * EXT_ROW_BYTES..]);
+        for bit in 0..SOFTSPOKEN_K {
+            let take = Choice::from((p >> bit) & 1);
+            let row = &mut rows[tree * SOFTSPOKEN_K + bit];
+            for (acc, block) in row.iter_mut().zip(&u) {
+                *acc ^= u128::conditional_select(&0, block, take);
+            }
+        }
+    }
+
+    let mut delta = delta(seeds);
+    let chal = challenge(sid_ext, u_bytes);
+    let x_chk = &checks[..16];
+    let mut ok = Choice::from(1u8);
+    for (r, row) in rows.iter().enumerate() {
+        let q_chk = u128::from_le_bytes(row_check(&chal, row));
+        let t_chk = &checks[16 * (r + 1)..16 * (r + 2)];
+        let expected = read_u128(t_chk)
+            ^ u128::conditional_select(&0, &read_u128(x_chk), Choice::from(bit_u8(delta, r)));
+        ok &= q_chk.ct_eq(&expected);
+    }
+    if !bool::from(ok) {
+        rows.zeroize();
+        delta.zeroize();
+        return Err(Error::OtExtensionCheckFailed);
+    }
+
+    let hasher = RotHasher::new(sid_ext);
+    let mut zeta = columns(&rows);
+    rows.zeroize();
+    let outputs = zeta
+        .iter()
+        .enumerate()
+        .map(|(j, col)| [hasher.output(j, *col), hasher.output(j, col ^ delta)])
+        .collect();
+    zeta.zeroize();
+    delta.zeroize();
+    Ok(ExtSenderOutput { outputs })
+}
+
+fn bit_u8(value: u128, bit: usize) -> u8 {
+    // Masked to one bit.
+    #[allow(clippy::cast_possible_truncation)]
+    let b = ((value >> bit) & 1) as u8;
+    b
+}
+
+fn read_u128(bytes: &[u8]) -> u128 {
+    let mut array = [0u8; 16];
+    array.copy_from_slice(&bytes[..16]);
+    u128::from_le_bytes(array)
+}
+
+/// Exposes a leaf index type check for the parameters.
+const _: () = assert!(LEAVES <= 256);
+
+#[cfg(test)]
+mod tests {
+    use super::super::setup::tests::key_pair;
+    use super::*;
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    fn bit(bytes: &[u8], j: usize) -> usize {
+        usize::from((bytes[j / 8] >> (j % 8)) & 1)
+    }
+
+    #[test]
+    fn outputs_are_correlated() {
+        let (sender, receiver) = key_pair(1);
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        for session in 0..3u8 {
+            let sid = [session; 32];
+            let mut choices = [0u8; CHOICE_BYTES];
+            rng.fill_bytes(&mut choices);
+            let (msg, r_out) = receive(&mut rng, receiver.seeds(), &sid, &choices);
+            assert_eq!(msg.len(), OTE_MSG_BYTES);
+            let s_out = send(sender.seeds(), &sid, &msg).unwrap();
+            for j in 0..XI {
+                let c = bit(&choices, j);
+                assert_eq!(r_out.outputs[j], s_out.outputs[j][c]);
+                assert_ne!(r_out.outputs[j], s_out.outputs[j][1 - c]);
+            }
+        }
+    }
+
+    #[test]
+    fn flipped_u_bit_is_caught_as_ban() {
+        let (sender, receiver) = key_pair(3);
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let sid = [9u8; 32];
+        let (msg, _) = receive(&mut rng, receiver.seeds(), &sid, &[0x5a; CHOICE_BYTES]);
+        // A flip in U[i] is seen by S only if p[i] != 0 (W ignores U[i]
+        // otherwise); pick a tree with p != 0.
+        let tree = sender.seeds().punctured.iter().position(|p| *p != 0).unwrap();
+        for byte in [0, 37, EXT_ROW_BYTES - 1] {
+            let mut bad = msg.clone();
+            bad[tree * EXT_ROW_BYTES + byte] ^= 0x10;
+            let err = send(sender.seeds(), &sid, &bad).err().unwrap();
+            assert_eq!(err, Error::OtExtensionCheckFailed);
+            assert_eq!(err.class(), crate::AbortClass::Ban);
+        }
+    }
+
+    #[test]
+    fn flipped_check_values_are_caught() {
+        let (sender, receiver) = key_pair(5);
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let sid = [1u8; 32];
+        let (msg, _) = receive(&mut rng, receiver.seeds(), &sid, &[0xa5; CHOICE_BYTES]);
+        let checks = TREES * EXT_ROW_BYTES;
+        for r in [0, 1, 77, LAMBDA_C - 1] {
+            let mut bad = msg.clone();
+            bad[checks + 16 * (r + 1) + 3] ^= 1;
+            assert_eq!(send(sender.seeds(), &sid, &bad).err(), Some(Error::OtExtensionCheckFailed));
+        }
+        // x_chk matters for every row with Delta_r = 1; Delta != 0 here.
+        assert_ne!(delta(sender.seeds()), 0);
+        let mut bad = msg.clone();
+        bad[checks] ^= 1;
+        assert_eq!(send(sender.seeds(), &sid, &bad).err(), Some(Error::OtExtensionCheckFailed));
+        // Wrong length: abort, not ban.
+        assert_eq!(send(sender.seeds(), &sid, &msg[..OTE_MSG_BYTES - 1]).err(), Some(Error::WrongLength));
+    }
+
+    #[test]
+    fn replay_into_another_session_is_caught() {
+        let (sender, receiver) = key_pair(7);
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let (msg, _) = receive(&mut rng, receiver.seeds(), &[1; 32], &[0; CHOICE_BYTES]);
+        assert_eq!(send(sender.seeds(), &[2; 32], &msg).err(), Some(Error::OtExtensionCheckFailed));
+    }
+
+    #[test]
+    fn consistent_cheating_passes_only_with_the_right_guess() {
+        // R changes xhat in one tree and patches t_chk with a guess of that
+        // tree's Delta bits: exactly the right guess passes (probability
+        // 2^-k), and that pass tells R those k bits of Delta. This is the leak
+        // the ban rule bounds.
+        let (sender, receiver) = key_pair(9);
+        let tree = 5;
+        let mut passes = Vec::new();
+        for guess in 0..LEAVES as u8 {
+            let mut rng = ChaCha20Rng::seed_from_u64(10);
+            let deviation = Some(ReceiverDeviation { tree, guess });
+            let (msg, _) = receive_inner(&mut rng, receiver.seeds(), &[3; 32], &[0x0f; CHOICE_BYTES], deviation);
+            if send(sender.seeds(), &[3; 32], &msg).is_ok() {
+                passes.push(guess);
+            }
+        }
+        assert_eq!(passes, vec![sender.seeds().punctured[tree]]);
+    }
+
+    #[test]
+    fn sessions_give_independent_batches() {
+        let (sender, receiver) = key_pair(11);
+        let choices = [0x33; CHOICE_BYTES];
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let (msg_a, out_a) = receive(&mut rng, receiver.seeds(), &[1; 32], &choices);
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let (msg_b, out_b) = receive(&mut rng, receiver.seeds(), &[2; 32], &choices);
+        assert_ne!(msg_a[..TREES * EXT_ROW_BYTES], msg_b[..TREES * EXT_ROW_BYTES]);
+        let s_a = send(sender.seeds(), &[1; 32], &msg_a).unwrap();
+        let s_b = send(sender.seeds(), &[2; 32], &msg_b).unwrap();
+        for j in 0..XI {
+            assert_ne!(out_a.outputs[j], out_b.outputs[j]);
+            assert_ne!(s_a.outputs[j][0], s_b.outputs[j][0]);
+        }
+    }
+}

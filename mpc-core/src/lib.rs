@@ -1,0 +1,32 @@
+//! Sans-IO two-party ECDSA (DKLs23) over secp256k1.
+//!
+//! Every protocol in this crate is a state machine: bytes in, bytes out. The
+//! crate does no I/O, reads no clock and contains no `unsafe` code; the
+//! caller supplies randomness (`rand_core::CryptoRng`) and moves messages.
+//!
+//! The normative specification is `docs/PROTOCOL.md` at the repository root;
+//! comments of the form `PROTOCOL.md §N` cite its sections.
+//!
+//! Layers, bottom up:
+//! - [`transcript`]: SHA-256 hashing with length prefixes and versioned tags
+//!   (§2);
+//! - [`wire`]: the versioned message envelope and checked encodings of points
+//!   and scalars (§3);
+//! - [`hazmat`]: the oblivious-transfer stack (base OT, SoftSpokenOT, RVOLE)
+//!   that the signing protocol's multiplication is built on (§4-§7). Misuse of
+//!   these primitives (reusing a batch, skipping a check) leaks keys.
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod error;
+pub mod hazmat;
+pub mod params;
+pub mod transcript;
+pub mod wire;
+
+pub use error::{AbortClass, Error};

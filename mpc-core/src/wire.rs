@@ -1,0 +1,148 @@
+//! Wire format (PROTOCOL.md §3): the versioned envelope every message travels
+//! in, and checked fixed-size encodings of points and scalars.
+//!
+//! Decoding never panics. Points are 33-byte SEC1 compressed encodings that
+//! must lie on the curve and must not be the identity; scalars are 32-byte
+//! big-endian values that must be canonical (`< q`), and non-zero where the
+//! specification says so.
+
+mod envelope;
+
+pub use envelope::*;
+
+use k256::elliptic_curve::group::GroupEncoding;
+use k256::elliptic_curve::subtle::Choice;
+use k256::elliptic_curve::PrimeField;
+use k256::{AffinePoint, ProjectivePoint, Scalar};
+
+use crate::error::{Error, Result};
+
+/// Bytes of an encoded point (SEC1 compressed).
+pub const POINT_BYTES: usize = 33;
+/// Bytes of an encoded scalar (big-endian).
+pub const SCALAR_BYTES: usize = 32;
+
+/// Encodes a point as 33 bytes SEC1 compressed.
+///
+/// The identity has no such encoding; callers only encode points they have
+/// checked to be non-identity, and an identity encodes as 33 zero bytes,
+/// which [`decode_point`] rejects.
+#[must_use]
+pub fn encode_point(point: &ProjectivePoint) -> [u8; POINT_BYTES] {
+    let mut out = [0u8; POINT_BYTES];
+    let encoded = point.to_affine().to_bytes();
+    if encoded.len() == POINT_BYTES {
+        out.copy_from_slice(&encoded);
+    }
+    out
+}
+
+/// Decodes a 33-byte SEC1 compressed point, rejecting the identity, every
+/// other prefix than `0x02`/`0x03`, and `x` values with no curve point.
+///
+/// # Errors
+///
+/// [`Error::WrongLength`] if `bytes` is not 33 bytes long,
+/// [`Error::IdentityPoint`] for the identity's encoding (33 zero bytes or a
+/// lone `0x00`), [`Error::InvalidPoint`] for any other invalid encoding.
+pub fn decode_point(bytes: &[u8]) -> Result<ProjectivePoint> {
+    let array: &[u8; POINT_BYTES] = bytes.try_into().map_err(|_| Error::WrongLength)?;
+    match array[0] {
+        0x02 | 0x03 => {}
+        0x00 if array.iter().all(|b| *b == 0) => return Err(Error::IdentityPoint),
+        _ => return Err(Error::InvalidPoint),
+    }
+    let affine = Option::<AffinePoint>::from(AffinePoint::from_bytes(array.into()))
+        .ok_or(Error::InvalidPoint)?;
+    let point = ProjectivePoint::from(affine);
+    // Unreachable for 0x02/0x03 prefixes, kept as the defining check.
+    if bool::from(is_identity(&point)) {
+        return Err(Error::IdentityPoint);
+    }
+    Ok(point)
+}
+
+fn is_identity(point: &ProjectivePoint) -> Choice {
+    k256::elliptic_curve::group::Group::is_identity(point)
+}
+
+/// Encodes a scalar as 32 big-endian bytes.
+#[must_use]
+pub fn encode_scalar(scalar: &Scalar) -> [u8; SCALAR_BYTES] {
+    scalar.to_bytes().into()
+}
+
+/// Decodes a canonical 32-byte big-endian scalar (`< q`); zero is allowed.
+///
+/// # Errors
+///
+/// [`Error::WrongLength`] if `bytes` is not 32 bytes long,
+/// [`Error::NonCanonicalScalar`] if the value is `>= q`.
+pub fn decode_scalar(bytes: &[u8]) -> Result<Scalar> {
+    let array: [u8; SCALAR_BYTES] = bytes.try_into().map_err(|_| Error::WrongLength)?;
+    Option::from(Scalar::from_repr(array.into())).ok_or(Error::NonCanonicalScalar)
+}
+
+/// Decodes a canonical, non-zero 32-byte big-endian scalar.
+///
+/// # Errors
+///
+/// As [`decode_scalar`], plus [`Error::ZeroScalar`] for zero.
+pub fn decode_nonzero_scalar(bytes: &[u8]) -> Result<Scalar> {
+    let scalar = decode_scalar(bytes)?;
+    if bool::from(scalar.is_zero()) {
+        return Err(Error::ZeroScalar);
+    }
+    Ok(scalar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k256::elliptic_curve::Field;
+    use rand_chacha::rand_core::SeedableRng;
+
+    const Q_BYTES: &str = "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141";
+
+    #[test]
+    fn points_round_trip() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        for _ in 0..32 {
+            let p = ProjectivePoint::GENERATOR * Scalar::random(&mut rng);
+            assert_eq!(decode_point(&encode_point(&p)).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn bad_points_rejected() {
+        let g = encode_point(&ProjectivePoint::GENERATOR);
+        assert_eq!(decode_point(&[0u8; 33]), Err(Error::IdentityPoint));
+        assert_eq!(decode_point(&g[..32]), Err(Error::WrongLength));
+        let mut uncompressed_prefix = g;
+        uncompressed_prefix[0] = 0x04;
+        assert_eq!(decode_point(&uncompressed_prefix), Err(Error::InvalidPoint));
+        // x = p (the field modulus) is not a canonical field element.
+        let mut x_too_large = [0xffu8; 33];
+        x_too_large[0] = 0x02;
+        x_too_large[29..].copy_from_slice(&[0xfe, 0xff, 0xfc, 0x2f]);
+        assert_eq!(decode_point(&x_too_large), Err(Error::InvalidPoint));
+        // x = 5: x^3 + 7 = 132 is not a square mod p.
+        let mut off_curve = [0u8; 33];
+        off_curve[0] = 0x02;
+        off_curve[32] = 5;
+        assert_eq!(decode_point(&off_curve), Err(Error::InvalidPoint));
+    }
+
+    #[test]
+    fn scalars_canonical_only() {
+        let q: [u8; 32] = hex::decode(Q_BYTES).unwrap().try_into().unwrap();
+        assert_eq!(decode_scalar(&q), Err(Error::NonCanonicalScalar));
+        assert_eq!(decode_scalar(&[0xff; 32]), Err(Error::NonCanonicalScalar));
+        let mut q_minus_one = q;
+        q_minus_one[31] -= 1;
+        assert_eq!(decode_scalar(&q_minus_one).unwrap(), -Scalar::ONE);
+        assert_eq!(decode_scalar(&[0u8; 32]).unwrap(), Scalar::ZERO);
+        assert_eq!(decode_nonzero_scalar(&[0u8; 32]), Err(Error::ZeroScalar));
+        assert_eq!(decode_scalar(&[0u8; 31]), Err(Error::WrongLength));
+    }
+}
