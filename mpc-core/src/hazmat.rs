@@ -10,6 +10,6 @@
 //! secret keys. Use the protocol modules instead.
 
 pub mod gf128;
-pub mod prg;
 pub mod ot;
+pub mod prg;
 pub mod vole;

@@ -36,4 +36,7 @@ pub const RVOLE_WIDTH: usize = RVOLE_INPUTS + RVOLE_CHECKS;
 
 const _: () = assert!(LAMBDA_C % SOFTSPOKEN_K == 0);
 const _: () = assert!(XI % 8 == 0);
-const _: () = assert!(LAMBDA_C == 128, "the OT code packs Delta and columns into u128");
+const _: () = assert!(
+    LAMBDA_C == 128,
+    "the OT code packs Delta and columns into u128"
+);

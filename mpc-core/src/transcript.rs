@@ -238,6 +238,7 @@ pub fn hash_to_scalar(tag: Tag, messages: &[&[u8]]) -> Scalar {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;
@@ -255,8 +256,14 @@ mod tests {
 
     #[test]
     fn encoding_is_injective_across_splits() {
-        let ab_c = Transcript::new(tags::TEST).chain(b"ab").chain(b"c").finalize();
-        let a_bc = Transcript::new(tags::TEST).chain(b"a").chain(b"bc").finalize();
+        let ab_c = Transcript::new(tags::TEST)
+            .chain(b"ab")
+            .chain(b"c")
+            .finalize();
+        let a_bc = Transcript::new(tags::TEST)
+            .chain(b"a")
+            .chain(b"bc")
+            .finalize();
         let abc = Transcript::new(tags::TEST).chain(b"abc").finalize();
         assert_ne!(ab_c, a_bc);
         assert_ne!(ab_c, abc);
@@ -273,7 +280,10 @@ mod tests {
         manual.extend_from_slice(&3u64.to_be_bytes());
         manual.extend_from_slice(b"xyz");
         let expected: [u8; 32] = Sha256::digest(&manual).into();
-        assert_eq!(Transcript::new(tags::TEST).chain(b"xyz").finalize(), expected);
+        assert_eq!(
+            Transcript::new(tags::TEST).chain(b"xyz").finalize(),
+            expected
+        );
 
         // Hx block 1 is H(tag; u32(1), "xyz").
         let wide: [u8; 64] = WideTranscript::<2>::new(tags::TEST)

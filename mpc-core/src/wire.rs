@@ -97,6 +97,7 @@ pub fn decode_nonzero_scalar(bytes: &[u8]) -> Result<Scalar> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use k256::elliptic_curve::Field;

@@ -38,6 +38,7 @@ pub fn xor16(a: &FieldBytes, b: &FieldBytes) -> FieldBytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -94,7 +95,10 @@ mod tests {
         let h = le("25629347589242761d31f826ba4b757b");
         let x1 = le("4f4f95668c83dfb6401762bb2d01a262");
         let x2 = le("d1a24ddd2721d006bbe45f20d3c9f362");
-        assert_eq!(reference::polyval(h, &[x1, x2]), le("f7a3b47b846119fae5b7866cf5e5b77e"));
+        assert_eq!(
+            reference::polyval(h, &[x1, x2]),
+            le("f7a3b47b846119fae5b7866cf5e5b77e")
+        );
     }
 
     proptest! {

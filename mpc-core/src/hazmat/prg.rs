@@ -22,16 +22,26 @@ pub fn fill(key: &Seed, iv: &[u8; 16], out: &mut [u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::*;
 
     #[test]
     fn nist_sp800_38a_ctr_aes128() {
         // SP 800-38A F.5.1: keystream = ciphertext XOR plaintext.
-        let key: Seed = hex::decode("2b7e151628aed2a6abf7158809cf4f3c").unwrap().try_into().unwrap();
-        let iv: [u8; 16] = hex::decode("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").unwrap().try_into().unwrap();
-        let plain = hex::decode("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51").unwrap();
-        let cipher = hex::decode("874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff").unwrap();
+        let key: Seed = hex::decode("2b7e151628aed2a6abf7158809cf4f3c")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let iv: [u8; 16] = hex::decode("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let plain = hex::decode("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+            .unwrap();
+        let cipher =
+            hex::decode("874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff")
+                .unwrap();
         let mut stream = [0u8; 32];
         fill(&key, &iv, &mut stream);
         let expected: alloc::vec::Vec<u8> = plain.iter().zip(&cipher).map(|(p, c)| p ^ c).collect();

@@ -26,7 +26,8 @@ use crate::transcript::{hash_to_scalar, tags, Transcript, WideTranscript};
 use crate::wire::{decode_scalar, encode_scalar, SCALAR_BYTES};
 
 /// Bytes of the sender's RVOLE message: `a_tilde`, `eta`, `mu`.
-pub const VOLE_MSG_BYTES: usize = XI * RVOLE_WIDTH * SCALAR_BYTES + RVOLE_CHECKS * SCALAR_BYTES + MU_BYTES;
+pub const VOLE_MSG_BYTES: usize =
+    XI * RVOLE_WIDTH * SCALAR_BYTES + RVOLE_CHECKS * SCALAR_BYTES + MU_BYTES;
 const MU_BYTES: usize = 32;
 
 /// The public gadget vector `g_j = H2S(mpc/vole/gadget/v1; keyctx, u32(j))`
@@ -59,7 +60,10 @@ impl Gadget {
 
 /// `sid_ext = H(mpc/ot/ext/sid/v1; keyctx, sid_sign)`.
 fn extension_sid(keyctx: &[u8; 32], sid_sign: &[u8; 32]) -> [u8; 32] {
-    Transcript::new(tags::OT_EXT_SID).chain(keyctx).chain(sid_sign).finalize()
+    Transcript::new(tags::OT_EXT_SID)
+        .chain(keyctx)
+        .chain(sid_sign)
+        .finalize()
 }
 
 /// Per-batch public values both parties derive.
@@ -110,7 +114,10 @@ impl BatchContext {
 }
 
 /// `mu[j][k] = v[ell+k] + sum_i theta[i][k] * v[i]` for one row `v`.
-fn check_combination(row: &RotOutput, theta: &[[Scalar; RVOLE_CHECKS]; RVOLE_INPUTS]) -> [Scalar; RVOLE_CHECKS] {
+fn check_combination(
+    row: &RotOutput,
+    theta: &[[Scalar; RVOLE_CHECKS]; RVOLE_INPUTS],
+) -> [Scalar; RVOLE_CHECKS] {
     core::array::from_fn(|k| {
         (0..RVOLE_INPUTS).fold(row[RVOLE_INPUTS + k], |acc, i| acc + theta[i][k] * row[i])
     })
@@ -149,7 +156,11 @@ fn choice_bit(choices: &[u8; CHOICE_BYTES], j: usize) -> Choice {
 impl RvoleReceiver {
     /// Samples the choice bits, fixes `chi = <g, beta>` and returns the
     /// extension message for the session `sid_sign`.
-    pub fn start(rng: &mut impl CryptoRngCore, key: &OtReceiverKey, sid_sign: &[u8; 32]) -> (Self, Vec<u8>) {
+    pub fn start(
+        rng: &mut impl CryptoRngCore,
+        key: &OtReceiverKey,
+        sid_sign: &[u8; 32],
+    ) -> (Self, Vec<u8>) {
         let mut choices = [0u8; CHOICE_BYTES];
         rng.fill_bytes(&mut choices);
         let chi = key
@@ -164,7 +175,15 @@ impl RvoleReceiver {
         let (message, mut ext_out) = extension::receive(rng, key.seeds(), &sid_ext, &choices);
         let gamma = core::mem::take(&mut ext_out.outputs);
         let ctx = BatchContext::new(&sid_ext, &message);
-        (Self { ctx, choices, gamma, chi }, message)
+        (
+            Self {
+                ctx,
+                choices,
+                gamma,
+                chi,
+            },
+            message,
+        )
     }
 
     /// The receiver's multiplicand `chi`, fixed before the sender answers.
@@ -187,7 +206,10 @@ impl RvoleReceiver {
         let a_tilde_len = XI * RVOLE_WIDTH * SCALAR_BYTES;
         let (a_tilde_bytes, rest) = vole_msg.split_at(a_tilde_len);
         let (eta_bytes, mu) = rest.split_at(RVOLE_CHECKS * SCALAR_BYTES);
-        let eta: Vec<Scalar> = eta_bytes.chunks_exact(SCALAR_BYTES).map(decode_scalar).collect::<Result<_>>()?;
+        let eta: Vec<Scalar> = eta_bytes
+            .chunks_exact(SCALAR_BYTES)
+            .map(decode_scalar)
+            .collect::<Result<_>>()?;
         let ctx = &self.ctx;
         let theta = ctx.theta(a_tilde_bytes);
 
@@ -234,7 +256,11 @@ impl RvoleReceiver {
 #[derive(Clone, Copy)]
 pub(crate) enum SenderDeviation {
     /// Adds `delta` to `a_tilde[row][col]`.
-    ATilde { row: usize, col: usize, delta: Scalar },
+    ATilde {
+        row: usize,
+        col: usize,
+        delta: Scalar,
+    },
     /// Adds `delta` to input column 0 of every row and fixes `eta` to match:
     /// an input substitution the RVOLE cannot see.
     ShiftInput { delta: Scalar },
@@ -279,12 +305,18 @@ pub(crate) fn send_inner(
     #[cfg_attr(not(any(test, fuzzing)), allow(unused_variables))]
     for (j, [alpha0, alpha1]) in ext_out.outputs.iter().enumerate() {
         for t in 0..RVOLE_WIDTH {
-            let pad = if t < RVOLE_INPUTS { inputs[t] } else { a_hat[t - RVOLE_INPUTS] };
+            let pad = if t < RVOLE_INPUTS {
+                inputs[t]
+            } else {
+                a_hat[t - RVOLE_INPUTS]
+            };
             #[allow(unused_mut)]
             let mut a_tilde = alpha0[t] - alpha1[t] + pad;
             #[cfg(any(test, fuzzing))]
             match deviation {
-                Some(SenderDeviation::ATilde { row, col, delta }) if row == j && col == t => a_tilde += delta,
+                Some(SenderDeviation::ATilde { row, col, delta }) if row == j && col == t => {
+                    a_tilde += delta
+                }
                 Some(SenderDeviation::ShiftInput { delta }) if t == 0 => a_tilde += delta,
                 _ => {}
             }
@@ -303,8 +335,11 @@ pub(crate) fn send_inner(
         }
         message.extend_from_slice(&encode_scalar(&eta));
     }
-    let mut mu: Vec<[Scalar; RVOLE_CHECKS]> =
-        ext_out.outputs.iter().map(|[alpha0, _]| check_combination(alpha0, &theta)).collect();
+    let mut mu: Vec<[Scalar; RVOLE_CHECKS]> = ext_out
+        .outputs
+        .iter()
+        .map(|[alpha0, _]| check_combination(alpha0, &theta))
+        .collect();
     #[allow(unused_mut)]
     let mut mu_digest = ctx.mu_digest(&mu);
     #[cfg(any(test, fuzzing))]
@@ -326,4 +361,5 @@ pub(crate) fn send_inner(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests;

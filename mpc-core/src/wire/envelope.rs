@@ -260,9 +260,7 @@ impl Envelope {
         }
         match bytes.first() {
             None => return Err(Error::MalformedEnvelope),
-            Some(&version) if version != FORMAT_VERSION => {
-                return Err(Error::UnsupportedVersion)
-            }
+            Some(&version) if version != FORMAT_VERSION => return Err(Error::UnsupportedVersion),
             Some(_) => {}
         }
         let (wire, rest) =
@@ -316,6 +314,7 @@ impl Envelope {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     extern crate std;
 
@@ -382,7 +381,10 @@ mod tests {
     #[test]
     fn truncated_inputs_rejected() {
         let bytes = sample(200).encode();
-        assert_eq!(Envelope::decode(&[], usize::MAX), Err(Error::MalformedEnvelope));
+        assert_eq!(
+            Envelope::decode(&[], usize::MAX),
+            Err(Error::MalformedEnvelope)
+        );
         for len in 1..bytes.len() {
             assert_eq!(
                 Envelope::decode(&bytes[..len], usize::MAX),
@@ -396,7 +398,10 @@ mod tests {
     fn trailing_bytes_rejected() {
         let mut bytes = sample(10).encode();
         bytes.push(0);
-        assert_eq!(Envelope::decode(&bytes, usize::MAX), Err(Error::MalformedEnvelope));
+        assert_eq!(
+            Envelope::decode(&bytes, usize::MAX),
+            Err(Error::MalformedEnvelope)
+        );
     }
 
     #[test]
@@ -408,11 +413,17 @@ mod tests {
         let mut long = bytes[..header].to_vec();
         long.extend_from_slice(&[0x85, 0x00]);
         long.extend_from_slice(&bytes[header + 1..]);
-        assert_eq!(Envelope::decode(&long, usize::MAX), Err(Error::MalformedEnvelope));
+        assert_eq!(
+            Envelope::decode(&long, usize::MAX),
+            Err(Error::MalformedEnvelope)
+        );
         // And a length varint that runs past the end of u32/u64 range.
         let mut huge = bytes[..header].to_vec();
         huge.extend_from_slice(&[0xff; 11]);
-        assert_eq!(Envelope::decode(&huge, usize::MAX), Err(Error::MalformedEnvelope));
+        assert_eq!(
+            Envelope::decode(&huge, usize::MAX),
+            Err(Error::MalformedEnvelope)
+        );
     }
 
     #[test]
@@ -420,7 +431,10 @@ mod tests {
         let mut bytes = sample(5).encode();
         let header = 1 + 1 + 32 + 1 + 1;
         bytes[header] = 6;
-        assert_eq!(Envelope::decode(&bytes, usize::MAX), Err(Error::MalformedEnvelope));
+        assert_eq!(
+            Envelope::decode(&bytes, usize::MAX),
+            Err(Error::MalformedEnvelope)
+        );
     }
 
     #[test]
@@ -429,7 +443,10 @@ mod tests {
         for (index, bad) in [(1usize, 0u8), (1, 6), (1, 0xff), (35, 0), (35, 3)] {
             let mut b = bytes.clone();
             b[index] = bad;
-            assert_eq!(Envelope::decode(&b, usize::MAX), Err(Error::MalformedEnvelope));
+            assert_eq!(
+                Envelope::decode(&b, usize::MAX),
+                Err(Error::MalformedEnvelope)
+            );
         }
     }
 
@@ -459,10 +476,16 @@ mod tests {
             Ok(max_payload)
         );
         let over = sample(max_payload + 1).encode();
-        assert_eq!(Envelope::decode(&over, usize::MAX), Err(Error::MessageTooLarge));
+        assert_eq!(
+            Envelope::decode(&over, usize::MAX),
+            Err(Error::MessageTooLarge)
+        );
         // The size check comes first, even for garbage and wrong versions.
         let garbage = vec![0xffu8; MAX_MESSAGE_BYTES + 1];
-        assert_eq!(Envelope::decode(&garbage, usize::MAX), Err(Error::MessageTooLarge));
+        assert_eq!(
+            Envelope::decode(&garbage, usize::MAX),
+            Err(Error::MessageTooLarge)
+        );
         // The caller's tighter limit applies.
         let small = sample(10).encode();
         assert!(Envelope::decode(&small, small.len()).is_ok());

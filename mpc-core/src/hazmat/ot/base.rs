@@ -43,7 +43,12 @@ pub type OtKey = [u8; LAMBDA_C_BYTES];
 const H2C_DST: &[u8] = b"MPC-OT-V1-BASEOT-H2C_secp256k1_XMD:SHA-256_SSWU_RO_";
 
 /// `Hp(t, j, P)`: hash of (session, index, branch, point) onto the curve.
-fn hash_point(sid: &[u8; 32], index: u32, branch: u8, point: &[u8; POINT_BYTES]) -> ProjectivePoint {
+fn hash_point(
+    sid: &[u8; 32],
+    index: u32,
+    branch: u8,
+    point: &[u8; POINT_BYTES],
+) -> ProjectivePoint {
     // frame(...) is the byte string H would hash (PROTOCOL.md §2.1).
     let mut frame = Vec::with_capacity(160);
     let mut put = |bytes: &[u8]| {
@@ -148,7 +153,12 @@ impl BaseOtReceiver {
             message.extend_from_slice(&encode_point(&r1));
             scalars.push(a);
         }
-        let receiver = Self { sid: *sid, choices, scalars, message: message.clone() };
+        let receiver = Self {
+            sid: *sid,
+            choices,
+            scalars,
+            message: message.clone(),
+        };
         (receiver, message)
     }
 
@@ -175,10 +185,20 @@ impl BaseOtReceiver {
                 let choice = (self.choices[t / 8] >> (t % 8)) & 1;
                 let pair = &self.message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
                 let shared = sender_point * self.scalars[t];
-                derive_key(&self.sid, index_u32(t), choice, pair, &sender_bytes, &shared)
+                derive_key(
+                    &self.sid,
+                    index_u32(t),
+                    choice,
+                    pair,
+                    &sender_bytes,
+                    &shared,
+                )
             })
             .collect();
-        Ok(BaseOtReceiverOutput { choices: self.choices, keys })
+        Ok(BaseOtReceiverOutput {
+            choices: self.choices,
+            keys,
+        })
     }
 }
 
@@ -219,8 +239,12 @@ pub fn send(
         let pair = &receiver_message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
         let r = [points[2 * t], points[2 * t + 1]];
         let r_bytes: [&[u8; POINT_BYTES]; 2] = [
-            pair[..POINT_BYTES].try_into().map_err(|_| Error::WrongLength)?,
-            pair[POINT_BYTES..].try_into().map_err(|_| Error::WrongLength)?,
+            pair[..POINT_BYTES]
+                .try_into()
+                .map_err(|_| Error::WrongLength)?,
+            pair[POINT_BYTES..]
+                .try_into()
+                .map_err(|_| Error::WrongLength)?,
         ];
         let mut both = [[0u8; LAMBDA_C_BYTES]; 2];
         for branch in 0..2u8 {
@@ -239,6 +263,7 @@ pub fn send(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use rand_chacha::rand_core::SeedableRng;
@@ -303,17 +328,26 @@ mod tests {
         let sid = [0; 32];
         let (receiver, msg) = BaseOtReceiver::start(&mut rng, &sid);
         // Truncated and over-long.
-        assert_eq!(send(&mut rng, &sid, &msg[1..]).err(), Some(Error::WrongLength));
+        assert_eq!(
+            send(&mut rng, &sid, &msg[1..]).err(),
+            Some(Error::WrongLength)
+        );
         let mut long = msg.clone();
         long.push(0);
         assert_eq!(send(&mut rng, &sid, &long).err(), Some(Error::WrongLength));
         // Identity, uncompressed prefix, off-curve x.
         let mut identity = msg.clone();
         identity[33..66].fill(0);
-        assert_eq!(send(&mut rng, &sid, &identity).err(), Some(Error::IdentityPoint));
+        assert_eq!(
+            send(&mut rng, &sid, &identity).err(),
+            Some(Error::IdentityPoint)
+        );
         let mut prefix = msg.clone();
         prefix[0] = 0x04;
-        assert_eq!(send(&mut rng, &sid, &prefix).err(), Some(Error::InvalidPoint));
+        assert_eq!(
+            send(&mut rng, &sid, &prefix).err(),
+            Some(Error::InvalidPoint)
+        );
         let mut off_curve = msg.clone();
         off_curve[66..99].copy_from_slice(&{
             let mut p = [0u8; 33];
@@ -321,10 +355,16 @@ mod tests {
             p[32] = 5;
             p
         });
-        assert_eq!(send(&mut rng, &sid, &off_curve).err(), Some(Error::InvalidPoint));
+        assert_eq!(
+            send(&mut rng, &sid, &off_curve).err(),
+            Some(Error::InvalidPoint)
+        );
         // Sender side: identity and wrong length.
         assert_eq!(
-            BaseOtReceiver::start(&mut rng, &sid).0.finish(&[0u8; 33]).err(),
+            BaseOtReceiver::start(&mut rng, &sid)
+                .0
+                .finish(&[0u8; 33])
+                .err(),
             Some(Error::IdentityPoint)
         );
         assert_eq!(receiver.finish(&[2u8; 32]).err(), Some(Error::WrongLength));
@@ -343,7 +383,14 @@ mod tests {
         let b_point = decode_point(&reply).unwrap();
         for t in 0..BASE_OTS {
             for branch in 0..2u8 {
-                let guess = derive_key(&sid, index_u32(t), branch, &msg[66 * t..66 * (t + 1)], &encode_point(&b_point), &(b_point * a));
+                let guess = derive_key(
+                    &sid,
+                    index_u32(t),
+                    branch,
+                    &msg[66 * t..66 * (t + 1)],
+                    &encode_point(&b_point),
+                    &(b_point * a),
+                );
                 assert_ne!(guess, out.keys[t][usize::from(branch)]);
             }
         }

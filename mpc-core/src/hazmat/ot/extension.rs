@@ -21,9 +21,7 @@ use super::pprf::{AllSeeds, PuncturedSeeds};
 use crate::error::{Error, Result};
 use crate::hazmat::gf128::{check_hash, FieldBytes};
 use crate::hazmat::prg;
-use crate::params::{
-    EXT_ROW_BYTES, LAMBDA_C, LEAVES, RVOLE_WIDTH, SOFTSPOKEN_K, TREES, XI,
-};
+use crate::params::{EXT_ROW_BYTES, LAMBDA_C, LEAVES, RVOLE_WIDTH, SOFTSPOKEN_K, TREES, XI};
 use crate::transcript::{reduce_wide, tags, Transcript, WideTranscript};
 
 /// Bytes of the receiver's extension message: `U`, `x_chk`, `t_chk`.
@@ -67,7 +65,9 @@ struct RotHasher {
 
 impl RotHasher {
     fn new(sid_ext: &[u8; 32]) -> Self {
-        Self { prefix: WideTranscript::<1>::new(tags::OT_EXT_ROT).chain(sid_ext) }
+        Self {
+            prefix: WideTranscript::<1>::new(tags::OT_EXT_ROT).chain(sid_ext),
+        }
     }
 
     fn output(&self, index: usize, column: u128) -> RotOutput {
@@ -93,12 +93,19 @@ impl RotHasher {
 }
 
 fn batch_iv(sid_ext: &[u8; 32]) -> [u8; 16] {
-    WideTranscript::<1>::new(tags::OT_EXT_IV).chain(sid_ext).finalize_array()
+    WideTranscript::<1>::new(tags::OT_EXT_IV)
+        .chain(sid_ext)
+        .finalize_array()
 }
 
 fn challenge(sid_ext: &[u8; 32], u_bytes: &[u8]) -> FieldBytes {
-    let h_u = Transcript::new(tags::OT_EXT_U).chain(sid_ext).chain(u_bytes).finalize();
-    WideTranscript::<1>::new(tags::OT_EXT_CHI).chain(&h_u).finalize_array()
+    let h_u = Transcript::new(tags::OT_EXT_U)
+        .chain(sid_ext)
+        .chain(u_bytes)
+        .finalize();
+    WideTranscript::<1>::new(tags::OT_EXT_CHI)
+        .chain(&h_u)
+        .finalize_array()
 }
 
 fn row_check(challenge: &FieldBytes, row: &Row) -> FieldBytes {
@@ -123,7 +130,10 @@ fn xor_row(acc: &mut Row, other: &Row) {
 /// `h_ote = H(mpc/ot/ext/msg/v1; sid_ext, OteMsg)`, bound into the RVOLE.
 #[must_use]
 pub fn message_digest(sid_ext: &[u8; 32], message: &[u8]) -> [u8; 32] {
-    Transcript::new(tags::OT_EXT_MSG).chain(sid_ext).chain(message).finalize()
+    Transcript::new(tags::OT_EXT_MSG)
+        .chain(sid_ext)
+        .chain(message)
+        .finalize()
 }
 
 /// Runs the receiver R of one batch (PROTOCOL.md §6.2): returns the
@@ -200,7 +210,11 @@ pub(crate) fn receive_inner(
     let hasher = RotHasher::new(sid_ext);
     let mut psi = columns(&rows);
     rows.zeroize();
-    let outputs = psi.iter().enumerate().map(|(j, col)| hasher.output(j, *col)).collect();
+    let outputs = psi
+        .iter()
+        .enumerate()
+        .map(|(j, col)| hasher.output(j, *col))
+        .collect();
     psi.zeroize();
     (message, ExtReceiverOutput { outputs })
 }
@@ -212,7 +226,9 @@ pub(crate) fn delta(seeds: &PuncturedSeeds) -> u128 {
         .punctured
         .iter()
         .enumerate()
-        .fold(0u128, |acc, (tree, p)| acc | (u128::from(*p) << (tree * SOFTSPOKEN_K)))
+        .fold(0u128, |acc, (tree, p)| {
+            acc | (u128::from(*p) << (tree * SOFTSPOKEN_K))
+        })
 }
 
 /// Runs the sender S of one batch (PROTOCOL.md §6.3): checks the receiver's
@@ -303,6 +319,7 @@ fn read_u128(bytes: &[u8]) -> u128 {
 const _: () = assert!(LEAVES <= 256);
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::super::setup::tests::key_pair;
     use super::*;
@@ -340,7 +357,12 @@ mod tests {
         let (msg, _) = receive(&mut rng, receiver.seeds(), &sid, &[0x5a; CHOICE_BYTES]);
         // A flip in U[i] is seen by S only if p[i] != 0 (W ignores U[i]
         // otherwise); pick a tree with p != 0.
-        let tree = sender.seeds().punctured.iter().position(|p| *p != 0).unwrap();
+        let tree = sender
+            .seeds()
+            .punctured
+            .iter()
+            .position(|p| *p != 0)
+            .unwrap();
         for byte in [0, 37, EXT_ROW_BYTES - 1] {
             let mut bad = msg.clone();
             bad[tree * EXT_ROW_BYTES + byte] ^= 0x10;
@@ -360,15 +382,24 @@ mod tests {
         for r in [0, 1, 77, LAMBDA_C - 1] {
             let mut bad = msg.clone();
             bad[checks + 16 * (r + 1) + 3] ^= 1;
-            assert_eq!(send(sender.seeds(), &sid, &bad).err(), Some(Error::OtExtensionCheckFailed));
+            assert_eq!(
+                send(sender.seeds(), &sid, &bad).err(),
+                Some(Error::OtExtensionCheckFailed)
+            );
         }
         // x_chk matters for every row with Delta_r = 1; Delta != 0 here.
         assert_ne!(delta(sender.seeds()), 0);
         let mut bad = msg.clone();
         bad[checks] ^= 1;
-        assert_eq!(send(sender.seeds(), &sid, &bad).err(), Some(Error::OtExtensionCheckFailed));
+        assert_eq!(
+            send(sender.seeds(), &sid, &bad).err(),
+            Some(Error::OtExtensionCheckFailed)
+        );
         // Wrong length: abort, not ban.
-        assert_eq!(send(sender.seeds(), &sid, &msg[..OTE_MSG_BYTES - 1]).err(), Some(Error::WrongLength));
+        assert_eq!(
+            send(sender.seeds(), &sid, &msg[..OTE_MSG_BYTES - 1]).err(),
+            Some(Error::WrongLength)
+        );
     }
 
     #[test]
@@ -376,7 +407,10 @@ mod tests {
         let (sender, receiver) = key_pair(7);
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let (msg, _) = receive(&mut rng, receiver.seeds(), &[1; 32], &[0; CHOICE_BYTES]);
-        assert_eq!(send(sender.seeds(), &[2; 32], &msg).err(), Some(Error::OtExtensionCheckFailed));
+        assert_eq!(
+            send(sender.seeds(), &[2; 32], &msg).err(),
+            Some(Error::OtExtensionCheckFailed)
+        );
     }
 
     #[test]
@@ -391,7 +425,13 @@ mod tests {
         for guess in 0..LEAVES as u8 {
             let mut rng = ChaCha20Rng::seed_from_u64(10);
             let deviation = Some(ReceiverDeviation { tree, guess });
-            let (msg, _) = receive_inner(&mut rng, receiver.seeds(), &[3; 32], &[0x0f; CHOICE_BYTES], deviation);
+            let (msg, _) = receive_inner(
+                &mut rng,
+                receiver.seeds(),
+                &[3; 32],
+                &[0x0f; CHOICE_BYTES],
+                deviation,
+            );
             if send(sender.seeds(), &[3; 32], &msg).is_ok() {
                 passes.push(guess);
             }
@@ -407,7 +447,10 @@ mod tests {
         let (msg_a, out_a) = receive(&mut rng, receiver.seeds(), &[1; 32], &choices);
         let mut rng = ChaCha20Rng::seed_from_u64(12);
         let (msg_b, out_b) = receive(&mut rng, receiver.seeds(), &[2; 32], &choices);
-        assert_ne!(msg_a[..TREES * EXT_ROW_BYTES], msg_b[..TREES * EXT_ROW_BYTES]);
+        assert_ne!(
+            msg_a[..TREES * EXT_ROW_BYTES],
+            msg_b[..TREES * EXT_ROW_BYTES]
+        );
         let s_a = send(sender.seeds(), &[1; 32], &msg_a).unwrap();
         let s_b = send(sender.seeds(), &[2; 32], &msg_b).unwrap();
         for j in 0..XI {

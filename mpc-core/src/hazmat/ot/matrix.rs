@@ -71,6 +71,7 @@ pub(crate) fn columns(rows: &[Row]) -> Vec<u128> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -116,7 +116,8 @@ pub fn build(sid: &[u8; 32], base: &BaseOtSenderOutput) -> (AllSeeds, Vec<u8>) {
     let mut message = Vec::with_capacity(PPRF_MSG_BYTES);
     let mut all_seeds = Vec::with_capacity(TREES);
     for tree in 0..TREES {
-        let ot = |level: usize, branch: usize| le_u128(&base.keys[tree * SOFTSPOKEN_K + level][branch]);
+        let ot =
+            |level: usize, branch: usize| le_u128(&base.keys[tree * SOFTSPOKEN_K + level][branch]);
         let mut level_nodes = vec![ot(0, 0), ot(0, 1)];
         for level in 1..SOFTSPOKEN_K {
             let mut next = vec![0u128; 2 * level_nodes.len()];
@@ -161,7 +162,11 @@ pub fn build(sid: &[u8; 32], base: &BaseOtSenderOutput) -> (AllSeeds, Vec<u8>) {
 /// [`Error::WrongLength`] for a message of the wrong size;
 /// [`Error::PprfProofFailed`] if any tree's proof fails (all trees are
 /// processed first, and the error does not say which failed).
-pub fn evaluate(sid: &[u8; 32], base: &BaseOtReceiverOutput, message: &[u8]) -> Result<PuncturedSeeds> {
+pub fn evaluate(
+    sid: &[u8; 32],
+    base: &BaseOtReceiverOutput,
+    message: &[u8],
+) -> Result<PuncturedSeeds> {
     if message.len() != PPRF_MSG_BYTES {
         return Err(Error::WrongLength);
     }
@@ -192,7 +197,8 @@ pub fn evaluate(sid: &[u8; 32], base: &BaseOtReceiverOutput, message: &[u8]) -> 
                 next[2 * y] = left;
                 next[2 * y + 1] = right;
             }
-            let corrections = &tree_msg[(level - 1) * 2 * LAMBDA_C_BYTES..level * 2 * LAMBDA_C_BYTES];
+            let corrections =
+                &tree_msg[(level - 1) * 2 * LAMBDA_C_BYTES..level * 2 * LAMBDA_C_BYTES];
             let correction = Node::conditional_select(
                 &le_u128(&corrections[..LAMBDA_C_BYTES]),
                 &le_u128(&corrections[LAMBDA_C_BYTES..]),
@@ -245,7 +251,10 @@ pub fn evaluate(sid: &[u8; 32], base: &BaseOtReceiverOutput, message: &[u8]) -> 
         punctured.zeroize();
         return Err(Error::PprfProofFailed);
     }
-    Ok(PuncturedSeeds { punctured, seeds: all_seeds })
+    Ok(PuncturedSeeds {
+        punctured,
+        seeds: all_seeds,
+    })
 }
 
 /// `index == secret` in constant time, for indices below 256.
@@ -256,6 +265,7 @@ fn small_eq(index: usize, secret: u8) -> Choice {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {
     use super::super::base::{self, BaseOtReceiver};
     use super::*;
@@ -338,15 +348,29 @@ mod tests {
             }
             // The proof sum and the digest: always caught.
             let proof_offset = 2 * (SOFTSPOKEN_K - 1) * LAMBDA_C_BYTES;
-            for offset in [proof_offset, proof_offset + 31, proof_offset + 32, TREE_MSG_BYTES - 1] {
+            for offset in [
+                proof_offset,
+                proof_offset + 31,
+                proof_offset + 32,
+                TREE_MSG_BYTES - 1,
+            ] {
                 let mut bad = msg.clone();
                 bad[tree * TREE_MSG_BYTES + offset] ^= 0x80;
-                assert_eq!(evaluate(&sid, &recv, &bad).err(), Some(Error::PprfProofFailed));
+                assert_eq!(
+                    evaluate(&sid, &recv, &bad).err(),
+                    Some(Error::PprfProofFailed)
+                );
             }
         }
-        assert_eq!(evaluate(&sid, &recv, &msg[1..]).err(), Some(Error::WrongLength));
+        assert_eq!(
+            evaluate(&sid, &recv, &msg[1..]).err(),
+            Some(Error::WrongLength)
+        );
         // Another session id: the proof fails.
-        assert_eq!(evaluate(&[5u8; 32], &recv, &msg).err(), Some(Error::PprfProofFailed));
+        assert_eq!(
+            evaluate(&[5u8; 32], &recv, &msg).err(),
+            Some(Error::PprfProofFailed)
+        );
     }
 
     #[test]

@@ -38,8 +38,14 @@ impl SetupContext {
             .chain(send_msg)
             .chain(pprf_msg)
             .finalize();
-        let keyctx = Transcript::new(tags::OT_KEYCTX).chain(sid_bot).chain(&fingerprint).finalize();
-        Self { fingerprint, keyctx }
+        let keyctx = Transcript::new(tags::OT_KEYCTX)
+            .chain(sid_bot)
+            .chain(&fingerprint)
+            .finalize();
+        Self {
+            fingerprint,
+            keyctx,
+        }
     }
 }
 
@@ -75,7 +81,11 @@ impl OtSenderKey {
     #[must_use]
     pub fn from_parts(seeds: PuncturedSeeds, context: SetupContext) -> Self {
         let gadget = Gadget::derive(&context.keyctx);
-        Self { seeds, context, gadget }
+        Self {
+            seeds,
+            context,
+            gadget,
+        }
     }
 
     /// The punctured seeds.
@@ -102,7 +112,11 @@ impl OtReceiverKey {
     #[must_use]
     pub fn from_parts(seeds: AllSeeds, context: SetupContext) -> Self {
         let gadget = Gadget::derive(&context.keyctx);
-        Self { seeds, context, gadget }
+        Self {
+            seeds,
+            context,
+            gadget,
+        }
     }
 
     /// All leaf seeds.
@@ -135,7 +149,13 @@ impl SenderSetup {
     /// Starts S's side: returns the base-OT receiver message (`BotRecvMsg`).
     pub fn start(rng: &mut impl CryptoRngCore, sid_bot: &[u8; 32]) -> (Self, Vec<u8>) {
         let (base, message) = BaseOtReceiver::start(rng, sid_bot);
-        (Self { sid_bot: *sid_bot, base }, message)
+        (
+            Self {
+                sid_bot: *sid_bot,
+                base,
+            },
+            message,
+        )
     }
 
     /// Finishes S's side from R's `BotSendMsg` and `PprfMsg`.
@@ -167,10 +187,15 @@ pub fn receiver_setup(
     let (base_out, send_msg) = base::send(rng, sid_bot, recv_msg)?;
     let (seeds, pprf_msg) = pprf::build(&pprf_sid(sid_bot), &base_out);
     let context = SetupContext::derive(sid_bot, recv_msg, &send_msg, &pprf_msg);
-    Ok((OtReceiverKey::from_parts(seeds, context), send_msg, pprf_msg))
+    Ok((
+        OtReceiverKey::from_parts(seeds, context),
+        send_msg,
+        pprf_msg,
+    ))
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 pub(crate) mod tests {
     use super::*;
     use rand_chacha::rand_core::SeedableRng;
@@ -202,6 +227,9 @@ pub(crate) mod tests {
         let (_, send_msg, mut pprf_msg) = receiver_setup(&mut rng, &sid, &recv_msg).unwrap();
         let last = pprf_msg.len() - 1;
         pprf_msg[last] ^= 1;
-        assert_eq!(s.finish(&send_msg, &pprf_msg).err(), Some(crate::Error::PprfProofFailed));
+        assert_eq!(
+            s.finish(&send_msg, &pprf_msg).err(),
+            Some(crate::Error::PprfProofFailed)
+        );
     }
 }

@@ -8,13 +8,18 @@ fn run(
     seed: u64,
     inputs: [Scalar; RVOLE_INPUTS],
     deviation: Option<SenderDeviation>,
-) -> (Result<RvoleReceiverOutput>, RvoleSenderOutput, [u8; CHOICE_BYTES]) {
+) -> (
+    Result<RvoleReceiverOutput>,
+    RvoleSenderOutput,
+    [u8; CHOICE_BYTES],
+) {
     let (sender_key, receiver_key) = key_pair(seed);
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xff);
     let sid = [seed as u8; 32];
     let (receiver, ote_msg) = RvoleReceiver::start(&mut rng, &receiver_key, &sid);
     let choices = *receiver.choices();
-    let (c, vole_msg) = send_inner(&mut rng, &sender_key, &sid, &ote_msg, &inputs, deviation).unwrap();
+    let (c, vole_msg) =
+        send_inner(&mut rng, &sender_key, &sid, &ote_msg, &inputs, deviation).unwrap();
     assert_eq!(vole_msg.len(), VOLE_MSG_BYTES);
     (receiver.finish(&receiver_key, &vole_msg), c, choices)
 }
@@ -26,7 +31,11 @@ fn random_inputs(rng: &mut ChaCha20Rng) -> [Scalar; RVOLE_INPUTS] {
 #[test]
 fn outputs_are_shares_of_products() {
     let mut rng = ChaCha20Rng::seed_from_u64(42);
-    let cases = [random_inputs(&mut rng), random_inputs(&mut rng), [Scalar::ZERO, -Scalar::ONE]];
+    let cases = [
+        random_inputs(&mut rng),
+        random_inputs(&mut rng),
+        [Scalar::ZERO, -Scalar::ONE],
+    ];
     for (n, inputs) in cases.into_iter().enumerate() {
         let (d, c, _) = run(n as u64 + 1, inputs, None);
         let d = d.unwrap();
@@ -64,13 +73,29 @@ fn tampered_a_tilde_is_banned_iff_choice_bit_set() {
     let zero = (0..XI).find(|j| bit(*j) == 0).unwrap();
     let delta = Scalar::from(7u64);
     for col in 0..RVOLE_WIDTH {
-        let (result, _, _) = run(6, inputs, Some(SenderDeviation::ATilde { row: one, col, delta }));
+        let (result, _, _) = run(
+            6,
+            inputs,
+            Some(SenderDeviation::ATilde {
+                row: one,
+                col,
+                delta,
+            }),
+        );
         let err = result.err().unwrap();
         assert_eq!(err, Error::RvoleCheckFailed);
         assert_eq!(err.class(), AbortClass::Ban);
         // beta_j = 0: R never looks at a_tilde[j]; the tamper has no effect
         // on R's view, so the check passes (and R's output is unchanged).
-        let (result, _, _) = run(6, inputs, Some(SenderDeviation::ATilde { row: zero, col, delta }));
+        let (result, _, _) = run(
+            6,
+            inputs,
+            Some(SenderDeviation::ATilde {
+                row: zero,
+                col,
+                delta,
+            }),
+        );
         assert!(result.is_ok());
     }
 }
@@ -108,7 +133,10 @@ fn malformed_message_aborts_without_ban() {
     let (receiver, ote_msg) = RvoleReceiver::start(&mut rng, &receiver_key, &sid);
     let (_, mut vole_msg) = send(&mut rng, &sender_key, &sid, &ote_msg, &inputs).unwrap();
     assert_eq!(
-        RvoleReceiver::start(&mut rng, &receiver_key, &sid).0.finish(&receiver_key, &vole_msg[1..]).err(),
+        RvoleReceiver::start(&mut rng, &receiver_key, &sid)
+            .0
+            .finish(&receiver_key, &vole_msg[1..])
+            .err(),
         Some(Error::WrongLength)
     );
     // a_tilde[0][0] = 2^256 - 1 >= q.
@@ -143,7 +171,8 @@ fn check_indices_are_the_corrected_ones() {
     let s_out = extension::send(sender_key.seeds(), &sid_ext, &ote_msg).unwrap();
     let inputs = random_inputs(&mut rng);
     let a_hat = Scalar::random(&mut rng);
-    let theta: [[Scalar; RVOLE_CHECKS]; RVOLE_INPUTS] = [[Scalar::from(3u64)], [Scalar::from(5u64)]];
+    let theta: [[Scalar; RVOLE_CHECKS]; RVOLE_INPUTS] =
+        [[Scalar::from(3u64)], [Scalar::from(5u64)]];
     let eta = a_hat + theta[0][0] * inputs[0] + theta[1][0] * inputs[1];
     let mut typo_breaks = false;
     for j in 0..XI {
