@@ -10,6 +10,7 @@ mod envelope;
 
 pub use envelope::*;
 
+use alloc::vec::Vec;
 use k256::elliptic_curve::group::GroupEncoding;
 use k256::elliptic_curve::subtle::Choice;
 use k256::elliptic_curve::PrimeField;
@@ -35,6 +36,25 @@ pub fn encode_point(point: &ProjectivePoint) -> [u8; POINT_BYTES] {
         out.copy_from_slice(&encoded);
     }
     out
+}
+
+/// Encodes many points with one field inversion (batch normalization).
+/// The identity encodes as 33 zero bytes, as in [`encode_point`].
+#[must_use]
+pub fn encode_points(points: &[ProjectivePoint]) -> Vec<[u8; POINT_BYTES]> {
+    use k256::elliptic_curve::BatchNormalize;
+    let affine: Vec<AffinePoint> = ProjectivePoint::batch_normalize(points);
+    affine
+        .iter()
+        .map(|p| {
+            let mut out = [0u8; POINT_BYTES];
+            let encoded = p.to_bytes();
+            if encoded.len() == POINT_BYTES {
+                out.copy_from_slice(&encoded);
+            }
+            out
+        })
+        .collect()
 }
 
 /// Decodes a 33-byte SEC1 compressed point, rejecting the identity, every

@@ -15,19 +15,18 @@
 use alloc::vec::Vec;
 
 use k256::elliptic_curve::group::Group;
-use k256::elliptic_curve::hash2curve::{ExpandMsgXmd, GroupDigest};
+use k256::elliptic_curve::group::GroupEncoding;
 use k256::elliptic_curve::ops::MulByGenerator;
 use k256::elliptic_curve::subtle::{Choice, ConditionallySelectable};
 use k256::elliptic_curve::Field;
-use k256::{ProjectivePoint, Scalar, Secp256k1};
+use k256::{AffinePoint, ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
-use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 use crate::params::{LAMBDA_C, LAMBDA_C_BYTES};
 use crate::transcript::{tags, WideTranscript};
-use crate::wire::{decode_point, encode_point, POINT_BYTES};
+use crate::wire::{decode_point, encode_point, encode_points, POINT_BYTES};
 
 /// Number of base OTs per batch (one batch per direction and key).
 pub const BASE_OTS: usize = LAMBDA_C;
@@ -39,32 +38,29 @@ pub const SENDER_MSG_BYTES: usize = POINT_BYTES;
 /// A base-OT output key.
 pub type OtKey = [u8; LAMBDA_C_BYTES];
 
-/// The hash-to-curve domain (RFC 9380 suite `secp256k1_XMD:SHA-256_SSWU_RO_`).
-const H2C_DST: &[u8] = b"MPC-OT-V1-BASEOT-H2C_secp256k1_XMD:SHA-256_SSWU_RO_";
-
-/// `Hp(t, j, P)`: hash of (session, index, branch, point) onto the curve.
-fn hash_point(
-    sid: &[u8; 32],
-    index: u32,
-    branch: u8,
-    point: &[u8; POINT_BYTES],
-) -> ProjectivePoint {
-    // frame(...) is the byte string H would hash (PROTOCOL.md §2.1).
-    let mut frame = Vec::with_capacity(160);
-    let mut put = |bytes: &[u8]| {
-        frame.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-        frame.extend_from_slice(bytes);
-    };
-    put(tags::OT_BASE_H2C.as_bytes());
-    put(sid);
-    put(&index.to_be_bytes());
-    put(&[branch]);
-    put(point);
-    // `hash_from_bytes` fails only for DSTs or outputs longer than
-    // ExpandMsgXmd allows; ours are fixed and short. The identity would be
-    // rejected downstream by the callers' identity checks.
-    Secp256k1::hash_from_bytes::<ExpandMsgXmd<Sha256>>(&[&frame], &[H2C_DST])
-        .unwrap_or(ProjectivePoint::IDENTITY)
+/// `Hp(t, P)`: hash of (session, index, point) onto the curve by
+/// try-and-increment (PROTOCOL.md §4.2). Its inputs are public (the point is
+/// on the wire), so the data-dependent number of tries reveals nothing secret.
+fn hash_point(sid: &[u8; 32], index: u32, point: &[u8; POINT_BYTES]) -> ProjectivePoint {
+    let mut counter = 0u32;
+    loop {
+        let mut hx = WideTranscript::<2>::new(tags::OT_BASE_H2C);
+        hx.append(sid);
+        hx.append_u32(index);
+        hx.append(point);
+        hx.append_u32(counter);
+        let wide: [u8; 64] = hx.finalize_array();
+        let mut candidate = [0u8; POINT_BYTES];
+        candidate[0] = 0x02 | (wide[32] & 1);
+        candidate[1..].copy_from_slice(&wide[..32]);
+        // About half of all x are on the curve: 2^-128 for 128 misses.
+        if let Some(point) =
+            Option::<AffinePoint>::from(AffinePoint::from_bytes((&candidate).into()))
+        {
+            return point.into();
+        }
+        counter = counter.wrapping_add(1);
+    }
 }
 
 /// `Key(t, j, D)`: the OT output key (PROTOCOL.md §4.2).
@@ -74,17 +70,15 @@ fn derive_key(
     branch: u8,
     pair: &[u8],
     sender_point: &[u8; POINT_BYTES],
-    shared: &ProjectivePoint,
+    shared: &[u8; POINT_BYTES],
 ) -> OtKey {
-    let mut shared_bytes = encode_point(shared);
     let mut hx = WideTranscript::<1>::new(tags::OT_BASE_KEY);
     hx.append(sid);
     hx.append_u32(index);
     hx.append(&[branch]);
     hx.append(pair);
     hx.append(sender_point);
-    hx.append(&shared_bytes);
-    shared_bytes.zeroize();
+    hx.append(shared);
     hx.finalize_array()
 }
 
@@ -130,29 +124,32 @@ impl BaseOtReceiver {
     pub fn start(rng: &mut impl CryptoRngCore, sid: &[u8; 32]) -> (Self, Vec<u8>) {
         let mut choices = [0u8; BASE_OTS / 8];
         rng.fill_bytes(&mut choices);
+        // Y uniform with its log erased; X = a*G - Hp(t, Y) (PROTOCOL.md §4.2).
+        let mut logs: Vec<Scalar> = (0..BASE_OTS).map(|_| random_nonzero_scalar(rng)).collect();
+        let ys: Vec<ProjectivePoint> = logs.iter().map(ProjectivePoint::mul_by_generator).collect();
+        logs.zeroize();
+        let y_bytes = encode_points(&ys);
         let mut scalars = Vec::with_capacity(BASE_OTS);
-        let mut message = Vec::with_capacity(RECEIVER_MSG_BYTES);
-        for t in 0..BASE_OTS {
-            let choice = (choices[t / 8] >> (t % 8)) & 1;
-            let (a, x, y) = loop {
+        let mut xs = Vec::with_capacity(BASE_OTS);
+        for (t, y) in y_bytes.iter().enumerate() {
+            let h = hash_point(sid, index_u32(t), y);
+            loop {
                 let a = random_nonzero_scalar(rng);
-                let mut z = random_nonzero_scalar(rng);
-                let y = ProjectivePoint::mul_by_generator(&z);
-                z.zeroize();
-                let y_bytes = encode_point(&y);
-                let x = ProjectivePoint::mul_by_generator(&a)
-                    - hash_point(sid, index_u32(t), choice, &y_bytes);
+                let x = ProjectivePoint::mul_by_generator(&a) - h;
                 if !bool::from(x.is_identity()) {
-                    break (a, x, y);
+                    scalars.push(a);
+                    xs.push(x);
+                    break;
                 }
-            };
-            let swap = Choice::from(choice);
-            let r0 = ProjectivePoint::conditional_select(&x, &y, swap);
-            let r1 = ProjectivePoint::conditional_select(&y, &x, swap);
-            message.extend_from_slice(&encode_point(&r0));
-            message.extend_from_slice(&encode_point(&r1));
-            scalars.push(a);
+            }
         }
+        let mut pairs = Vec::with_capacity(2 * BASE_OTS);
+        for (t, (x, y)) in xs.iter().zip(&ys).enumerate() {
+            let swap = Choice::from((choices[t / 8] >> (t % 8)) & 1);
+            pairs.push(ProjectivePoint::conditional_select(x, y, swap));
+            pairs.push(ProjectivePoint::conditional_select(y, x, swap));
+        }
+        let message: Vec<u8> = encode_points(&pairs).concat();
         let receiver = Self {
             sid: *sid,
             choices,
@@ -180,21 +177,18 @@ impl BaseOtReceiver {
         }
         let sender_point = decode_point(sender_message)?;
         let sender_bytes = encode_point(&sender_point);
-        let keys = (0..BASE_OTS)
-            .map(|t| {
+        let shared: Vec<ProjectivePoint> = self.scalars.iter().map(|a| sender_point * a).collect();
+        let mut shared_bytes = encode_points(&shared);
+        let keys = shared_bytes
+            .iter()
+            .enumerate()
+            .map(|(t, d)| {
                 let choice = (self.choices[t / 8] >> (t % 8)) & 1;
                 let pair = &self.message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
-                let shared = sender_point * self.scalars[t];
-                derive_key(
-                    &self.sid,
-                    index_u32(t),
-                    choice,
-                    pair,
-                    &sender_bytes,
-                    &shared,
-                )
+                derive_key(&self.sid, index_u32(t), choice, pair, &sender_bytes, d)
             })
             .collect();
+        shared_bytes.zeroize();
         Ok(BaseOtReceiverOutput {
             choices: self.choices,
             keys,
@@ -233,32 +227,47 @@ pub fn send(
     let mut b = random_nonzero_scalar(rng);
     let sender_point = ProjectivePoint::mul_by_generator(&b);
     let sender_bytes = encode_point(&sender_point);
-    let mut keys = Vec::with_capacity(BASE_OTS);
+    let mut shared = Vec::with_capacity(2 * BASE_OTS);
     let mut degenerate = false;
-    for t in 0..BASE_OTS {
-        let pair = &receiver_message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
-        let r = [points[2 * t], points[2 * t + 1]];
+    for (t, (pair_points, pair)) in points
+        .chunks_exact(2)
+        .zip(receiver_message.chunks_exact(2 * POINT_BYTES))
+        .enumerate()
+    {
+        let (r0, r1) = pair.split_at(POINT_BYTES);
         let r_bytes: [&[u8; POINT_BYTES]; 2] = [
-            pair[..POINT_BYTES]
-                .try_into()
-                .map_err(|_| Error::WrongLength)?,
-            pair[POINT_BYTES..]
-                .try_into()
-                .map_err(|_| Error::WrongLength)?,
+            r0.try_into().map_err(|_| Error::WrongLength)?,
+            r1.try_into().map_err(|_| Error::WrongLength)?,
         ];
-        let mut both = [[0u8; LAMBDA_C_BYTES]; 2];
-        for branch in 0..2u8 {
-            let j = usize::from(branch);
-            let m = r[j] + hash_point(sid, index_u32(t), branch, r_bytes[1 - j]);
+        for j in 0..2 {
+            let m = pair_points[j] + hash_point(sid, index_u32(t), r_bytes[1 - j]);
             degenerate |= bool::from(m.is_identity());
-            both[j] = derive_key(sid, index_u32(t), branch, pair, &sender_bytes, &(m * b));
+            shared.push(m * b);
         }
-        keys.push(both);
     }
     b.zeroize();
     if degenerate {
         return Err(Error::DegenerateBaseOt);
     }
+    let mut shared_bytes = encode_points(&shared);
+    let keys = shared_bytes
+        .chunks_exact(2)
+        .zip(receiver_message.chunks_exact(2 * POINT_BYTES))
+        .enumerate()
+        .map(|(t, (d, pair))| {
+            [0u8, 1].map(|branch| {
+                derive_key(
+                    sid,
+                    index_u32(t),
+                    branch,
+                    pair,
+                    &sender_bytes,
+                    &d[usize::from(branch)],
+                )
+            })
+        })
+        .collect();
+    shared_bytes.zeroize();
     Ok((BaseOtSenderOutput { keys }, sender_bytes.to_vec()))
 }
 
@@ -389,7 +398,7 @@ mod tests {
                     branch,
                     &msg[66 * t..66 * (t + 1)],
                     &encode_point(&b_point),
-                    &(b_point * a),
+                    &encode_point(&(b_point * a)),
                 );
                 assert_ne!(guess, out.keys[t][usize::from(branch)]);
             }

@@ -11,6 +11,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::{Aes128, Block};
 use k256::Scalar;
 use rand_core::CryptoRngCore;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
@@ -57,38 +59,67 @@ pub(crate) struct ReceiverDeviation {
     pub(crate) guess: u8,
 }
 
-/// `Hrot(sid_ext, j, Z)`: correlation-robust hash from a 128-bit column to
-/// `RVOLE_WIDTH` scalars (PROTOCOL.md §6.5).
+/// `Hrot(sid_ext, j, Z)`: tweakable correlation-robust hash from a 128-bit
+/// column to `RVOLE_WIDTH` scalars (PROTOCOL.md §6.5).
+///
+/// `pi` is AES-128 under the public per-batch key
+/// `Hx(mpc/ot/ext/rot/v1; sid_ext; 16)`; output block `l` of OT `j` is the
+/// TCCR hash of Guo-Katz-Wang-Yu (ePrint 2019/074)
+/// `pi(pi(Z) ^ tweak(j, l)) ^ pi(Z)`, and scalar `t` is the wide reduction of
+/// blocks `4t..4t+4`.
 struct RotHasher {
-    prefix: WideTranscript<1>,
+    cipher: Aes128,
+    /// Scratch reused by every output and wiped on drop, so no per-output
+    /// copy of secret hash blocks outlives the batch.
+    blocks: [Block; ROT_BLOCKS],
+    wide: [u8; 64],
 }
+
+const ROT_BLOCKS: usize = 4 * RVOLE_WIDTH;
 
 impl RotHasher {
     fn new(sid_ext: &[u8; 32]) -> Self {
+        let key: [u8; 16] = WideTranscript::<1>::new(tags::OT_EXT_ROT)
+            .chain(sid_ext)
+            .finalize_array();
         Self {
-            prefix: WideTranscript::<1>::new(tags::OT_EXT_ROT).chain(sid_ext),
+            cipher: Aes128::new(&key.into()),
+            blocks: Default::default(),
+            wide: [0u8; 64],
         }
     }
 
-    fn output(&self, index: usize, column: u128) -> RotOutput {
-        let mut hx = self.prefix.clone();
-        // index < XI.
-        #[allow(clippy::cast_possible_truncation)]
-        hx.append_u32(index as u32);
-        hx.append(&column.to_le_bytes());
-        let mut key: prg::Seed = hx.finalize_array();
-        let mut stream = [0u8; 64 * RVOLE_WIDTH];
-        prg::fill(&key, &[0u8; 16], &mut stream);
-        let out = core::array::from_fn(|t| {
-            let mut wide = [0u8; 64];
-            wide.copy_from_slice(&stream[64 * t..64 * t + 64]);
-            let s = reduce_wide(&wide);
-            wide.zeroize();
-            s
-        });
-        key.zeroize();
-        stream.zeroize();
-        out
+    fn output(&mut self, index: usize, column: u128) -> RotOutput {
+        let first = &mut self.blocks[0];
+        first.copy_from_slice(&column.to_le_bytes());
+        self.cipher.encrypt_block(first);
+        let masked = u128::from_le_bytes((*first).into());
+        for (l, block) in self.blocks.iter_mut().enumerate() {
+            // tweak(j, l) = j * 2^64 + l, little-endian.
+            let tweak = ((index as u128) << 64) | l as u128;
+            block.copy_from_slice(&(masked ^ tweak).to_le_bytes());
+        }
+        self.cipher.encrypt_blocks(&mut self.blocks);
+        core::array::from_fn(|t| {
+            for (chunk, block) in self
+                .wide
+                .chunks_exact_mut(16)
+                .zip(&self.blocks[4 * t..4 * t + 4])
+            {
+                let value = u128::from_le_bytes((*block).into()) ^ masked;
+                chunk.copy_from_slice(&value.to_le_bytes());
+            }
+            reduce_wide(&self.wide)
+        })
+    }
+}
+
+impl Drop for RotHasher {
+    fn drop(&mut self) {
+        for block in &mut self.blocks {
+            block[..].zeroize();
+        }
+        self.wide[..].zeroize();
     }
 }
 
@@ -117,7 +148,7 @@ fn expand_seed(seed: &prg::Seed, iv: &[u8; 16]) -> Row {
     let mut bytes = [0u8; EXT_ROW_BYTES];
     prg::fill(seed, iv, &mut bytes);
     let row = row_from_bytes(&bytes);
-    bytes.zeroize();
+    bytes[..].zeroize();
     row
 }
 
@@ -175,7 +206,7 @@ pub(crate) fn receive_inner(
                     xor_row(&mut rows[tree * SOFTSPOKEN_K + bit], &e);
                 }
             }
-            e.zeroize();
+            e[..].zeroize();
         }
         xor_row(&mut sum, &xhat);
         #[cfg(any(test, fuzzing))]
@@ -207,7 +238,7 @@ pub(crate) fn receive_inner(
     }
     xhat.zeroize();
 
-    let hasher = RotHasher::new(sid_ext);
+    let mut hasher = RotHasher::new(sid_ext);
     let mut psi = columns(&rows);
     rows.zeroize();
     let outputs = psi
@@ -260,7 +291,7 @@ pub fn send(seeds: &PuncturedSeeds, sid_ext: &[u8; 32], message: &[u8]) -> Resul
                     *acc ^= u128::conditional_select(&0, block, take);
                 }
             }
-            e.zeroize();
+            e[..].zeroize();
         }
         let u = row_from_bytes(&u_bytes[tree * EXT_ROW_BYTES..]);
         for bit in 0..SOFTSPOKEN_K {
@@ -289,7 +320,7 @@ pub fn send(seeds: &PuncturedSeeds, sid_ext: &[u8; 32], message: &[u8]) -> Resul
         return Err(Error::OtExtensionCheckFailed);
     }
 
-    let hasher = RotHasher::new(sid_ext);
+    let mut hasher = RotHasher::new(sid_ext);
     let mut zeta = columns(&rows);
     rows.zeroize();
     let outputs = zeta
