@@ -296,6 +296,35 @@ mod tests {
         assert_eq!(wide[32..], block1);
     }
 
+    /// Vectors computed with Python's hashlib and big integers from the
+    /// definitions in PROTOCOL.md §2.1, independently of this code.
+    #[test]
+    fn known_answers_from_independent_script() {
+        let h = Transcript::new(tags::TEST)
+            .chain(b"abc")
+            .chain(b"")
+            .finalize();
+        assert_eq!(
+            hex::encode(h),
+            "2ccdc80468e44fd587263110a61d1d3f2e8f7c98de4dee92737f3adb5c04dc51"
+        );
+        let mut hx = [0u8; 80];
+        WideTranscript::<3>::new(tags::TEST)
+            .chain(b"abc")
+            .finalize_into(&mut hx);
+        assert_eq!(
+            hex::encode(hx),
+            "9a3da0d82e3b1502b73d588771d7d71be821dffcdd96833e7e5f85fc616c825d\
+             8e7ecabd709865afc3019cd47b00521a30ac0ee361a4244151dc1dd1bd01c39e\
+             a2de1d0968fbaf43d656106a33866f14"
+        );
+        let s = hash_to_scalar(tags::TEST, &[b"abc"]);
+        assert_eq!(
+            hex::encode(s.to_bytes()),
+            "686dc79ee3fd7667383aa067ca1f22ad1add8de072bab7d6d4a46ec7985a9250"
+        );
+    }
+
     #[test]
     fn wide_reduction_of_max_value() {
         // (2^512 - 1) mod q, computed independently: 2^512 - 1 = (2^256)^2 - 1,

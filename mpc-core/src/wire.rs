@@ -135,6 +135,18 @@ mod tests {
     }
 
     #[test]
+    fn batch_encoding_matches_single() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let points: Vec<ProjectivePoint> = (0..9)
+            .map(|_| ProjectivePoint::GENERATOR * Scalar::random(&mut rng))
+            .collect();
+        let batch = encode_points(&points);
+        for (p, e) in points.iter().zip(&batch) {
+            assert_eq!(*e, encode_point(p));
+        }
+    }
+
+    #[test]
     fn bad_points_rejected() {
         let g = encode_point(&ProjectivePoint::GENERATOR);
         assert_eq!(decode_point(&[0u8; 33]), Err(Error::IdentityPoint));

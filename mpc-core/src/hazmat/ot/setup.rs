@@ -1,4 +1,4 @@
-//! One direction's OT setup: base OT, then GGM trees (PROTOCOL.md §7.1).
+//! One direction's OT setup: base OT, then GGM trees (PROTOCOL.md §5.4).
 //!
 //! ```text
 //! S (base-OT receiver)                    R (base-OT sender, tree builder)

@@ -46,6 +46,30 @@ fn outputs_are_shares_of_products() {
 }
 
 #[test]
+fn many_random_sessions_multiply_correctly() {
+    // One key pair (setup is the slow part), many sessions with fresh
+    // inputs, in both directions of use of the same keys.
+    let (sender_key, receiver_key) = key_pair(21);
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let mut chis = Vec::new();
+    for session in 0..64u64 {
+        let mut sid = [0u8; 32];
+        sid[..8].copy_from_slice(&session.to_be_bytes());
+        let inputs = random_inputs(&mut rng);
+        let (receiver, ote_msg) = RvoleReceiver::start(&mut rng, &receiver_key, &sid);
+        let (c, vole_msg) = send(&mut rng, &sender_key, &sid, &ote_msg, &inputs).unwrap();
+        let d = receiver.finish(&receiver_key, &vole_msg).unwrap();
+        for i in 0..RVOLE_INPUTS {
+            assert_eq!(c.c[i] + d.d[i], inputs[i] * d.chi);
+        }
+        chis.push(d.chi);
+    }
+    chis.sort_by_key(|chi| chi.to_bytes());
+    chis.dedup();
+    assert_eq!(chis.len(), 64);
+}
+
+#[test]
 fn chi_is_gadget_inner_product() {
     let (_, receiver_key) = key_pair(3);
     let mut rng = ChaCha20Rng::seed_from_u64(4);
