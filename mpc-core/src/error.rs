@@ -65,6 +65,31 @@ pub enum Error {
     DegenerateBaseOt,
     /// The GGM (all-but-one) tree proof of the OT-extension setup failed.
     PprfProofFailed,
+    /// A commitment's opening does not match the commitment.
+    CommitmentMismatch,
+    /// A proof of knowledge of a discrete log does not verify.
+    InvalidProof,
+    /// The parties disagree on the key (public key, chain code or OT setup).
+    KeyConfirmationFailed,
+    /// The peer signs a different prehash.
+    PrehashMismatch,
+    /// The sum of nonce or inversion shares is zero, or `r = 0`.
+    DegenerateSignature,
+
+    // ---- Local: misuse, stored data ----
+    /// The protocol has already finished; it takes no more messages.
+    AlreadyFinished,
+    /// The protocol's first message was already produced.
+    AlreadyStarted,
+    /// A message arrived before the protocol was started.
+    NotStarted,
+    /// A key share encoding is of an older or unknown format version.
+    UnsupportedShareVersion,
+    /// A key share (or presignature) does not decode or is inconsistent
+    /// (e.g. `x_i * G` does not match its public share).
+    MalformedKeyShare,
+    /// A key share belongs to another key, epoch or role than expected.
+    KeyMismatch,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -72,6 +97,11 @@ pub enum Error {
     OtExtensionCheckFailed,
     /// The RVOLE `mu` check failed: the RVOLE sender deviated.
     RvoleCheckFailed,
+    /// A Gamma check of the signing protocol failed: the peer's RVOLE input
+    /// differs from its committed nonce or its public key share.
+    GammaCheckFailed,
+    /// The assembled signature does not verify: the peer sent a wrong share.
+    SignatureVerificationFailed,
 }
 
 impl Error {
@@ -93,8 +123,22 @@ impl Error {
             | Self::NonCanonicalScalar
             | Self::ZeroScalar
             | Self::DegenerateBaseOt
-            | Self::PprfProofFailed => AbortClass::Abort,
-            Self::OtExtensionCheckFailed | Self::RvoleCheckFailed => AbortClass::Ban,
+            | Self::PprfProofFailed
+            | Self::CommitmentMismatch
+            | Self::InvalidProof
+            | Self::KeyConfirmationFailed
+            | Self::PrehashMismatch
+            | Self::DegenerateSignature => AbortClass::Abort,
+            Self::OtExtensionCheckFailed
+            | Self::RvoleCheckFailed
+            | Self::GammaCheckFailed
+            | Self::SignatureVerificationFailed => AbortClass::Ban,
+            Self::AlreadyFinished
+            | Self::AlreadyStarted
+            | Self::NotStarted
+            | Self::UnsupportedShareVersion
+            | Self::MalformedKeyShare
+            | Self::KeyMismatch => AbortClass::Local,
         }
     }
 
@@ -119,6 +163,19 @@ impl Error {
             Self::PprfProofFailed => "OT extension setup proof failed",
             Self::OtExtensionCheckFailed => "OT extension consistency check failed",
             Self::RvoleCheckFailed => "RVOLE consistency check failed",
+            Self::CommitmentMismatch => "commitment opening does not match",
+            Self::InvalidProof => "invalid proof of knowledge",
+            Self::KeyConfirmationFailed => "key confirmation failed",
+            Self::PrehashMismatch => "peer signs a different prehash",
+            Self::DegenerateSignature => "degenerate nonce or signature value",
+            Self::AlreadyFinished => "protocol already finished",
+            Self::AlreadyStarted => "protocol already started",
+            Self::NotStarted => "protocol not started",
+            Self::UnsupportedShareVersion => "unsupported key share format version",
+            Self::MalformedKeyShare => "malformed or inconsistent key share",
+            Self::KeyMismatch => "key share for another key, epoch or role",
+            Self::GammaCheckFailed => "Gamma check failed",
+            Self::SignatureVerificationFailed => "assembled signature does not verify",
         }
     }
 }

@@ -12,6 +12,9 @@
 //!   (§2);
 //! - [`wire`]: the versioned message envelope and checked encodings of points
 //!   and scalars (§3);
+//! - [`protocol`]: the one driving shape every protocol shares (§12);
+//! - [`dkg`]: two-party key generation (§13), giving a [`KeyShare`];
+//! - [`sign`]: signing, presigning and the online step (§14);
 //! - [`hazmat`]: the oblivious-transfer stack (base OT, SoftSpokenOT, RVOLE)
 //!   that the signing protocol's multiplication is built on (§4-§7). Misuse of
 //!   these primitives (reusing a batch, skipping a check) leaks keys.
@@ -23,10 +26,19 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod dkg;
 pub mod error;
 pub mod hazmat;
+pub mod keyshare;
 pub mod params;
+mod proof;
+pub mod protocol;
+pub mod sign;
 pub mod transcript;
 pub mod wire;
 
+pub use dkg::Dkg;
 pub use error::{AbortClass, Error};
+pub use keyshare::{KeyId, KeyShare};
+pub use protocol::{Protocol, Step};
+pub use sign::{OnlineSign, Prehash, Presign, Presignature, Sign, SignatureOutput};

@@ -74,6 +74,28 @@ pub mod tags {
     pub const VOLE_THETA: Tag = Tag("mpc/vole/theta/v1");
     /// RVOLE check digest.
     pub const VOLE_MU: Tag = Tag("mpc/vole/mu/v1");
+    /// DKG setup session id (from the caller's public context).
+    pub const DKG_SETUP: Tag = Tag("mpc/dkg/setup/v1");
+    /// DKG round-1 commitment.
+    pub const DKG_COMMIT: Tag = Tag("mpc/dkg/commit/v1");
+    /// DKG joint session id.
+    pub const DKG_SID: Tag = Tag("mpc/dkg/sid/v1");
+    /// DKG Schnorr proof challenge.
+    pub const DKG_SCHNORR: Tag = Tag("mpc/dkg/schnorr/v1");
+    /// Chain code from both contributions.
+    pub const DKG_CHAIN_CODE: Tag = Tag("mpc/dkg/chain-code/v1");
+    /// Key-confirmation transcript hash.
+    pub const DKG_CONFIRM: Tag = Tag("mpc/dkg/confirm/v1");
+    /// Per-role key-confirmation value.
+    pub const DKG_CONFIRM_ROLE: Tag = Tag("mpc/dkg/confirm-role/v1");
+    /// Key id.
+    pub const DKG_KEY_ID: Tag = Tag("mpc/dkg/key-id/v1");
+    /// Signing setup session id (key, epoch, derivation, mode).
+    pub const SIGN_SETUP: Tag = Tag("mpc/sign/setup/v1");
+    /// Signing round-1 nonce commitment.
+    pub const SIGN_COMMIT: Tag = Tag("mpc/sign/commit/v1");
+    /// Signing joint session id.
+    pub const SIGN_SID: Tag = Tag("mpc/sign/sid/v1");
     /// Test-vector tag, used only by the known-answer tests.
     pub const TEST: Tag = Tag("mpc/test/v1");
 
@@ -100,6 +122,17 @@ pub mod tags {
         VOLE_THETA_SEED,
         VOLE_THETA,
         VOLE_MU,
+        DKG_SETUP,
+        DKG_COMMIT,
+        DKG_SID,
+        DKG_SCHNORR,
+        DKG_CHAIN_CODE,
+        DKG_CONFIRM,
+        DKG_CONFIRM_ROLE,
+        DKG_KEY_ID,
+        SIGN_SETUP,
+        SIGN_COMMIT,
+        SIGN_SID,
         TEST,
     ];
 }

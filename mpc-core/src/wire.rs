@@ -116,6 +116,43 @@ pub fn decode_nonzero_scalar(bytes: &[u8]) -> Result<Scalar> {
     Ok(scalar)
 }
 
+/// Reads a fixed-layout payload: its length is checked once up front, and
+/// every field is decoded with the checks of this module.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over a payload that must be exactly `len` bytes long.
+    pub(crate) fn exact(bytes: &'a [u8], len: usize) -> Result<Self> {
+        if bytes.len() != len {
+            return Err(Error::WrongLength);
+        }
+        Ok(Self { bytes })
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(Error::WrongLength);
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        self.take(N)?.try_into().map_err(|_| Error::WrongLength)
+    }
+
+    pub(crate) fn point(&mut self) -> Result<ProjectivePoint> {
+        decode_point(self.take(POINT_BYTES)?)
+    }
+
+    pub(crate) fn scalar(&mut self) -> Result<Scalar> {
+        decode_scalar(self.take(SCALAR_BYTES)?)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 mod tests {

@@ -1,0 +1,312 @@
+//! A party's key share and its versioned encoding (PROTOCOL.md §13.5).
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use k256::elliptic_curve::ops::MulByGenerator;
+use k256::{ProjectivePoint, Scalar};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::hazmat::ot::pprf::{AllSeeds, PuncturedSeeds};
+use crate::hazmat::ot::setup::{OtReceiverKey, OtSenderKey, SetupContext};
+use crate::hazmat::prg::Seed;
+use crate::params::{LEAVES, TREES};
+use crate::wire::{decode_nonzero_scalar, decode_point, encode_point, encode_scalar, Role};
+
+/// Current key share format version.
+pub const KEY_SHARE_VERSION: u16 = 1;
+
+/// A key's identifier: derived from the DKG transcript, equal at both
+/// parties, public.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 32]);
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One party's share of a two-party key.
+///
+/// Holds the secret share `x_i` and both directions' long-term OT secrets;
+/// zeroized on drop; `Debug` shows only public data. Not `Clone`: a share is
+/// moved, or encoded for storage with [`KeyShare::to_bytes`].
+pub struct KeyShare {
+    pub(crate) role: Role,
+    pub(crate) key_id: KeyId,
+    pub(crate) epoch: u64,
+    pub(crate) secret: Scalar,
+    pub(crate) public_shares: [ProjectivePoint; 2],
+    pub(crate) public_key: k256::PublicKey,
+    pub(crate) chain_code: [u8; 32],
+    pub(crate) transcript: [u8; 32],
+    pub(crate) ot_sender: OtSenderKey,
+    pub(crate) ot_receiver: OtReceiverKey,
+}
+
+impl Drop for KeyShare {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for KeyShare {}
+
+impl fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("role", &self.role)
+            .field("key_id", &self.key_id)
+            .field("epoch", &self.epoch)
+            .field("public_key", &HexPoint(&self.public_key.to_projective()))
+            .finish_non_exhaustive()
+    }
+}
+
+struct HexPoint<'a>(&'a ProjectivePoint);
+
+impl fmt::Debug for HexPoint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in encode_point(self.0) {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::A => 0,
+        Role::B => 1,
+    }
+}
+
+impl KeyShare {
+    /// This party's role.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The key's identifier.
+    #[must_use]
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The share epoch: 0 after key generation, +1 per refresh.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The joint public key `X_A + X_B`.
+    #[must_use]
+    pub fn public_key(&self) -> k256::PublicKey {
+        self.public_key
+    }
+
+    /// The public share `x_role * G` of either party.
+    #[must_use]
+    pub fn public_share(&self, role: Role) -> ProjectivePoint {
+        self.public_shares[role_index(role)]
+    }
+
+    /// The BIP32 chain code both parties agreed on.
+    #[must_use]
+    pub fn chain_code(&self) -> &[u8; 32] {
+        &self.chain_code
+    }
+
+    /// The DKG transcript hash both parties confirmed.
+    #[must_use]
+    pub fn transcript_hash(&self) -> &[u8; 32] {
+        &self.transcript
+    }
+
+    pub(crate) fn public_key_point(&self) -> ProjectivePoint {
+        self.public_key.to_projective()
+    }
+
+    /// Encodes the share (format version [`KEY_SHARE_VERSION`], postcard).
+    /// The bytes hold the secret share: store them encrypted.
+    #[must_use]
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let record = KeyShareRecord {
+            version: KEY_SHARE_VERSION,
+            role: self.role.as_u8(),
+            key_id: self.key_id.0,
+            epoch: self.epoch,
+            secret: encode_scalar(&self.secret),
+            public_a: encode_point(&self.public_shares[0]).to_vec(),
+            public_b: encode_point(&self.public_shares[1]).to_vec(),
+            public_key: encode_point(&self.public_key.to_projective()).to_vec(),
+            chain_code: self.chain_code,
+            transcript: self.transcript,
+            sender_fingerprint: self.ot_sender.context().fingerprint,
+            sender_keyctx: self.ot_sender.context().keyctx,
+            sender_punctured: self.ot_sender.seeds().punctured,
+            sender_seeds: self
+                .ot_sender
+                .seeds()
+                .seeds
+                .iter()
+                .flatten()
+                .copied()
+                .collect(),
+            receiver_fingerprint: self.ot_receiver.context().fingerprint,
+            receiver_keyctx: self.ot_receiver.context().keyctx,
+            receiver_seeds: self
+                .ot_receiver
+                .seeds()
+                .seeds
+                .iter()
+                .flatten()
+                .copied()
+                .collect(),
+        };
+        // Serializing into a Vec cannot fail for this record.
+        Zeroizing::new(postcard::to_allocvec(&record).unwrap_or_default())
+    }
+
+    /// Decodes and checks a share.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedShareVersion`] for another format version;
+    /// [`Error::MalformedKeyShare`] if the bytes do not decode canonically or
+    /// the share is inconsistent (`x_i * G` is not this party's public share,
+    /// the public shares do not add up to the public key, malformed OT
+    /// material).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (version, _) =
+            postcard::take_from_bytes::<u16>(bytes).map_err(|_| Error::MalformedKeyShare)?;
+        if version != KEY_SHARE_VERSION {
+            return Err(Error::UnsupportedShareVersion);
+        }
+        let record: KeyShareRecord =
+            postcard::from_bytes(bytes).map_err(|_| Error::MalformedKeyShare)?;
+        if postcard::to_allocvec(&record)
+            .map(|again| again != bytes)
+            .unwrap_or(true)
+        {
+            return Err(Error::MalformedKeyShare);
+        }
+        record.to_share()
+    }
+
+    /// Decodes a share and checks it belongs to `key_id`.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyShare::from_bytes`], plus [`Error::KeyMismatch`] for a share of
+    /// another key.
+    pub fn from_bytes_for(bytes: &[u8], key_id: &KeyId) -> Result<Self> {
+        let share = Self::from_bytes(bytes)?;
+        if share.key_id != *key_id {
+            return Err(Error::KeyMismatch);
+        }
+        Ok(share)
+    }
+}
+
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct KeyShareRecord {
+    version: u16,
+    role: u8,
+    key_id: [u8; 32],
+    epoch: u64,
+    secret: [u8; 32],
+    public_a: Vec<u8>,
+    public_b: Vec<u8>,
+    public_key: Vec<u8>,
+    chain_code: [u8; 32],
+    transcript: [u8; 32],
+    sender_fingerprint: [u8; 32],
+    sender_keyctx: [u8; 32],
+    sender_punctured: [u8; TREES],
+    sender_seeds: Vec<Seed>,
+    receiver_fingerprint: [u8; 32],
+    receiver_keyctx: [u8; 32],
+    receiver_seeds: Vec<Seed>,
+}
+
+fn seed_trees(flat: &[Seed]) -> Result<Vec<[Seed; LEAVES]>> {
+    if flat.len() != TREES * LEAVES {
+        return Err(Error::MalformedKeyShare);
+    }
+    flat.chunks_exact(LEAVES)
+        .map(|chunk| chunk.try_into().map_err(|_| Error::MalformedKeyShare))
+        .collect()
+}
+
+impl KeyShareRecord {
+    fn to_share(&self) -> Result<KeyShare> {
+        let malformed = |_| Error::MalformedKeyShare;
+        let role = Role::from_u8(self.role).ok_or(Error::MalformedKeyShare)?;
+        let secret = decode_nonzero_scalar(&self.secret).map_err(malformed)?;
+        let public_shares = [
+            decode_point(&self.public_a).map_err(malformed)?,
+            decode_point(&self.public_b).map_err(malformed)?,
+        ];
+        let public_key = decode_point(&self.public_key).map_err(malformed)?;
+        let consistent = ProjectivePoint::mul_by_generator(&secret)
+            == public_shares[role_index(role)]
+            && public_shares[0] + public_shares[1] == public_key;
+        if !consistent {
+            return Err(Error::MalformedKeyShare);
+        }
+        let public_key = k256::PublicKey::from_affine(public_key.to_affine())
+            .map_err(|_| Error::MalformedKeyShare)?;
+        let sender_trees = seed_trees(&self.sender_seeds)?;
+        for (tree, punctured) in sender_trees.iter().zip(&self.sender_punctured) {
+            // The punctured leaf's seed is unknown and stored as zero.
+            if usize::from(*punctured) >= LEAVES || tree[usize::from(*punctured)] != [0u8; 16] {
+                return Err(Error::MalformedKeyShare);
+            }
+        }
+        let ot_sender = OtSenderKey::from_parts(
+            PuncturedSeeds {
+                punctured: self.sender_punctured,
+                seeds: sender_trees,
+            },
+            SetupContext {
+                fingerprint: self.sender_fingerprint,
+                keyctx: self.sender_keyctx,
+            },
+        );
+        let ot_receiver = OtReceiverKey::from_parts(
+            AllSeeds {
+                seeds: seed_trees(&self.receiver_seeds)?,
+            },
+            SetupContext {
+                fingerprint: self.receiver_fingerprint,
+                keyctx: self.receiver_keyctx,
+            },
+        );
+        Ok(KeyShare {
+            role,
+            key_id: KeyId(self.key_id),
+            epoch: self.epoch,
+            secret,
+            public_shares,
+            public_key,
+            chain_code: self.chain_code,
+            transcript: self.transcript,
+            ot_sender,
+            ot_receiver,
+        })
+    }
+}

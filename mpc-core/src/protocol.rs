@@ -1,0 +1,217 @@
+//! The one driving shape shared by every two-party protocol
+//! (PROTOCOL.md §12).
+//!
+//! A protocol is created with its inputs, then driven by bytes:
+//!
+//! ```text
+//! let first = party.start(&mut rng)?;          // send `first` to the peer
+//! loop {
+//!     match party.handle(&mut rng, &incoming)? {
+//!         Step::Send(bytes) => { /* send bytes to the peer */ }
+//!         Step::Finished(output) => break output,
+//!     }
+//! }
+//! ```
+//!
+//! Every message is an encoded [`Envelope`](crate::wire::Envelope). Errors
+//! are typed and carry an [`AbortClass`](crate::AbortClass):
+//! - `Ignore` errors (a message for another session, round or protocol, or
+//!   unreadable bytes) leave the protocol exactly as it was: drop the message
+//!   and keep going;
+//! - every other error is sticky: the protocol is over, and each later call
+//!   returns the same error.
+//!
+//! Protocol state machines are neither `Clone` nor serializable, so a session
+//! cannot be forked or replayed (PROTOCOL.md §9).
+
+use alloc::vec::Vec;
+
+use rand_core::CryptoRngCore;
+
+use crate::error::{AbortClass, Error, Result};
+use crate::wire::{Envelope, Expected, ProtocolId, Role, SessionId};
+
+/// What a protocol asks the caller to do after a message.
+#[must_use]
+#[derive(Debug)]
+pub enum Step<T> {
+    /// Send these bytes (one encoded envelope) to the peer and wait for its
+    /// next message.
+    Send(Vec<u8>),
+    /// The protocol finished with this output; nothing more is sent.
+    Finished(T),
+}
+
+/// A two-party protocol driven by messages.
+pub trait Protocol {
+    /// What the protocol produces when it finishes.
+    type Output;
+
+    /// Produces the first message to send to the peer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyStarted`] if called twice; the protocol's sticky error
+    /// if it already failed.
+    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>>;
+
+    /// Handles one message from the peer.
+    ///
+    /// # Errors
+    ///
+    /// An `Ignore`-class error (the message is dropped, the protocol is
+    /// unchanged), or an `Abort`/`Ban`-class error that ends the protocol and
+    /// is returned again by every later call. [`Error::NotStarted`] or
+    /// [`Error::AlreadyFinished`] for calls out of order.
+    fn handle<R: CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+        incoming: &[u8],
+    ) -> Result<Step<Self::Output>>;
+}
+
+/// Where a round state expects its next message from.
+pub(crate) struct Expect {
+    pub(crate) session: SessionId,
+    pub(crate) round: u8,
+    pub(crate) max_payload: usize,
+}
+
+/// The result of one transition.
+pub(crate) enum Transition<S, T> {
+    /// Send this payload (for round `round` in `session`) and move to `S`.
+    Next {
+        state: S,
+        session: SessionId,
+        round: u8,
+        payload: Vec<u8>,
+    },
+    /// Finished.
+    Done(T),
+}
+
+/// One protocol's states: the first message, then one transition per
+/// received message. Each transition consumes the round state.
+pub(crate) trait Machine: Sized {
+    type Output;
+    const PROTOCOL: ProtocolId;
+
+    fn role(&self) -> Role;
+    /// The first message: (next state, session, round, payload).
+    fn begin<R: CryptoRngCore>(self, rng: &mut R) -> Result<(Self, SessionId, u8, Vec<u8>)>;
+    /// What the next message must be addressed as.
+    fn expect(&self) -> Expect;
+    fn advance<R: CryptoRngCore>(
+        self,
+        rng: &mut R,
+        payload: &[u8],
+    ) -> Result<Transition<Self, Self::Output>>;
+}
+
+enum DriverState<M> {
+    Fresh(M),
+    Running(M),
+    Finished,
+    Failed(Error),
+}
+
+/// Runs a [`Machine`]: envelopes, ordering, sticky errors.
+pub(crate) struct Driver<M: Machine> {
+    state: DriverState<M>,
+}
+
+pub(crate) fn seal(
+    protocol: ProtocolId,
+    session: SessionId,
+    round: u8,
+    sender: Role,
+    payload: Vec<u8>,
+) -> Vec<u8> {
+    Envelope::new(protocol, session, round, sender, payload).encode()
+}
+
+/// Bytes an envelope adds around its payload, at most.
+pub(crate) const ENVELOPE_OVERHEAD: usize = 48;
+
+impl<M: Machine> Driver<M> {
+    pub(crate) fn new(machine: M) -> Self {
+        Self {
+            state: DriverState::Fresh(machine),
+        }
+    }
+
+    pub(crate) fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
+        match core::mem::replace(&mut self.state, DriverState::Finished) {
+            DriverState::Fresh(machine) => {
+                let role = machine.role();
+                match machine.begin(rng) {
+                    Ok((next, session, round, payload)) => {
+                        self.state = DriverState::Running(next);
+                        Ok(seal(M::PROTOCOL, session, round, role, payload))
+                    }
+                    Err(err) => self.fail(err),
+                }
+            }
+            other => {
+                let err = match &other {
+                    DriverState::Failed(err) => *err,
+                    DriverState::Finished => Error::AlreadyFinished,
+                    _ => Error::AlreadyStarted,
+                };
+                self.state = other;
+                Err(err)
+            }
+        }
+    }
+
+    pub(crate) fn handle<R: CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+        incoming: &[u8],
+    ) -> Result<Step<M::Output>> {
+        let machine = match &self.state {
+            DriverState::Running(machine) => machine,
+            DriverState::Fresh(_) => return Err(Error::NotStarted),
+            DriverState::Finished => return Err(Error::AlreadyFinished),
+            DriverState::Failed(err) => return Err(*err),
+        };
+        // Addressing checks come first and leave the state untouched.
+        let role = machine.role();
+        let expect = machine.expect();
+        let envelope = Envelope::decode(incoming, expect.max_payload + ENVELOPE_OVERHEAD)?;
+        envelope.check(&Expected {
+            protocol: M::PROTOCOL,
+            session: expect.session,
+            round: expect.round,
+            sender: role.peer(),
+        })?;
+        let DriverState::Running(machine) =
+            core::mem::replace(&mut self.state, DriverState::Finished)
+        else {
+            return Err(Error::AlreadyFinished);
+        };
+        match machine.advance(rng, &envelope.payload) {
+            Ok(Transition::Next {
+                state,
+                session,
+                round,
+                payload,
+            }) => {
+                self.state = DriverState::Running(state);
+                Ok(Step::Send(seal(M::PROTOCOL, session, round, role, payload)))
+            }
+            Ok(Transition::Done(output)) => Ok(Step::Finished(output)),
+            Err(err) => self.fail(err),
+        }
+    }
+
+    fn fail<T>(&mut self, err: Error) -> Result<T> {
+        debug_assert_ne!(
+            err.class(),
+            AbortClass::Ignore,
+            "ignore-class errors come from addressing only"
+        );
+        self.state = DriverState::Failed(err);
+        Err(err)
+    }
+}

@@ -1,0 +1,774 @@
+//! Two-party DKLs23 signing, presigning and the online step
+//! (PROTOCOL.md §14).
+//!
+//! Rounds (both parties send in each):
+//!
+//! 1. a fresh signing nonce and a commitment to the nonce share `R_i`;
+//! 2. the SoftSpokenOT extension message of the direction where this party is
+//!    the RVOLE receiver (its session id needs both nonces of round 1, so it
+//!    cannot be sent earlier: PROTOCOL.md §9, rule 2);
+//! 3. the RVOLE message with inputs `(r_i, x_i')`, the opening of `R_i`,
+//!    `Gamma_u`, `Gamma_v` and `psi_i`;
+//! 4. the online step: `(u_i, w_i)` and the prehash being signed.
+//!
+//! Rounds 1-3 do not depend on the message: [`Presign`] runs them and
+//! outputs a [`Presignature`], which [`OnlineSign`] consumes by value.
+//! [`Sign`] runs all four rounds.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+use k256::elliptic_curve::bigint::U256;
+use k256::elliptic_curve::group::Group;
+use k256::elliptic_curve::ops::{MulByGenerator, Reduce};
+use k256::elliptic_curve::point::AffineCoordinates;
+use k256::elliptic_curve::{Field, PrimeField};
+use k256::{ProjectivePoint, Scalar};
+use rand_core::CryptoRngCore;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::hazmat::ot::extension::OTE_MSG_BYTES;
+use crate::hazmat::vole::{self, RvoleReceiver, VOLE_MSG_BYTES};
+use crate::keyshare::{KeyId, KeyShare};
+use crate::protocol::{Driver, Expect, Machine, Protocol, Step, Transition};
+use crate::transcript::{tags, Transcript};
+use crate::wire::{
+    encode_point, encode_scalar, ProtocolId, Reader, Role, SessionId, POINT_BYTES, SCALAR_BYTES,
+};
+
+/// Payload bytes of each signing round.
+pub const ROUND_BYTES: [usize; 4] = [
+    32 + 32,
+    OTE_MSG_BYTES,
+    VOLE_MSG_BYTES + POINT_BYTES + 32 + 2 * POINT_BYTES + SCALAR_BYTES,
+    2 * SCALAR_BYTES + 32,
+];
+
+/// The 32-byte hash of the message being signed.
+///
+/// Signing takes a prehash, never a message, so a caller cannot sign
+/// unhashed data by mistake; the hashing helpers are named for what they do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Prehash([u8; 32]);
+
+impl Prehash {
+    /// Wraps an existing 32-byte digest.
+    #[must_use]
+    pub const fn from_bytes(digest: [u8; 32]) -> Self {
+        Self(digest)
+    }
+
+    /// SHA-256 of `message`.
+    #[must_use]
+    pub fn sha256(message: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(message).into())
+    }
+
+    /// The digest bytes.
+    #[must_use]
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn scalar(&self) -> Scalar {
+        <Scalar as Reduce<U256>>::reduce_bytes(&self.0.into())
+    }
+}
+
+impl fmt::Debug for Prehash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prehash(")?;
+        for byte in &self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A finished signature: low-S, verified against the (derived) public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignatureOutput {
+    /// The ECDSA signature `(r, s)`, with `s` normalised to the low half.
+    pub signature: Signature,
+    /// The recovery id (`ecrecover` parity and overflow bits).
+    pub recovery_id: RecoveryId,
+}
+
+/// Shared inputs of a signing session.
+struct Setup<'a> {
+    share: &'a KeyShare,
+    /// Additive derivation tweak on the public key; zero for the root key.
+    tweak: Scalar,
+    setup: [u8; 32],
+}
+
+fn setup_sid(share: &KeyShare, tweak: &Scalar, protocol: ProtocolId) -> [u8; 32] {
+    Transcript::new(tags::SIGN_SETUP)
+        .chain(share.transcript_hash())
+        .chain(&share.key_id().0)
+        .chain(&share.epoch().to_be_bytes())
+        .chain(&encode_scalar(tweak))
+        .chain(&[protocol.as_u8()])
+        .finalize()
+}
+
+impl Setup<'_> {
+    fn role(&self) -> Role {
+        self.share.role()
+    }
+
+    /// `X_role'`: the public share, with the tweak on party A's.
+    fn public_share(&self, role: Role) -> ProjectivePoint {
+        let base = self.share.public_share(role);
+        match role {
+            Role::A => base + ProjectivePoint::mul_by_generator(&self.tweak),
+            Role::B => base,
+        }
+    }
+
+    /// `x_i'`: this party's secret share, with the tweak if it is party A.
+    fn secret_share(&self) -> Scalar {
+        match self.role() {
+            Role::A => self.share.secret + self.tweak,
+            Role::B => self.share.secret,
+        }
+    }
+
+    fn derived_public_key(&self) -> ProjectivePoint {
+        self.share.public_key_point() + ProjectivePoint::mul_by_generator(&self.tweak)
+    }
+}
+
+fn commitment(setup: &[u8; 32], role: Role, nonce_point: &[u8], salt: &[u8; 32]) -> [u8; 32] {
+    Transcript::new(tags::SIGN_COMMIT)
+        .chain(setup)
+        .chain(&[role.as_u8()])
+        .chain(nonce_point)
+        .chain(salt)
+        .finalize()
+}
+
+fn random_nonzero(rng: &mut impl CryptoRngCore) -> Scalar {
+    loop {
+        let s = Scalar::random(&mut *rng);
+        if !bool::from(s.is_zero()) {
+            return s;
+        }
+    }
+}
+
+/// Per-session secrets of this party.
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct Nonces {
+    r: Scalar,
+    phi: Scalar,
+    #[zeroize(skip)]
+    big_r: ProjectivePoint,
+    salt: [u8; 32],
+}
+
+struct AwaitRound1<'a> {
+    setup: Setup<'a>,
+    sign_nonce: [u8; 32],
+    nonces: Nonces,
+}
+
+struct AwaitRound2<'a> {
+    setup: Setup<'a>,
+    sid: [u8; 32],
+    nonces: Nonces,
+    peer_commitment: [u8; 32],
+    receiver: RvoleReceiver,
+}
+
+struct AwaitRound3<'a> {
+    setup: Setup<'a>,
+    sid: [u8; 32],
+    nonces: Nonces,
+    peer_commitment: [u8; 32],
+    receiver: RvoleReceiver,
+    c: Zeroizing<[Scalar; 2]>,
+}
+
+/// The message-independent result of rounds 1-3 (PROTOCOL.md §14.3).
+///
+/// Consumed by value by [`OnlineSign::new`]: the API cannot use it twice.
+/// Using one presignature for two prehashes reveals the key, so it is neither
+/// `Clone` nor serializable here; a storage layer that persists
+/// presignatures must mark one used before its online message leaves.
+pub struct Presignature {
+    role: Role,
+    key_id: KeyId,
+    epoch: u64,
+    sid: [u8; 32],
+    r: Scalar,
+    big_r: ProjectivePoint,
+    phi: Scalar,
+    u: Scalar,
+    v: Scalar,
+    verifying_key: ProjectivePoint,
+}
+
+impl Drop for Presignature {
+    fn drop(&mut self) {
+        self.phi.zeroize();
+        self.u.zeroize();
+        self.v.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Presignature {}
+
+impl fmt::Debug for Presignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presignature")
+            .field("role", &self.role)
+            .field("key_id", &self.key_id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Presignature {
+    /// The key this presignature signs for.
+    #[must_use]
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The epoch of the shares it was made with.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The presigning session id; both parties hold the same value, so a
+    /// storage layer can pair presignatures by it.
+    #[must_use]
+    pub fn session_id(&self) -> SessionId {
+        SessionId(self.sid)
+    }
+}
+
+struct AwaitRound4 {
+    presignature: Presignature,
+    prehash: Prehash,
+    w: Scalar,
+}
+
+impl Drop for AwaitRound4 {
+    fn drop(&mut self) {
+        self.w.zeroize();
+    }
+}
+
+enum State<'a, const PRESIGN: bool> {
+    Init {
+        setup: Setup<'a>,
+        prehash: Option<Prehash>,
+    },
+    Round1(AwaitRound1<'a>, Option<Prehash>),
+    Round2(AwaitRound2<'a>, Option<Prehash>),
+    Round3(AwaitRound3<'a>, Option<Prehash>),
+    Round4(AwaitRound4),
+}
+
+type SignState<'a> = State<'a, false>;
+type PresignState<'a> = State<'a, true>;
+
+impl<const PRESIGN: bool> Machine for State<'_, PRESIGN> {
+    type Output = Finished;
+    const PROTOCOL: ProtocolId = if PRESIGN {
+        ProtocolId::Presign
+    } else {
+        ProtocolId::Sign
+    };
+
+    fn role(&self) -> Role {
+        match self {
+            Self::Init { setup, .. } => setup.role(),
+            Self::Round1(s, _) => s.setup.role(),
+            Self::Round2(s, _) => s.setup.role(),
+            Self::Round3(s, _) => s.setup.role(),
+            Self::Round4(s) => s.presignature.role,
+        }
+    }
+
+    fn begin<R: CryptoRngCore>(self, rng: &mut R) -> Result<(Self, SessionId, u8, Vec<u8>)> {
+        let Self::Init { setup, prehash } = self else {
+            return Err(Error::AlreadyStarted);
+        };
+        let r = random_nonzero(rng);
+        let mut nonces = Nonces {
+            r,
+            phi: random_nonzero(rng),
+            big_r: ProjectivePoint::mul_by_generator(&r),
+            salt: [0; 32],
+        };
+        rng.fill_bytes(&mut nonces.salt);
+        let mut sign_nonce = [0u8; 32];
+        rng.fill_bytes(&mut sign_nonce);
+        let commit = commitment(
+            &setup.setup,
+            setup.role(),
+            &encode_point(&nonces.big_r),
+            &nonces.salt,
+        );
+        let mut payload = Vec::with_capacity(ROUND_BYTES[0]);
+        payload.extend_from_slice(&sign_nonce);
+        payload.extend_from_slice(&commit);
+        let session = SessionId(setup.setup);
+        Ok((
+            Self::Round1(
+                AwaitRound1 {
+                    setup,
+                    sign_nonce,
+                    nonces,
+                },
+                prehash,
+            ),
+            session,
+            1,
+            payload,
+        ))
+    }
+
+    fn expect(&self) -> Expect {
+        let (session, round) = match self {
+            Self::Init { setup, .. } => (setup.setup, 0),
+            Self::Round1(s, _) => (s.setup.setup, 1),
+            Self::Round2(s, _) => (s.sid, 2),
+            Self::Round3(s, _) => (s.sid, 3),
+            Self::Round4(s) => (s.presignature.sid, 4),
+        };
+        let max_payload = ROUND_BYTES
+            .get(usize::from(round).saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
+        Expect {
+            session: SessionId(session),
+            round,
+            max_payload,
+        }
+    }
+
+    fn advance<R: CryptoRngCore>(
+        self,
+        rng: &mut R,
+        payload: &[u8],
+    ) -> Result<Transition<Self, Finished>> {
+        match self {
+            Self::Init { .. } => Err(Error::NotStarted),
+            Self::Round1(state, prehash) => {
+                let (next, out) = round1(rng, state, payload)?;
+                Ok(Transition::Next {
+                    session: SessionId(next.sid),
+                    state: Self::Round2(next, prehash),
+                    round: 2,
+                    payload: out,
+                })
+            }
+            Self::Round2(state, prehash) => {
+                let (next, out) = round2(rng, state, payload)?;
+                Ok(Transition::Next {
+                    session: SessionId(next.sid),
+                    state: Self::Round3(next, prehash),
+                    round: 3,
+                    payload: out,
+                })
+            }
+            Self::Round3(state, prehash) => {
+                let presignature = round3(state, payload)?;
+                match prehash {
+                    None => Ok(Transition::Done(Finished::Presignature(
+                        alloc::boxed::Box::new(presignature),
+                    ))),
+                    Some(prehash) => {
+                        let (next, out) = online_message(presignature, prehash);
+                        let session = SessionId(next.presignature.sid);
+                        Ok(Transition::Next {
+                            state: Self::Round4(next),
+                            session,
+                            round: 4,
+                            payload: out,
+                        })
+                    }
+                }
+            }
+            Self::Round4(state) => Ok(Transition::Done(Finished::Signature(finish(
+                &state, payload,
+            )?))),
+        }
+    }
+}
+
+/// What a signing machine finishes with.
+enum Finished {
+    Presignature(alloc::boxed::Box<Presignature>),
+    Signature(SignatureOutput),
+}
+
+fn round1<'a, R: CryptoRngCore>(
+    rng: &mut R,
+    state: AwaitRound1<'a>,
+    payload: &[u8],
+) -> Result<(AwaitRound2<'a>, Vec<u8>)> {
+    let mut reader = Reader::exact(payload, ROUND_BYTES[0])?;
+    let peer_nonce: [u8; 32] = reader.array()?;
+    let peer_commitment: [u8; 32] = reader.array()?;
+    let (nonce_a, nonce_b) = match state.setup.role() {
+        Role::A => (&state.sign_nonce, &peer_nonce),
+        Role::B => (&peer_nonce, &state.sign_nonce),
+    };
+    let sid = Transcript::new(tags::SIGN_SID)
+        .chain(&state.setup.setup)
+        .chain(nonce_a)
+        .chain(nonce_b)
+        .finalize();
+    // As RVOLE receiver of the peer's direction: chi_i is fixed here.
+    let (receiver, ote_msg) = RvoleReceiver::start(rng, &state.setup.share.ot_receiver, &sid);
+    let next = AwaitRound2 {
+        setup: state.setup,
+        sid,
+        nonces: state.nonces,
+        peer_commitment,
+        receiver,
+    };
+    Ok((next, ote_msg))
+}
+
+fn round2<'a, R: CryptoRngCore>(
+    rng: &mut R,
+    state: AwaitRound2<'a>,
+    payload: &[u8],
+) -> Result<(AwaitRound3<'a>, Vec<u8>)> {
+    let _ = Reader::exact(payload, ROUND_BYTES[1])?;
+    let mut secret = state.setup.secret_share();
+    let inputs = [state.nonces.r, secret];
+    secret.zeroize();
+    // As RVOLE sender of this party's direction, inputs (r_i, x_i').
+    let (c, vole_msg) = vole::send(
+        rng,
+        &state.setup.share.ot_sender,
+        &state.sid,
+        payload,
+        &inputs,
+    )?;
+    let psi = state.nonces.phi - state.receiver.chi();
+    let mut out = vole_msg;
+    out.reserve(ROUND_BYTES[2] - out.len());
+    out.extend_from_slice(&encode_point(&state.nonces.big_r));
+    out.extend_from_slice(&state.nonces.salt);
+    out.extend_from_slice(&encode_point(&ProjectivePoint::mul_by_generator(&c.c[0])));
+    out.extend_from_slice(&encode_point(&ProjectivePoint::mul_by_generator(&c.c[1])));
+    out.extend_from_slice(&encode_scalar(&psi));
+    let next = AwaitRound3 {
+        setup: state.setup,
+        sid: state.sid,
+        nonces: state.nonces,
+        peer_commitment: state.peer_commitment,
+        receiver: state.receiver,
+        c: Zeroizing::new(c.c),
+    };
+    Ok((next, out))
+}
+
+fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<Presignature> {
+    let mut reader = Reader::exact(payload, ROUND_BYTES[2])?;
+    let vole_msg = reader.take(VOLE_MSG_BYTES)?;
+    let peer_r_bytes = reader.take(POINT_BYTES)?;
+    let peer_r = crate::wire::decode_point(peer_r_bytes)?;
+    let peer_salt: [u8; 32] = reader.array()?;
+    let peer_gamma_u = reader.point()?;
+    let peer_gamma_v = reader.point()?;
+    let peer_psi = reader.scalar()?;
+
+    let AwaitRound3 {
+        setup,
+        sid,
+        nonces,
+        peer_commitment,
+        receiver,
+        c,
+    } = state;
+    let role = setup.role();
+    let peer = role.peer();
+    let expected = commitment(&setup.setup, peer, peer_r_bytes, &peer_salt);
+    if !bool::from(expected.ct_eq(&peer_commitment)) {
+        return Err(Error::CommitmentMismatch);
+    }
+    let d = receiver.finish(&setup.share.ot_receiver, vole_msg)?;
+    let chi = d.chi;
+    // Gamma checks (PROTOCOL.md §14.2): the peer's RVOLE inputs are its
+    // committed nonce and its public share.
+    let peer_public = setup.public_share(peer);
+    let gamma_ok = peer_r * chi == ProjectivePoint::mul_by_generator(&d.d[0]) + peer_gamma_u
+        && peer_public * chi == ProjectivePoint::mul_by_generator(&d.d[1]) + peer_gamma_v;
+    if !gamma_ok {
+        return Err(Error::GammaCheckFailed);
+    }
+    let verifying_key = setup.derived_public_key();
+    if setup.public_share(Role::A) + setup.public_share(Role::B) != verifying_key {
+        return Err(Error::MalformedKeyShare);
+    }
+    let big_r = nonces.big_r + peer_r;
+    if bool::from(big_r.is_identity()) {
+        return Err(Error::DegenerateSignature);
+    }
+    let x_bytes = big_r.to_affine().x();
+    let r = <Scalar as Reduce<U256>>::reduce_bytes(&x_bytes);
+    if bool::from(r.is_zero()) {
+        return Err(Error::DegenerateSignature);
+    }
+    let mask = nonces.phi + peer_psi;
+    let mut secret = setup.secret_share();
+    let u = nonces.r * mask + c[0] + d.d[0];
+    let v = secret * mask + c[1] + d.d[1];
+    secret.zeroize();
+    Ok(Presignature {
+        role,
+        key_id: *setup.share.key_id(),
+        epoch: setup.share.epoch(),
+        sid,
+        r,
+        big_r,
+        phi: nonces.phi,
+        u,
+        v,
+        verifying_key,
+    })
+}
+
+/// `w_i = z * phi_i + r * v_i` and the round-4 message.
+fn online_message(presignature: Presignature, prehash: Prehash) -> (AwaitRound4, Vec<u8>) {
+    let w = prehash.scalar() * presignature.phi + presignature.r * presignature.v;
+    let mut out = Vec::with_capacity(ROUND_BYTES[3]);
+    out.extend_from_slice(&encode_scalar(&presignature.u));
+    out.extend_from_slice(&encode_scalar(&w));
+    out.extend_from_slice(prehash.as_bytes());
+    (
+        AwaitRound4 {
+            presignature,
+            prehash,
+            w,
+        },
+        out,
+    )
+}
+
+/// Assembles, normalises and verifies the signature (PROTOCOL.md §14.4).
+fn finish(state: &AwaitRound4, payload: &[u8]) -> Result<SignatureOutput> {
+    let mut reader = Reader::exact(payload, ROUND_BYTES[3])?;
+    let peer_u = reader.scalar()?;
+    let peer_w = reader.scalar()?;
+    let peer_prehash: [u8; 32] = reader.array()?;
+    if peer_prehash != state.prehash.0 {
+        return Err(Error::PrehashMismatch);
+    }
+    let presig = &state.presignature;
+    let u = presig.u + peer_u;
+    let w = state.w + peer_w;
+    let u_inv = Option::<Scalar>::from(u.invert()).ok_or(Error::DegenerateSignature)?;
+    let s = w * u_inv;
+    let signature =
+        Signature::from_scalars(presig.r, s).map_err(|_| Error::SignatureVerificationFailed)?;
+    let affine_r = presig.big_r.to_affine();
+    let x_reduced = Option::<Scalar>::from(Scalar::from_repr(affine_r.x())).is_none();
+    let mut y_odd = bool::from(affine_r.y_is_odd());
+    let signature = match signature.normalize_s() {
+        Some(low) => {
+            y_odd = !y_odd;
+            low
+        }
+        None => signature,
+    };
+    let recovery_id = RecoveryId::new(y_odd, x_reduced);
+    let verifying_key = VerifyingKey::from_affine(presig.verifying_key.to_affine())
+        .map_err(|_| Error::MalformedKeyShare)?;
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    verifying_key
+        .verify_prehash(state.prehash.as_bytes(), &signature)
+        .map_err(|_| Error::SignatureVerificationFailed)?;
+    Ok(SignatureOutput {
+        signature,
+        recovery_id,
+    })
+}
+
+/// Signing: all four rounds, for one prehash.
+pub struct Sign<'a> {
+    driver: Driver<SignState<'a>>,
+}
+
+impl<'a> Sign<'a> {
+    /// Signs `prehash` with `share` (under the root key).
+    #[must_use]
+    pub fn new(share: &'a KeyShare, prehash: Prehash) -> Self {
+        Self::with_tweak(share, prehash, Scalar::ZERO)
+    }
+
+    /// Signs under the public key `PK + tweak * G` (a derived key).
+    pub(crate) fn with_tweak(share: &'a KeyShare, prehash: Prehash, tweak: Scalar) -> Self {
+        let setup = Setup {
+            share,
+            tweak,
+            setup: setup_sid(share, &tweak, ProtocolId::Sign),
+        };
+        Self {
+            driver: Driver::new(State::Init {
+                setup,
+                prehash: Some(prehash),
+            }),
+        }
+    }
+}
+
+impl Protocol for Sign<'_> {
+    type Output = SignatureOutput;
+
+    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
+        self.driver.start(rng)
+    }
+
+    fn handle<R: CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+        incoming: &[u8],
+    ) -> Result<Step<SignatureOutput>> {
+        match self.driver.handle(rng, incoming)? {
+            Step::Send(bytes) => Ok(Step::Send(bytes)),
+            Step::Finished(Finished::Signature(output)) => Ok(Step::Finished(output)),
+            Step::Finished(Finished::Presignature(_)) => Err(Error::AlreadyFinished),
+        }
+    }
+}
+
+/// Presigning: rounds 1-3, independent of the message.
+pub struct Presign<'a> {
+    driver: Driver<PresignState<'a>>,
+}
+
+impl<'a> Presign<'a> {
+    /// Presigns with `share` (under the root key).
+    #[must_use]
+    pub fn new(share: &'a KeyShare) -> Self {
+        let tweak = Scalar::ZERO;
+        let setup = Setup {
+            share,
+            tweak,
+            setup: setup_sid(share, &tweak, ProtocolId::Presign),
+        };
+        Self {
+            driver: Driver::new(State::Init {
+                setup,
+                prehash: None,
+            }),
+        }
+    }
+}
+
+impl Protocol for Presign<'_> {
+    type Output = Presignature;
+
+    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
+        self.driver.start(rng)
+    }
+
+    fn handle<R: CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+        incoming: &[u8],
+    ) -> Result<Step<Presignature>> {
+        match self.driver.handle(rng, incoming)? {
+            Step::Send(bytes) => Ok(Step::Send(bytes)),
+            Step::Finished(Finished::Presignature(presignature)) => {
+                Ok(Step::Finished(*presignature))
+            }
+            Step::Finished(Finished::Signature(_)) => Err(Error::AlreadyFinished),
+        }
+    }
+}
+
+/// The online step: one short message each way, consuming a presignature.
+pub struct OnlineSign {
+    driver: Driver<OnlineState>,
+}
+
+impl OnlineSign {
+    /// Signs `prehash` with `presignature`, which is consumed.
+    #[must_use]
+    pub fn new(presignature: Presignature, prehash: Prehash) -> Self {
+        Self {
+            driver: Driver::new(OnlineState::Init(presignature, prehash)),
+        }
+    }
+}
+
+impl Protocol for OnlineSign {
+    type Output = SignatureOutput;
+
+    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
+        self.driver.start(rng)
+    }
+
+    fn handle<R: CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+        incoming: &[u8],
+    ) -> Result<Step<SignatureOutput>> {
+        self.driver.handle(rng, incoming)
+    }
+}
+
+enum OnlineState {
+    Init(Presignature, Prehash),
+    Waiting(AwaitRound4),
+}
+
+impl Machine for OnlineState {
+    type Output = SignatureOutput;
+    const PROTOCOL: ProtocolId = ProtocolId::Sign;
+
+    fn role(&self) -> Role {
+        match self {
+            Self::Init(p, _) => p.role,
+            Self::Waiting(s) => s.presignature.role,
+        }
+    }
+
+    fn begin<R: CryptoRngCore>(self, _rng: &mut R) -> Result<(Self, SessionId, u8, Vec<u8>)> {
+        let Self::Init(presignature, prehash) = self else {
+            return Err(Error::AlreadyStarted);
+        };
+        let session = SessionId(presignature.sid);
+        let (state, out) = online_message(presignature, prehash);
+        Ok((Self::Waiting(state), session, 4, out))
+    }
+
+    fn expect(&self) -> Expect {
+        let sid = match self {
+            Self::Init(p, _) => p.sid,
+            Self::Waiting(s) => s.presignature.sid,
+        };
+        Expect {
+            session: SessionId(sid),
+            round: 4,
+            max_payload: ROUND_BYTES[3],
+        }
+    }
+
+    fn advance<R: CryptoRngCore>(
+        self,
+        _rng: &mut R,
+        payload: &[u8],
+    ) -> Result<Transition<Self, SignatureOutput>> {
+        match self {
+            Self::Init(..) => Err(Error::NotStarted),
+            Self::Waiting(state) => Ok(Transition::Done(finish(&state, payload)?)),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! DKG and signing end to end, checked by independent implementations:
+//! k256's verifier and libsecp256k1 (the `secp256k1` crate).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod common;
+
+use common::{run_honest, run_pair};
+use k256::ecdsa::VerifyingKey;
+use mpc_core::wire::Role;
+use mpc_core::{Dkg, KeyShare, OnlineSign, Prehash, Presign, Sign, SignatureOutput};
+use rand_chacha::rand_core::RngCore;
+
+pub fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
+    let mut a = Dkg::new(Role::A, b"test-context");
+    let mut b = Dkg::new(Role::B, b"test-context");
+    run_honest(seed, &mut a, &mut b)
+}
+
+fn check_with_libsecp(share: &KeyShare, prehash: &Prehash, out: &SignatureOutput) {
+    let secp = secp256k1::Secp256k1::verification_only();
+    let pk_bytes = share.public_key().to_sec1_bytes();
+    let pk = secp256k1::PublicKey::from_slice(&pk_bytes).unwrap();
+    let msg = secp256k1::Message::from_digest(*prehash.as_bytes());
+    let compact = out.signature.to_bytes();
+    let sig = secp256k1::ecdsa::Signature::from_compact(&compact).unwrap();
+    // libsecp256k1 accepts only low-S signatures.
+    secp.verify_ecdsa(&msg, &sig, &pk)
+        .expect("libsecp256k1 rejects the signature");
+    let recid =
+        secp256k1::ecdsa::RecoveryId::from_i32(i32::from(out.recovery_id.to_byte())).unwrap();
+    let recoverable =
+        secp256k1::ecdsa::RecoverableSignature::from_compact(&compact, recid).unwrap();
+    assert_eq!(
+        secp.recover_ecdsa(&msg, &recoverable).unwrap(),
+        pk,
+        "ecrecover gives another key"
+    );
+}
+
+fn check_with_k256(share: &KeyShare, prehash: &Prehash, out: &SignatureOutput) {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    let vk = VerifyingKey::from(share.public_key());
+    vk.verify_prehash(prehash.as_bytes(), &out.signature)
+        .unwrap();
+    let recovered =
+        VerifyingKey::recover_from_prehash(prehash.as_bytes(), &out.signature, out.recovery_id)
+            .unwrap();
+    assert_eq!(recovered, vk);
+    assert!(
+        out.signature.normalize_s().is_none(),
+        "signature is not low-S"
+    );
+}
+
+fn sign_pair(
+    seed: u64,
+    a: &KeyShare,
+    b: &KeyShare,
+    prehash: Prehash,
+) -> (SignatureOutput, SignatureOutput) {
+    let mut sa = Sign::new(a, prehash);
+    let mut sb = Sign::new(b, prehash);
+    run_honest(seed, &mut sa, &mut sb)
+}
+
+#[test]
+fn random_dkg_and_signatures_verify_under_libsecp256k1_and_k256() {
+    let mut rng = common::rng(99);
+    let mut recovery_ids = [0usize; 4];
+    for key in 0..24u64 {
+        let (a, b) = dkg_pair(1000 + key);
+        assert_eq!(a.public_key(), b.public_key());
+        assert_eq!(a.key_id(), b.key_id());
+        assert_eq!(a.chain_code(), b.chain_code());
+        for n in 0..8u64 {
+            let mut digest = [0u8; 32];
+            rng.fill_bytes(&mut digest);
+            let prehash = Prehash::from_bytes(digest);
+            let (out_a, out_b) = sign_pair(key * 100 + n, &a, &b, prehash);
+            assert_eq!(out_a, out_b);
+            check_with_k256(&a, &prehash, &out_a);
+            check_with_libsecp(&a, &prehash, &out_a);
+            recovery_ids[usize::from(out_a.recovery_id.to_byte())] += 1;
+        }
+    }
+    // Both parities occur (overflow ids 2, 3 have probability ~2^-127).
+    assert!(recovery_ids[0] > 0 && recovery_ids[1] > 0);
+}
+
+#[test]
+fn presign_then_online_sign_verifies() {
+    let (a, b) = dkg_pair(7);
+    for n in 0..4u64 {
+        let mut pa = Presign::new(&a);
+        let mut pb = Presign::new(&b);
+        let (pre_a, pre_b) = run_honest(50 + n, &mut pa, &mut pb);
+        assert_eq!(pre_a.session_id(), pre_b.session_id());
+        let prehash = Prehash::sha256(format!("message {n}").as_bytes());
+        let mut oa = OnlineSign::new(pre_a, prehash);
+        let mut ob = OnlineSign::new(pre_b, prehash);
+        let (out_a, out_b) = run_honest(60 + n, &mut oa, &mut ob);
+        assert_eq!(out_a, out_b);
+        check_with_k256(&a, &prehash, &out_a);
+        check_with_libsecp(&a, &prehash, &out_a);
+    }
+}
+
+#[test]
+fn online_step_with_different_prehashes_aborts() {
+    let (a, b) = dkg_pair(8);
+    let (pre_a, pre_b) = run_honest(1, &mut Presign::new(&a), &mut Presign::new(&b));
+    let mut oa = OnlineSign::new(pre_a, Prehash::sha256(b"one"));
+    let mut ob = OnlineSign::new(pre_b, Prehash::sha256(b"two"));
+    let (ea, eb) = run_pair(2, &mut oa, &mut ob, |_| {});
+    assert_eq!(ea.error(), Some(mpc_core::Error::PrehashMismatch));
+    assert_eq!(eb.error(), Some(mpc_core::Error::PrehashMismatch));
+}
+
+#[test]
+fn presignatures_from_different_sessions_do_not_pair() {
+    let (a, b) = dkg_pair(9);
+    let (pre_a1, _pre_b1) = run_honest(1, &mut Presign::new(&a), &mut Presign::new(&b));
+    let (_pre_a2, pre_b2) = run_honest(2, &mut Presign::new(&a), &mut Presign::new(&b));
+    let prehash = Prehash::sha256(b"m");
+    let (ea, eb) = run_pair(
+        3,
+        &mut OnlineSign::new(pre_a1, prehash),
+        &mut OnlineSign::new(pre_b2, prehash),
+        |_| {},
+    );
+    // Each side drops the other's message as addressed to another session.
+    assert!(!ea.is_finished() && !eb.is_finished());
+    assert!(ea.error().is_none() && eb.error().is_none());
+}
+
+#[test]
+fn key_share_round_trips_and_rejects_foreign_or_old_encodings() {
+    let (a, b) = dkg_pair(11);
+    let bytes = a.to_bytes();
+    let decoded = KeyShare::from_bytes_for(&bytes, a.key_id()).unwrap();
+    assert_eq!(decoded.public_key(), a.public_key());
+    assert_eq!(decoded.to_bytes().as_slice(), bytes.as_slice());
+    // The decoded share signs with the peer's original share.
+    let prehash = Prehash::sha256(b"after decode");
+    let (out, _) = sign_pair(12, &decoded, &b, prehash);
+    check_with_libsecp(&a, &prehash, &out);
+
+    let (other, _) = dkg_pair(13);
+    assert_eq!(
+        KeyShare::from_bytes_for(&bytes, other.key_id()).err(),
+        Some(mpc_core::Error::KeyMismatch)
+    );
+    // Version 0 (an older format) is refused as such.
+    let mut old = bytes.to_vec();
+    old[0] = 0;
+    assert_eq!(
+        KeyShare::from_bytes(&old).err(),
+        Some(mpc_core::Error::UnsupportedShareVersion)
+    );
+    assert_eq!(
+        KeyShare::from_bytes(&bytes[..bytes.len() - 1]).err(),
+        Some(mpc_core::Error::MalformedKeyShare)
+    );
+    let mut trailing = bytes.to_vec();
+    trailing.push(0);
+    assert_eq!(
+        KeyShare::from_bytes(&trailing).err(),
+        Some(mpc_core::Error::MalformedKeyShare)
+    );
+    // Debug shows no secret.
+    let debug = format!("{a:?}");
+    assert!(debug.contains("KeyShare") && !debug.contains("secret"));
+}
