@@ -90,6 +90,8 @@ pub enum Error {
     MalformedKeyShare,
     /// A key share belongs to another key, epoch or role than expected.
     KeyMismatch,
+    /// An in-process run stopped with both parties waiting.
+    Stalled,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -138,7 +140,8 @@ impl Error {
             | Self::NotStarted
             | Self::UnsupportedShareVersion
             | Self::MalformedKeyShare
-            | Self::KeyMismatch => AbortClass::Local,
+            | Self::KeyMismatch
+            | Self::Stalled => AbortClass::Local,
         }
     }
 
@@ -174,6 +177,7 @@ impl Error {
             Self::UnsupportedShareVersion => "unsupported key share format version",
             Self::MalformedKeyShare => "malformed or inconsistent key share",
             Self::KeyMismatch => "key share for another key, epoch or role",
+            Self::Stalled => "in-process run stalled",
             Self::GammaCheckFailed => "Gamma check failed",
             Self::SignatureVerificationFailed => "assembled signature does not verify",
         }

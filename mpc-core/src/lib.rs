@@ -30,6 +30,7 @@ pub mod dkg;
 pub mod error;
 pub mod hazmat;
 pub mod keyshare;
+pub mod local;
 pub mod params;
 mod proof;
 pub mod protocol;

@@ -23,6 +23,7 @@ use k256::{AffinePoint, ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use super::comb::CombTable;
 use crate::error::{Error, Result};
 use crate::params::{LAMBDA_C, LAMBDA_C_BYTES};
 use crate::transcript::{tags, WideTranscript};
@@ -89,6 +90,23 @@ fn index_u32(t: usize) -> u32 {
     index
 }
 
+/// A uniform point other than the identity, with a log nobody knows: a
+/// random `x` and parity, retried until `x` is on the curve. The retries
+/// depend only on values that are published as the point itself.
+fn random_point(rng: &mut impl CryptoRngCore) -> ProjectivePoint {
+    loop {
+        let mut candidate = [0u8; POINT_BYTES];
+        rng.fill_bytes(&mut candidate[1..]);
+        candidate[0] = 0x02 | (candidate[1] & 1);
+        rng.fill_bytes(&mut candidate[1..2]);
+        if let Some(point) =
+            Option::<AffinePoint>::from(AffinePoint::from_bytes((&candidate).into()))
+        {
+            return point.into();
+        }
+    }
+}
+
 fn random_nonzero_scalar(rng: &mut impl CryptoRngCore) -> Scalar {
     loop {
         let s = Scalar::random(&mut *rng);
@@ -124,10 +142,9 @@ impl BaseOtReceiver {
     pub fn start(rng: &mut impl CryptoRngCore, sid: &[u8; 32]) -> (Self, Vec<u8>) {
         let mut choices = [0u8; BASE_OTS / 8];
         rng.fill_bytes(&mut choices);
-        // Y uniform with its log erased; X = a*G - Hp(t, Y) (PROTOCOL.md §4.2).
-        let mut logs: Vec<Scalar> = (0..BASE_OTS).map(|_| random_nonzero_scalar(rng)).collect();
-        let ys: Vec<ProjectivePoint> = logs.iter().map(ProjectivePoint::mul_by_generator).collect();
-        logs.zeroize();
+        // Y uniform with unknown log (a random x on the curve); then
+        // X = a*G - Hp(t, Y) (PROTOCOL.md §4.2).
+        let ys: Vec<ProjectivePoint> = (0..BASE_OTS).map(|_| random_point(rng)).collect();
         let y_bytes = encode_points(&ys);
         let mut scalars = Vec::with_capacity(BASE_OTS);
         let mut xs = Vec::with_capacity(BASE_OTS);
@@ -177,7 +194,9 @@ impl BaseOtReceiver {
         }
         let sender_point = decode_point(sender_message)?;
         let sender_bytes = encode_point(&sender_point);
-        let shared: Vec<ProjectivePoint> = self.scalars.iter().map(|a| sender_point * a).collect();
+        // One comb table for B serves all 128 products a[t]*B.
+        let table = CombTable::new(&sender_point);
+        let shared: Vec<ProjectivePoint> = self.scalars.iter().map(|a| table.mul(a)).collect();
         let mut shared_bytes = encode_points(&shared);
         let keys = shared_bytes
             .iter()
