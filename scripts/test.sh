@@ -54,8 +54,10 @@ for file in "${targets[@]}"; do
     if [ -d "fuzz/corpus/$target" ]; then
         corpora+=("$root/fuzz/corpus/$target")
     fi
-    step "cargo +nightly fuzz run $target -- -max_total_time=$fuzz_seconds"
-    cargo +nightly fuzz run "$target" "${corpora[@]}" -- \
+    # -O: optimised build (k256's debug assertions make the curve
+    # arithmetic ~8x slower, and the setup targets do a lot of it).
+    step "cargo +nightly fuzz run -O $target -- -max_total_time=$fuzz_seconds"
+    cargo +nightly fuzz run -O "$target" "${corpora[@]}" -- \
         -max_total_time="$fuzz_seconds"
 done
 

@@ -106,7 +106,9 @@ fn main() {
     let ext = ext_fixture();
     let punctured = setup.sender_key.seeds().punctured;
     let nonzero = punctured.iter().position(|p| *p != 0).unwrap_or(0);
-    let zero = punctured.iter().position(|p| *p == 0).unwrap_or(TREES - 1);
+    let zero = punctured.iter().position(|p| *p == 0);
+    println!("ot_extension: first tree with punctured index 0: {zero:?}");
+    let zero = zero.unwrap_or(TREES - 1);
     write(
         &dir,
         "ot_extension",

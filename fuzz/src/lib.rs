@@ -15,6 +15,7 @@
 use std::sync::OnceLock;
 
 use k256::Scalar;
+use mpc_core::error::Result;
 use mpc_core::hazmat::ot::base::{
     self, BaseOtReceiver, BaseOtReceiverOutput, BaseOtSenderOutput, BASE_OTS,
 };
@@ -23,7 +24,6 @@ use mpc_core::hazmat::ot::pprf::TREE_MSG_BYTES;
 use mpc_core::hazmat::ot::setup::{receiver_setup, OtReceiverKey, OtSenderKey, SenderSetup};
 use mpc_core::hazmat::vole::{self, RvoleReceiver};
 use mpc_core::params::{LAMBDA_C_BYTES, RVOLE_INPUTS, SOFTSPOKEN_K, XI};
-use mpc_core::Result;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -336,8 +336,8 @@ pub fn rvole_fixture() -> &'static RvoleFixture {
             .finish(&keys.receiver_key, &vole_msg)
             .expect("honest RVOLE message rejected");
         assert!(out.chi == chi);
-        for i in 0..RVOLE_INPUTS {
-            assert!(sender_out.c[i] + out.d[i] == inputs[i] * chi);
+        for ((c, d), a) in sender_out.c.iter().zip(&out.d).zip(&inputs) {
+            assert!(*c + d == a * &chi);
         }
         RvoleFixture {
             ote_msg,

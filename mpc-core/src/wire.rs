@@ -38,23 +38,68 @@ pub fn encode_point(point: &ProjectivePoint) -> [u8; POINT_BYTES] {
     out
 }
 
-/// Encodes many points with one field inversion (batch normalization).
-/// The identity encodes as 33 zero bytes, as in [`encode_point`].
+/// Bytes of an uncompressed point (SEC1 `0x04 || x || y`), used where the
+/// receiver would otherwise pay a square root per point (PROTOCOL.md §3.1).
+pub const UNCOMPRESSED_POINT_BYTES: usize = 65;
+
+/// Encodes many points, compressed, with one field inversion (batch
+/// normalization). The identity encodes as 33 zero bytes, as in
+/// [`encode_point`].
 #[must_use]
 pub fn encode_points(points: &[ProjectivePoint]) -> Vec<[u8; POINT_BYTES]> {
+    encode_batch(points, true)
+}
+
+/// Encodes many points uncompressed (65 bytes each), with one field
+/// inversion. The identity encodes as 65 zero bytes.
+#[must_use]
+pub fn encode_points_uncompressed(
+    points: &[ProjectivePoint],
+) -> Vec<[u8; UNCOMPRESSED_POINT_BYTES]> {
+    encode_batch(points, false)
+}
+
+fn encode_batch<const N: usize>(points: &[ProjectivePoint], compress: bool) -> Vec<[u8; N]> {
+    use k256::elliptic_curve::sec1::ToEncodedPoint;
     use k256::elliptic_curve::BatchNormalize;
     let affine: Vec<AffinePoint> = ProjectivePoint::batch_normalize(points);
     affine
         .iter()
         .map(|p| {
-            let mut out = [0u8; POINT_BYTES];
-            let encoded = p.to_bytes();
-            if encoded.len() == POINT_BYTES {
-                out.copy_from_slice(&encoded);
+            let mut out = [0u8; N];
+            let encoded = p.to_encoded_point(compress);
+            if encoded.len() == N {
+                out.copy_from_slice(encoded.as_bytes());
             }
             out
         })
         .collect()
+}
+
+/// Decodes a 65-byte uncompressed SEC1 point: prefix `0x04`, canonical
+/// coordinates, on the curve. No square root is needed.
+///
+/// # Errors
+///
+/// [`Error::WrongLength`] if `bytes` is not 65 bytes long,
+/// [`Error::IdentityPoint`] for 65 zero bytes, [`Error::InvalidPoint`] for
+/// any other invalid encoding.
+pub fn decode_point_uncompressed(bytes: &[u8]) -> Result<ProjectivePoint> {
+    use k256::elliptic_curve::sec1::FromEncodedPoint;
+    if bytes.len() != UNCOMPRESSED_POINT_BYTES {
+        return Err(Error::WrongLength);
+    }
+    if bytes[0] != 0x04 {
+        return Err(if bytes.iter().all(|b| *b == 0) {
+            Error::IdentityPoint
+        } else {
+            Error::InvalidPoint
+        });
+    }
+    let encoded = k256::EncodedPoint::from_bytes(bytes).map_err(|_| Error::InvalidPoint)?;
+    let affine = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded))
+        .ok_or(Error::InvalidPoint)?;
+    Ok(ProjectivePoint::from(affine))
 }
 
 /// Decodes a 33-byte SEC1 compressed point, rejecting the identity, every
@@ -181,6 +226,38 @@ mod tests {
         for (p, e) in points.iter().zip(&batch) {
             assert_eq!(*e, encode_point(p));
         }
+    }
+
+    #[test]
+    fn uncompressed_points_round_trip_and_reject_bad_encodings() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let points: Vec<ProjectivePoint> = (0..5)
+            .map(|_| ProjectivePoint::GENERATOR * Scalar::random(&mut rng))
+            .collect();
+        for (p, e) in points.iter().zip(encode_points_uncompressed(&points)) {
+            assert_eq!(decode_point_uncompressed(&e).unwrap(), *p);
+            let mut off_curve = e;
+            off_curve[64] ^= 1;
+            assert_eq!(
+                decode_point_uncompressed(&off_curve),
+                Err(Error::InvalidPoint)
+            );
+            let mut compressed_prefix = e;
+            compressed_prefix[0] = 0x02;
+            assert_eq!(
+                decode_point_uncompressed(&compressed_prefix),
+                Err(Error::InvalidPoint)
+            );
+            assert_eq!(decode_point_uncompressed(&e[..64]), Err(Error::WrongLength));
+        }
+        assert_eq!(
+            decode_point_uncompressed(&[0u8; 65]),
+            Err(Error::IdentityPoint)
+        );
+        // x = p: not a canonical coordinate.
+        let mut big = [0xffu8; 65];
+        big[0] = 0x04;
+        assert_eq!(decode_point_uncompressed(&big), Err(Error::InvalidPoint));
     }
 
     #[test]

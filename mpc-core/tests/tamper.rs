@@ -39,6 +39,8 @@ enum Edit {
     SwapPoint(usize),
     /// Replace the 33 bytes at this offset with the identity encoding.
     Identity(usize),
+    /// The same for a 65-byte uncompressed point.
+    IdentityUncompressed(usize),
 }
 
 impl Edit {
@@ -47,6 +49,7 @@ impl Edit {
             Edit::Flip(at) => payload[at] ^= 0x01,
             Edit::SwapPoint(at) => payload[at..at + 33].copy_from_slice(&other_point()),
             Edit::Identity(at) => payload[at..at + 33].fill(0),
+            Edit::IdentityUncompressed(at) => payload[at..at + 65].fill(0),
         }
     }
 }
@@ -121,7 +124,8 @@ fn dkg_tampering_is_rejected() {
         (2, Edit::SwapPoint(R2_PROOF_K), &[InvalidProof]),
         (2, Edit::Identity(R2_PROOF_K), &[IdentityPoint]),
         (2, Edit::Flip(R2_PROOF_Z + 31), &[InvalidProof]),
-        (2, Edit::Identity(R2_BOT), &[IdentityPoint]),
+        (2, Edit::IdentityUncompressed(R2_BOT), &[IdentityPoint]),
+        (2, Edit::Flip(R2_BOT + 64), &[InvalidPoint]),
         (3, Edit::Identity(0), &[IdentityPoint]),
         (3, Edit::Flip(12), &[InvalidPoint, PprfProofFailed]),
         (3, Edit::SwapPoint(0), &[PprfProofFailed]),

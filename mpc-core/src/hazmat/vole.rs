@@ -253,6 +253,7 @@ impl RvoleReceiver {
 
 /// A deviation a test makes the sender commit (PROTOCOL.md §7.4).
 #[cfg(any(test, fuzzing))]
+#[cfg_attr(fuzzing, allow(dead_code))]
 #[derive(Clone, Copy)]
 pub(crate) enum SenderDeviation {
     /// Adds `delta` to `a_tilde[row][col]`.

@@ -27,12 +27,18 @@ use super::comb::CombTable;
 use crate::error::{Error, Result};
 use crate::params::{LAMBDA_C, LAMBDA_C_BYTES};
 use crate::transcript::{tags, WideTranscript};
-use crate::wire::{decode_point, encode_point, encode_points, POINT_BYTES};
+use crate::wire::{
+    decode_point, decode_point_uncompressed, encode_point, encode_points,
+    encode_points_uncompressed, POINT_BYTES, UNCOMPRESSED_POINT_BYTES,
+};
 
 /// Number of base OTs per batch (one batch per direction and key).
 pub const BASE_OTS: usize = LAMBDA_C;
-/// Bytes of the receiver's message: two points per OT.
-pub const RECEIVER_MSG_BYTES: usize = 2 * POINT_BYTES * BASE_OTS;
+/// Bytes of one receiver point: uncompressed, so that the sender validates
+/// 256 points without 256 square roots (PROTOCOL.md §4.1).
+const PAIR_POINT: usize = UNCOMPRESSED_POINT_BYTES;
+/// Bytes of the receiver's message: two uncompressed points per OT.
+pub const RECEIVER_MSG_BYTES: usize = 2 * PAIR_POINT * BASE_OTS;
 /// Bytes of the sender's message: one point for the batch.
 pub const SENDER_MSG_BYTES: usize = POINT_BYTES;
 
@@ -42,7 +48,7 @@ pub type OtKey = [u8; LAMBDA_C_BYTES];
 /// `Hp(t, P)`: hash of (session, index, point) onto the curve by
 /// try-and-increment (PROTOCOL.md §4.2). Its inputs are public (the point is
 /// on the wire), so the data-dependent number of tries reveals nothing secret.
-fn hash_point(sid: &[u8; 32], index: u32, point: &[u8; POINT_BYTES]) -> ProjectivePoint {
+fn hash_point(sid: &[u8; 32], index: u32, point: &[u8]) -> ProjectivePoint {
     let mut counter = 0u32;
     loop {
         let mut hx = WideTranscript::<2>::new(tags::OT_BASE_H2C);
@@ -145,7 +151,7 @@ impl BaseOtReceiver {
         // Y uniform with unknown log (a random x on the curve); then
         // X = a*G - Hp(t, Y) (PROTOCOL.md §4.2).
         let ys: Vec<ProjectivePoint> = (0..BASE_OTS).map(|_| random_point(rng)).collect();
-        let y_bytes = encode_points(&ys);
+        let y_bytes = encode_points_uncompressed(&ys);
         let mut scalars = Vec::with_capacity(BASE_OTS);
         let mut xs = Vec::with_capacity(BASE_OTS);
         for (t, y) in y_bytes.iter().enumerate() {
@@ -166,7 +172,7 @@ impl BaseOtReceiver {
             pairs.push(ProjectivePoint::conditional_select(x, y, swap));
             pairs.push(ProjectivePoint::conditional_select(y, x, swap));
         }
-        let message: Vec<u8> = encode_points(&pairs).concat();
+        let message: Vec<u8> = encode_points_uncompressed(&pairs).concat();
         let receiver = Self {
             sid: *sid,
             choices,
@@ -203,7 +209,7 @@ impl BaseOtReceiver {
             .enumerate()
             .map(|(t, d)| {
                 let choice = (self.choices[t / 8] >> (t % 8)) & 1;
-                let pair = &self.message[2 * POINT_BYTES * t..2 * POINT_BYTES * (t + 1)];
+                let pair = &self.message[2 * PAIR_POINT * t..2 * PAIR_POINT * (t + 1)];
                 derive_key(&self.sid, index_u32(t), choice, pair, &sender_bytes, d)
             })
             .collect();
@@ -240,8 +246,8 @@ pub fn send(
     }
     // Parse and validate everything before any secret is used.
     let points = receiver_message
-        .chunks_exact(POINT_BYTES)
-        .map(decode_point)
+        .chunks_exact(PAIR_POINT)
+        .map(decode_point_uncompressed)
         .collect::<Result<Vec<_>>>()?;
     let mut b = random_nonzero_scalar(rng);
     let sender_point = ProjectivePoint::mul_by_generator(&b);
@@ -250,11 +256,11 @@ pub fn send(
     let mut degenerate = false;
     for (t, (pair_points, pair)) in points
         .chunks_exact(2)
-        .zip(receiver_message.chunks_exact(2 * POINT_BYTES))
+        .zip(receiver_message.chunks_exact(2 * PAIR_POINT))
         .enumerate()
     {
-        let (r0, r1) = pair.split_at(POINT_BYTES);
-        let r_bytes: [&[u8; POINT_BYTES]; 2] = [
+        let (r0, r1) = pair.split_at(PAIR_POINT);
+        let r_bytes: [&[u8; PAIR_POINT]; 2] = [
             r0.try_into().map_err(|_| Error::WrongLength)?,
             r1.try_into().map_err(|_| Error::WrongLength)?,
         ];
@@ -271,7 +277,7 @@ pub fn send(
     let mut shared_bytes = encode_points(&shared);
     let keys = shared_bytes
         .chunks_exact(2)
-        .zip(receiver_message.chunks_exact(2 * POINT_BYTES))
+        .zip(receiver_message.chunks_exact(2 * PAIR_POINT))
         .enumerate()
         .map(|(t, (d, pair))| {
             [0u8, 1].map(|branch| {
@@ -338,8 +344,8 @@ mod tests {
         let sid = [5; 32];
         let (_, msg) = BaseOtReceiver::start(&mut rng, &sid);
         let mut swapped = msg.clone();
-        swapped[..66].copy_from_slice(&msg[66..132]);
-        swapped[66..132].copy_from_slice(&msg[..66]);
+        swapped[..130].copy_from_slice(&msg[130..260]);
+        swapped[130..260].copy_from_slice(&msg[..130]);
         let mut rng_a = ChaCha20Rng::seed_from_u64(4);
         let mut rng_b = ChaCha20Rng::seed_from_u64(4);
         let (a, _) = send(&mut rng_a, &sid, &msg).unwrap();
@@ -365,24 +371,19 @@ mod tests {
         assert_eq!(send(&mut rng, &sid, &long).err(), Some(Error::WrongLength));
         // Identity, uncompressed prefix, off-curve x.
         let mut identity = msg.clone();
-        identity[33..66].fill(0);
+        identity[65..130].fill(0);
         assert_eq!(
             send(&mut rng, &sid, &identity).err(),
             Some(Error::IdentityPoint)
         );
         let mut prefix = msg.clone();
-        prefix[0] = 0x04;
+        prefix[0] = 0x02;
         assert_eq!(
             send(&mut rng, &sid, &prefix).err(),
             Some(Error::InvalidPoint)
         );
         let mut off_curve = msg.clone();
-        off_curve[66..99].copy_from_slice(&{
-            let mut p = [0u8; 33];
-            p[0] = 2;
-            p[32] = 5;
-            p
-        });
+        off_curve[194] ^= 1; // y of the second OT's first point
         assert_eq!(
             send(&mut rng, &sid, &off_curve).err(),
             Some(Error::InvalidPoint)
@@ -405,7 +406,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let sid = [8; 32];
         let a = random_nonzero_scalar(&mut rng);
-        let p = encode_point(&ProjectivePoint::mul_by_generator(&a));
+        let p = encode_points_uncompressed(&[ProjectivePoint::mul_by_generator(&a)])[0];
         let msg: Vec<u8> = (0..2 * BASE_OTS).flat_map(|_| p).collect();
         let (out, reply) = send(&mut rng, &sid, &msg).unwrap();
         let b_point = decode_point(&reply).unwrap();
@@ -415,7 +416,7 @@ mod tests {
                     &sid,
                     index_u32(t),
                     branch,
-                    &msg[66 * t..66 * (t + 1)],
+                    &msg[130 * t..130 * (t + 1)],
                     &encode_point(&b_point),
                     &encode_point(&(b_point * a)),
                 );

@@ -3,25 +3,27 @@
 
 use alloc::vec::Vec;
 
-use k256::elliptic_curve::subtle::{ConditionallySelectable, ConstantTimeEq};
+use k256::elliptic_curve::subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use k256::elliptic_curve::BatchNormalize;
 use k256::{AffinePoint, ProjectivePoint, Scalar};
 
-const WINDOWS: usize = 64;
-const WIDTH: usize = 16;
+/// Signed radix-16 digits of a 256-bit scalar: 64 nibbles plus a carry.
+const WINDOWS: usize = 65;
+/// Entries per window: `0..=8` times the window's base.
+const ENTRIES: usize = 9;
 
-/// `table[w][j] = j * 16^w * P` for 4-bit windows `w` of a 256-bit scalar.
+/// `table[w][j] = j * 16^w * P` for `j` in `0..=8`.
 pub(crate) struct CombTable {
     table: Vec<AffinePoint>,
 }
 
 impl CombTable {
     pub(crate) fn new(point: &ProjectivePoint) -> Self {
-        let mut projective = Vec::with_capacity(WINDOWS * WIDTH);
+        let mut projective = Vec::with_capacity(WINDOWS * ENTRIES);
         let mut base = *point;
         for _ in 0..WINDOWS {
             let mut entry = ProjectivePoint::IDENTITY;
-            for _ in 0..WIDTH {
+            for _ in 0..ENTRIES {
                 projective.push(entry);
                 entry += base;
             }
@@ -32,20 +34,40 @@ impl CombTable {
         }
     }
 
-    /// `scalar * P`: one table entry per window, each selected by scanning
-    /// the whole row under a mask.
+    /// `scalar * P`. The scalar is recoded into digits in `[-8, 8)` without
+    /// branches; each window's entry is found by scanning its whole row
+    /// under a mask and negated under a mask.
     pub(crate) fn mul(&self, scalar: &Scalar) -> ProjectivePoint {
         let bytes = scalar.to_bytes();
         let mut acc = ProjectivePoint::IDENTITY;
-        for (window, row) in self.table.chunks_exact(WIDTH).enumerate() {
-            let byte = bytes[31 - window / 2];
-            let digit = (byte >> (4 * (window % 2))) & 0x0f;
+        let mut carry = 0i8;
+        for (window, row) in self.table.chunks_exact(ENTRIES).enumerate() {
+            let nibble = if window < 64 {
+                let byte = bytes[31 - window / 2];
+                // In 0..16, so the cast is exact.
+                #[allow(clippy::cast_possible_wrap)]
+                let n = ((byte >> (4 * (window % 2))) & 0x0f) as i8;
+                n
+            } else {
+                0
+            };
+            let mut digit = nibble + carry; // 0..=16
+            carry = (digit + 8) >> 4; // 1 iff digit >= 8
+            digit -= carry << 4; // -8..8
+                                 // Sign and magnitude by arithmetic, not comparisons.
+            let sign = digit >> 7; // 0 or -1
+            #[allow(clippy::cast_sign_loss)]
+            let negative = Choice::from((sign & 1) as u8);
+            #[allow(clippy::cast_sign_loss)]
+            let magnitude = ((digit ^ sign) - sign) as u8;
             let mut selected = AffinePoint::IDENTITY;
             for (j, entry) in row.iter().enumerate() {
                 #[allow(clippy::cast_possible_truncation)]
-                let hit = (j as u8).ct_eq(&digit);
+                let hit = (j as u8).ct_eq(&magnitude);
                 selected.conditional_assign(entry, hit);
             }
+            let negated = -selected;
+            selected.conditional_assign(&negated, negative);
             acc += selected;
         }
         acc
@@ -64,7 +86,14 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
         let point = ProjectivePoint::GENERATOR * Scalar::random(&mut rng);
         let table = CombTable::new(&point);
-        let mut scalars = vec![Scalar::ZERO, Scalar::ONE, -Scalar::ONE, Scalar::from(16u64)];
+        let mut scalars = vec![
+            Scalar::ZERO,
+            Scalar::ONE,
+            -Scalar::ONE,
+            Scalar::from(8u64),
+            Scalar::from(16u64),
+            Scalar::from(0x8888_8888u64),
+        ];
         scalars.extend((0..32).map(|_| Scalar::random(&mut rng)));
         for s in scalars {
             assert_eq!(table.mul(&s), point * s);
