@@ -21,7 +21,7 @@ use core::fmt;
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use k256::elliptic_curve::bigint::U256;
 use k256::elliptic_curve::group::Group;
-use k256::elliptic_curve::ops::{MulByGenerator, Reduce};
+use k256::elliptic_curve::ops::{LinearCombination, MulByGenerator, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::{Field, PrimeField};
 use k256::{ProjectivePoint, Scalar};
@@ -36,7 +36,8 @@ use crate::keyshare::{KeyId, KeyShare};
 use crate::protocol::{Driver, Expect, Machine, Protocol, Step, Transition};
 use crate::transcript::{tags, Transcript};
 use crate::wire::{
-    encode_point, encode_scalar, ProtocolId, Reader, Role, SessionId, POINT_BYTES, SCALAR_BYTES,
+    encode_point, encode_points, encode_scalar, ProtocolId, Reader, Role, SessionId, POINT_BYTES,
+    SCALAR_BYTES,
 };
 
 /// Payload bytes of each signing round.
@@ -103,6 +104,8 @@ struct Setup<'a> {
     share: &'a KeyShare,
     /// Additive derivation tweak on the public key; zero for the root key.
     tweak: Scalar,
+    /// `tweak * G`, computed once.
+    tweak_point: ProjectivePoint,
     setup: [u8; 32],
 }
 
@@ -116,7 +119,21 @@ fn setup_sid(share: &KeyShare, tweak: &Scalar, protocol: ProtocolId) -> [u8; 32]
         .finalize()
 }
 
-impl Setup<'_> {
+impl<'a> Setup<'a> {
+    fn new(share: &'a KeyShare, tweak: Scalar, protocol: ProtocolId) -> Self {
+        let tweak_point = if bool::from(tweak.is_zero()) {
+            ProjectivePoint::IDENTITY
+        } else {
+            ProjectivePoint::mul_by_generator(&tweak)
+        };
+        Self {
+            share,
+            tweak,
+            tweak_point,
+            setup: setup_sid(share, &tweak, protocol),
+        }
+    }
+
     fn role(&self) -> Role {
         self.share.role()
     }
@@ -125,7 +142,7 @@ impl Setup<'_> {
     fn public_share(&self, role: Role) -> ProjectivePoint {
         let base = self.share.public_share(role);
         match role {
-            Role::A => base + ProjectivePoint::mul_by_generator(&self.tweak),
+            Role::A => base + self.tweak_point,
             Role::B => base,
         }
     }
@@ -139,7 +156,7 @@ impl Setup<'_> {
     }
 
     fn derived_public_key(&self) -> ProjectivePoint {
-        self.share.public_key_point() + ProjectivePoint::mul_by_generator(&self.tweak)
+        self.share.public_key_point() + self.tweak_point
     }
 }
 
@@ -461,10 +478,17 @@ fn round2<'a, R: CryptoRngCore>(
     let psi = state.nonces.phi - state.receiver.chi();
     let mut out = vole_msg;
     out.reserve(ROUND_BYTES[2] - out.len());
-    out.extend_from_slice(&encode_point(&state.nonces.big_r));
+    // One field inversion for the three points.
+    let [big_r, gamma_u, gamma_v] = [
+        state.nonces.big_r,
+        ProjectivePoint::mul_by_generator(&c.c[0]),
+        ProjectivePoint::mul_by_generator(&c.c[1]),
+    ];
+    let encoded = encode_points(&[big_r, gamma_u, gamma_v]);
+    out.extend_from_slice(&encoded[0]);
     out.extend_from_slice(&state.nonces.salt);
-    out.extend_from_slice(&encode_point(&ProjectivePoint::mul_by_generator(&c.c[0])));
-    out.extend_from_slice(&encode_point(&ProjectivePoint::mul_by_generator(&c.c[1])));
+    out.extend_from_slice(&encoded[1]);
+    out.extend_from_slice(&encoded[2]);
     out.extend_from_slice(&encode_scalar(&psi));
     let next = AwaitRound3 {
         setup: state.setup,
@@ -506,8 +530,10 @@ fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<Presignature> {
     // Gamma checks (PROTOCOL.md §14.2): the peer's RVOLE inputs are its
     // committed nonce and its public share.
     let peer_public = setup.public_share(peer);
-    let gamma_ok = peer_r * chi == ProjectivePoint::mul_by_generator(&d.d[0]) + peer_gamma_u
-        && peer_public * chi == ProjectivePoint::mul_by_generator(&d.d[1]) + peer_gamma_v;
+    // chi*P - d*G == Gamma as one constant-time two-term multiplication.
+    let g = ProjectivePoint::GENERATOR;
+    let gamma_ok = ProjectivePoint::lincomb(&peer_r, &chi, &g, &-d.d[0]) == peer_gamma_u
+        && ProjectivePoint::lincomb(&peer_public, &chi, &g, &-d.d[1]) == peer_gamma_v;
     if !gamma_ok {
         return Err(Error::GammaCheckFailed);
     }
@@ -613,11 +639,7 @@ impl<'a> Sign<'a> {
 
     /// Signs under the public key `PK + tweak * G` (a derived key).
     pub(crate) fn with_tweak(share: &'a KeyShare, prehash: Prehash, tweak: Scalar) -> Self {
-        let setup = Setup {
-            share,
-            tweak,
-            setup: setup_sid(share, &tweak, ProtocolId::Sign),
-        };
+        let setup = Setup::new(share, tweak, ProtocolId::Sign);
         Self {
             driver: Driver::new(State::Init {
                 setup,
@@ -656,12 +678,7 @@ impl<'a> Presign<'a> {
     /// Presigns with `share` (under the root key).
     #[must_use]
     pub fn new(share: &'a KeyShare) -> Self {
-        let tweak = Scalar::ZERO;
-        let setup = Setup {
-            share,
-            tweak,
-            setup: setup_sid(share, &tweak, ProtocolId::Presign),
-        };
+        let setup = Setup::new(share, Scalar::ZERO, ProtocolId::Presign);
         Self {
             driver: Driver::new(State::Init {
                 setup,
