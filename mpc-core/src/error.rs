@@ -92,6 +92,14 @@ pub enum Error {
     KeyMismatch,
     /// An in-process run stopped with both parties waiting.
     Stalled,
+    /// A hardened BIP32 index: impossible without the full private key.
+    HardenedDerivation,
+    /// A BIP32 derivation path does not parse.
+    InvalidDerivationPath,
+    /// A BIP32 step gives `IL >= n` or the identity (skip that index).
+    InvalidDerivation,
+    /// An extended public key string does not decode.
+    InvalidExtendedKey,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -141,7 +149,11 @@ impl Error {
             | Self::UnsupportedShareVersion
             | Self::MalformedKeyShare
             | Self::KeyMismatch
-            | Self::Stalled => AbortClass::Local,
+            | Self::Stalled
+            | Self::HardenedDerivation
+            | Self::InvalidDerivationPath
+            | Self::InvalidDerivation
+            | Self::InvalidExtendedKey => AbortClass::Local,
         }
     }
 
@@ -178,6 +190,10 @@ impl Error {
             Self::MalformedKeyShare => "malformed or inconsistent key share",
             Self::KeyMismatch => "key share for another key, epoch or role",
             Self::Stalled => "in-process run stalled",
+            Self::HardenedDerivation => "hardened derivation needs the private key",
+            Self::InvalidDerivationPath => "invalid derivation path",
+            Self::InvalidDerivation => "derivation gives an invalid key at this index",
+            Self::InvalidExtendedKey => "invalid extended public key",
             Self::GammaCheckFailed => "Gamma check failed",
             Self::SignatureVerificationFailed => "assembled signature does not verify",
         }

@@ -130,6 +130,28 @@ impl KeyShare {
         &self.chain_code
     }
 
+    /// The root extended public key (`xpub`): the joint public key with the
+    /// agreed chain code, at depth 0.
+    #[must_use]
+    pub fn xpub(&self) -> crate::derive::ExtendedPublicKey {
+        // The public key is never the identity (checked at creation).
+        crate::derive::ExtendedPublicKey::from_validated(self.public_key, self.chain_code)
+    }
+
+    /// The public key at `path` below the root and the derivation tweak `t`
+    /// (`child = PK + t*G`).
+    ///
+    /// # Errors
+    ///
+    /// As [`ExtendedPublicKey::derive_path`](crate::derive::ExtendedPublicKey::derive_path).
+    pub fn derive(
+        &self,
+        path: &crate::derive::DerivationPath,
+    ) -> Result<(k256::PublicKey, Scalar)> {
+        let (child, tweak) = self.xpub().derive_path(path)?;
+        Ok((child.public_key(), tweak))
+    }
+
     /// The DKG transcript hash both parties confirmed.
     #[must_use]
     pub fn transcript_hash(&self) -> &[u8; 32] {

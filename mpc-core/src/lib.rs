@@ -26,6 +26,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod derive;
 pub mod dkg;
 pub mod error;
 pub mod hazmat;
@@ -38,6 +39,7 @@ pub mod sign;
 pub mod transcript;
 pub mod wire;
 
+pub use derive::{DerivationPath, ExtendedPublicKey};
 pub use dkg::Dkg;
 pub use error::{AbortClass, Error};
 pub use keyshare::{KeyId, KeyShare};

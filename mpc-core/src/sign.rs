@@ -29,6 +29,7 @@ use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::derive::DerivationPath;
 use crate::error::{Error, Result};
 use crate::hazmat::ot::extension::OTE_MSG_BYTES;
 use crate::hazmat::vole::{self, RvoleReceiver, VOLE_MSG_BYTES};
@@ -109,18 +110,40 @@ struct Setup<'a> {
     setup: [u8; 32],
 }
 
-fn setup_sid(share: &KeyShare, tweak: &Scalar, protocol: ProtocolId) -> [u8; 32] {
+fn setup_sid(
+    share: &KeyShare,
+    path: &DerivationPath,
+    tweak: &Scalar,
+    protocol: ProtocolId,
+) -> [u8; 32] {
     Transcript::new(tags::SIGN_SETUP)
         .chain(share.transcript_hash())
         .chain(&share.key_id().0)
         .chain(&share.epoch().to_be_bytes())
+        .chain(&path.to_bytes())
         .chain(&encode_scalar(tweak))
         .chain(&[protocol.as_u8()])
         .finalize()
 }
 
 impl<'a> Setup<'a> {
-    fn new(share: &'a KeyShare, tweak: Scalar, protocol: ProtocolId) -> Self {
+    /// The setup for signing under the root key.
+    fn root(share: &'a KeyShare, protocol: ProtocolId) -> Self {
+        Self::build(share, &DerivationPath::root(), Scalar::ZERO, protocol)
+    }
+
+    /// The setup for signing under the key at `path`.
+    fn at_path(share: &'a KeyShare, path: &DerivationPath, protocol: ProtocolId) -> Result<Self> {
+        let (_, tweak) = share.derive(path)?;
+        Ok(Self::build(share, path, tweak, protocol))
+    }
+
+    fn build(
+        share: &'a KeyShare,
+        path: &DerivationPath,
+        tweak: Scalar,
+        protocol: ProtocolId,
+    ) -> Self {
         let tweak_point = if bool::from(tweak.is_zero()) {
             ProjectivePoint::IDENTITY
         } else {
@@ -130,7 +153,7 @@ impl<'a> Setup<'a> {
             share,
             tweak,
             tweak_point,
-            setup: setup_sid(share, &tweak, protocol),
+            setup: setup_sid(share, path, &tweak, protocol),
         }
     }
 
@@ -631,15 +654,27 @@ pub struct Sign<'a> {
 }
 
 impl<'a> Sign<'a> {
-    /// Signs `prehash` with `share` (under the root key).
+    /// Signs `prehash` with `share` under the root key.
     #[must_use]
     pub fn new(share: &'a KeyShare, prehash: Prehash) -> Self {
-        Self::with_tweak(share, prehash, Scalar::ZERO)
+        Self::from_setup(Setup::root(share, ProtocolId::Sign), prehash)
     }
 
-    /// Signs under the public key `PK + tweak * G` (a derived key).
-    pub(crate) fn with_tweak(share: &'a KeyShare, prehash: Prehash, tweak: Scalar) -> Self {
-        let setup = Setup::new(share, tweak, ProtocolId::Sign);
+    /// Signs `prehash` under the key at BIP32 `path` below the root. The path
+    /// is bound into the session id; party A adds the derivation tweak to its
+    /// share.
+    ///
+    /// # Errors
+    ///
+    /// The derivation errors of [`KeyShare::derive`].
+    pub fn with_path(share: &'a KeyShare, prehash: Prehash, path: &DerivationPath) -> Result<Self> {
+        Ok(Self::from_setup(
+            Setup::at_path(share, path, ProtocolId::Sign)?,
+            prehash,
+        ))
+    }
+
+    fn from_setup(setup: Setup<'a>, prehash: Prehash) -> Self {
         Self {
             driver: Driver::new(State::Init {
                 setup,
@@ -675,10 +710,26 @@ pub struct Presign<'a> {
 }
 
 impl<'a> Presign<'a> {
-    /// Presigns with `share` (under the root key).
+    /// Presigns with `share` under the root key.
     #[must_use]
     pub fn new(share: &'a KeyShare) -> Self {
-        let setup = Setup::new(share, Scalar::ZERO, ProtocolId::Presign);
+        Self::from_setup(Setup::root(share, ProtocolId::Presign))
+    }
+
+    /// Presigns under the key at BIP32 `path` (bound into the session id).
+    ///
+    /// # Errors
+    ///
+    /// The derivation errors of [`KeyShare::derive`].
+    pub fn with_path(share: &'a KeyShare, path: &DerivationPath) -> Result<Self> {
+        Ok(Self::from_setup(Setup::at_path(
+            share,
+            path,
+            ProtocolId::Presign,
+        )?))
+    }
+
+    fn from_setup(setup: Setup<'a>) -> Self {
         Self {
             driver: Driver::new(State::Init {
                 setup,
