@@ -100,6 +100,16 @@ pub enum Error {
     InvalidDerivation,
     /// An extended public key string does not decode.
     InvalidExtendedKey,
+    /// An export ciphertext does not decrypt for this key, epoch and
+    /// one-time key (or encryption failed).
+    ExportFailed,
+    /// The exported share and the own share do not combine to the public key.
+    ExportMismatch,
+    /// A backup's proof does not verify for this public share and recovery
+    /// key.
+    InvalidBackup,
+    /// No row of a backup decrypts to the share with this recovery secret.
+    BackupDecryptionFailed,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -153,7 +163,11 @@ impl Error {
             | Self::HardenedDerivation
             | Self::InvalidDerivationPath
             | Self::InvalidDerivation
-            | Self::InvalidExtendedKey => AbortClass::Local,
+            | Self::InvalidExtendedKey
+            | Self::ExportFailed
+            | Self::ExportMismatch
+            | Self::InvalidBackup
+            | Self::BackupDecryptionFailed => AbortClass::Local,
         }
     }
 
@@ -194,6 +208,12 @@ impl Error {
             Self::InvalidDerivationPath => "invalid derivation path",
             Self::InvalidDerivation => "derivation gives an invalid key at this index",
             Self::InvalidExtendedKey => "invalid extended public key",
+            Self::ExportFailed => {
+                "export ciphertext does not decrypt for this key and one-time key"
+            }
+            Self::ExportMismatch => "exported share does not combine to the public key",
+            Self::InvalidBackup => "backup proof does not verify",
+            Self::BackupDecryptionFailed => "backup does not decrypt to the share",
             Self::GammaCheckFailed => "Gamma check failed",
             Self::SignatureVerificationFailed => "assembled signature does not verify",
         }

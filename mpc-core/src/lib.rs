@@ -26,9 +26,11 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod backup;
 pub mod derive;
 pub mod dkg;
 pub mod error;
+pub mod export;
 pub mod hazmat;
 pub mod keyshare;
 pub mod local;

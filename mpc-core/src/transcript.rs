@@ -96,6 +96,12 @@ pub mod tags {
     pub const SIGN_COMMIT: Tag = Tag("mpc/sign/commit/v1");
     /// Signing joint session id.
     pub const SIGN_SID: Tag = Tag("mpc/sign/sid/v1");
+    /// Backup: ElGamal randomness of a half, from its seed.
+    pub const BACKUP_R: Tag = Tag("mpc/backup/r/v1");
+    /// Backup: pad of a half.
+    pub const BACKUP_PAD: Tag = Tag("mpc/backup/pad/v1");
+    /// Backup: Fiat-Shamir challenge.
+    pub const BACKUP_CHALLENGE: Tag = Tag("mpc/backup/challenge/v1");
     /// Test-vector tag, used only by the known-answer tests.
     pub const TEST: Tag = Tag("mpc/test/v1");
 
@@ -133,6 +139,9 @@ pub mod tags {
         SIGN_SETUP,
         SIGN_COMMIT,
         SIGN_SID,
+        BACKUP_R,
+        BACKUP_PAD,
+        BACKUP_CHALLENGE,
         TEST,
     ];
 }

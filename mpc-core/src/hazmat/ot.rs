@@ -13,7 +13,7 @@
 //! - [`extension`]: one batch of `XI` random OTs per signature (§6).
 
 pub mod base;
-mod comb;
+pub(crate) mod comb;
 pub mod extension;
 mod matrix;
 pub mod pprf;

@@ -1,0 +1,108 @@
+//! Verifiable backup: valid backups verify and decrypt to the share; any
+//! change, a wrong label, public share or recovery key is rejected.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod common;
+
+use common::run_honest;
+use k256::elliptic_curve::ops::MulByGenerator;
+use mpc_core::backup::{Backup, BACKUP_BYTES};
+use mpc_core::wire::Role;
+use mpc_core::{Dkg, Error, KeyShare};
+
+fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
+    run_honest(
+        seed,
+        &mut Dkg::new(Role::A, b"backup"),
+        &mut Dkg::new(Role::B, b"backup"),
+    )
+}
+
+#[test]
+fn valid_backup_verifies_and_decrypts_to_the_share() {
+    let mut rng = common::rng(1);
+    let (client, server) = dkg_pair(1);
+    for share in [&server, &client] {
+        let recovery = k256::SecretKey::random(&mut rng);
+        let backup = Backup::create(&mut rng, share, &recovery.public_key());
+        let bytes = backup.to_bytes();
+        assert_eq!(bytes.len(), BACKUP_BYTES);
+        let decoded = Backup::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded, backup);
+        let public_share = share.public_share(share.role());
+        decoded
+            .verify(&public_share, &recovery.public_key())
+            .unwrap();
+        assert_eq!(decoded.label().key_id, *share.key_id());
+        assert_eq!(decoded.label().role, share.role());
+        let secret = decoded.decrypt(&recovery).unwrap();
+        assert_eq!(
+            k256::ProjectivePoint::mul_by_generator(&*secret.to_nonzero_scalar()),
+            public_share
+        );
+        // Wrong recovery secret: nothing decrypts.
+        let other = k256::SecretKey::random(&mut rng);
+        assert_eq!(
+            decoded.decrypt(&other).err(),
+            Some(Error::BackupDecryptionFailed)
+        );
+    }
+}
+
+#[test]
+fn any_change_or_wrong_context_is_rejected() {
+    let mut rng = common::rng(2);
+    let (_, server) = dkg_pair(2);
+    let recovery = k256::SecretKey::random(&mut rng);
+    let backup = Backup::create(&mut rng, &server, &recovery.public_key());
+    let bytes = backup.to_bytes();
+    let public_share = server.public_share(Role::B);
+    let check = |b: &[u8]| {
+        Backup::from_bytes(b)
+            .and_then(|backup| backup.verify(&public_share, &recovery.public_key()))
+    };
+    assert!(check(&bytes).is_ok());
+
+    // Label: version, key id, role, epoch.
+    for offset in [0, 1, 32, 33, 41] {
+        let mut bad = bytes.clone();
+        bad[offset] ^= 1;
+        assert!(check(&bad).is_err(), "label byte {offset}");
+    }
+    // Public share, recovery key, challenge, and every part of the first,
+    // a middle and the last row: X_0, c_0, c_1, unopened R, opened seed.
+    let header = 42 + 33 + 33 + 16;
+    let mut offsets = vec![42 + 5, 42 + 33 + 5, header - 16, header - 1];
+    for row in [0, 63, 127] {
+        for field in [1, 33 + 31, 65 + 31, 97 + 5, 130 + 31] {
+            offsets.push(header + row * 162 + field);
+        }
+    }
+    for offset in offsets {
+        let mut bad = bytes.clone();
+        bad[offset] ^= 0x01;
+        assert!(check(&bad).is_err(), "byte {offset} accepted");
+    }
+    // Wrong public share, wrong recovery key.
+    assert_eq!(
+        backup
+            .verify(&server.public_share(Role::A), &recovery.public_key())
+            .err(),
+        Some(Error::InvalidBackup)
+    );
+    let other = k256::SecretKey::random(&mut rng);
+    assert_eq!(
+        backup.verify(&public_share, &other.public_key()).err(),
+        Some(Error::InvalidBackup)
+    );
+    assert_eq!(
+        Backup::from_bytes(&bytes[1..]).err(),
+        Some(Error::WrongLength)
+    );
+}
