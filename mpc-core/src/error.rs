@@ -110,6 +110,8 @@ pub enum Error {
     InvalidBackup,
     /// No row of a backup decrypts to the share with this recovery secret.
     BackupDecryptionFailed,
+    /// The key's OT material was burned after a ban; refresh before signing.
+    OtMaterialBurned,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -167,7 +169,8 @@ impl Error {
             | Self::ExportFailed
             | Self::ExportMismatch
             | Self::InvalidBackup
-            | Self::BackupDecryptionFailed => AbortClass::Local,
+            | Self::BackupDecryptionFailed
+            | Self::OtMaterialBurned => AbortClass::Local,
         }
     }
 
@@ -214,6 +217,7 @@ impl Error {
             Self::ExportMismatch => "exported share does not combine to the public key",
             Self::InvalidBackup => "backup proof does not verify",
             Self::BackupDecryptionFailed => "backup does not decrypt to the share",
+            Self::OtMaterialBurned => "OT material burned: refresh before signing",
             Self::GammaCheckFailed => "Gamma check failed",
             Self::SignatureVerificationFailed => "assembled signature does not verify",
         }

@@ -54,6 +54,8 @@ pub struct KeyShare {
     pub(crate) transcript: [u8; 32],
     pub(crate) ot_sender: OtSenderKey,
     pub(crate) ot_receiver: OtReceiverKey,
+    /// Set after a ban-class failure: signing is refused until a refresh.
+    pub(crate) ot_burned: bool,
 }
 
 impl Drop for KeyShare {
@@ -152,6 +154,21 @@ impl KeyShare {
         Ok((child.public_key(), tweak))
     }
 
+    /// Burns this share's OT material after a ban-class failure
+    /// (PROTOCOL.md §8): the seeds are wiped and signing is refused until a
+    /// refresh produces fresh material. Persist the burned share.
+    pub fn burn_ot_material(&mut self) {
+        self.ot_burned = true;
+        self.ot_sender.wipe();
+        self.ot_receiver.wipe();
+    }
+
+    /// Whether the OT material was burned (see [`KeyShare::burn_ot_material`]).
+    #[must_use]
+    pub fn is_ot_burned(&self) -> bool {
+        self.ot_burned
+    }
+
     /// The DKG transcript hash both parties confirmed.
     #[must_use]
     pub fn transcript_hash(&self) -> &[u8; 32] {
@@ -198,6 +215,7 @@ impl KeyShare {
                 .flatten()
                 .copied()
                 .collect(),
+            ot_burned: self.ot_burned,
         };
         // Serializing into a Vec cannot fail for this record.
         Zeroizing::new(postcard::to_allocvec(&record).unwrap_or_default())
@@ -263,6 +281,7 @@ struct KeyShareRecord {
     receiver_fingerprint: [u8; 32],
     receiver_keyctx: [u8; 32],
     receiver_seeds: Vec<Seed>,
+    ot_burned: bool,
 }
 
 fn seed_trees(flat: &[Seed]) -> Result<Vec<[Seed; LEAVES]>> {
@@ -294,8 +313,11 @@ impl KeyShareRecord {
             .map_err(|_| Error::MalformedKeyShare)?;
         let sender_trees = seed_trees(&self.sender_seeds)?;
         for (tree, punctured) in sender_trees.iter().zip(&self.sender_punctured) {
-            // The punctured leaf's seed is unknown and stored as zero.
-            if usize::from(*punctured) >= LEAVES || tree[usize::from(*punctured)] != [0u8; 16] {
+            // The punctured leaf's seed is unknown and stored as zero (a
+            // burned share stores all zeros).
+            if usize::from(*punctured) >= LEAVES
+                || (!self.ot_burned && tree[usize::from(*punctured)] != [0u8; 16])
+            {
                 return Err(Error::MalformedKeyShare);
             }
         }
@@ -329,6 +351,7 @@ impl KeyShareRecord {
             transcript: self.transcript,
             ot_sender,
             ot_receiver,
+            ot_burned: self.ot_burned,
         })
     }
 }

@@ -140,6 +140,14 @@ impl<M: Machine> Driver<M> {
         }
     }
 
+    /// The running state, if any.
+    pub(crate) fn machine(&self) -> Option<&M> {
+        match &self.state {
+            DriverState::Running(machine) => Some(machine),
+            _ => None,
+        }
+    }
+
     pub(crate) fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
         match core::mem::replace(&mut self.state, DriverState::Finished) {
             DriverState::Fresh(machine) => {

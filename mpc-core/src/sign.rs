@@ -342,6 +342,9 @@ impl<const PRESIGN: bool> Machine for State<'_, PRESIGN> {
         let Self::Init { setup, prehash } = self else {
             return Err(Error::AlreadyStarted);
         };
+        if setup.share.is_ot_burned() {
+            return Err(Error::OtMaterialBurned);
+        }
         let r = random_nonzero(rng);
         let mut nonces = Nonces {
             r,

@@ -96,6 +96,20 @@ pub mod tags {
     pub const SIGN_COMMIT: Tag = Tag("mpc/sign/commit/v1");
     /// Signing joint session id.
     pub const SIGN_SID: Tag = Tag("mpc/sign/sid/v1");
+    /// Refresh setup session id (old key, epoch, context).
+    pub const REFRESH_SETUP: Tag = Tag("mpc/refresh/setup/v1");
+    /// Refresh round-1 commitment.
+    pub const REFRESH_COMMIT: Tag = Tag("mpc/refresh/commit/v1");
+    /// Refresh joint session id.
+    pub const REFRESH_SID: Tag = Tag("mpc/refresh/sid/v1");
+    /// Refresh Schnorr proof challenge.
+    pub const REFRESH_SCHNORR: Tag = Tag("mpc/refresh/schnorr/v1");
+    /// Refresh share offset `delta`.
+    pub const REFRESH_DELTA: Tag = Tag("mpc/refresh/delta/v1");
+    /// Refresh confirmation transcript.
+    pub const REFRESH_CONFIRM: Tag = Tag("mpc/refresh/confirm/v1");
+    /// Refresh acknowledgement.
+    pub const REFRESH_ACK: Tag = Tag("mpc/refresh/ack/v1");
     /// Backup: ElGamal randomness of a half, from its seed.
     pub const BACKUP_R: Tag = Tag("mpc/backup/r/v1");
     /// Backup: pad of a half.
@@ -139,6 +153,13 @@ pub mod tags {
         SIGN_SETUP,
         SIGN_COMMIT,
         SIGN_SID,
+        REFRESH_SETUP,
+        REFRESH_COMMIT,
+        REFRESH_SID,
+        REFRESH_SCHNORR,
+        REFRESH_DELTA,
+        REFRESH_CONFIRM,
+        REFRESH_ACK,
         BACKUP_R,
         BACKUP_PAD,
         BACKUP_CHALLENGE,

@@ -13,7 +13,7 @@
 use alloc::vec::Vec;
 
 use rand_core::CryptoRngCore;
-use zeroize::ZeroizeOnDrop;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::base::{self, BaseOtReceiver};
 use super::pprf::{self, AllSeeds, PuncturedSeeds};
@@ -77,6 +77,12 @@ pub struct OtReceiverKey {
 }
 
 impl OtSenderKey {
+    /// Wipes the seeds (the key is burned; see PROTOCOL.md §8).
+    pub(crate) fn wipe(&mut self) {
+        self.seeds.zeroize();
+        self.seeds.seeds = alloc::vec![[[0u8; 16]; crate::params::LEAVES]; crate::params::TREES];
+    }
+
     /// Rebuilds a key from stored parts (the gadget is re-derived).
     #[must_use]
     pub fn from_parts(seeds: PuncturedSeeds, context: SetupContext) -> Self {
@@ -108,6 +114,12 @@ impl OtSenderKey {
 }
 
 impl OtReceiverKey {
+    /// Wipes the seeds (the key is burned; see PROTOCOL.md §8).
+    pub(crate) fn wipe(&mut self) {
+        self.seeds.zeroize();
+        self.seeds.seeds = alloc::vec![[[0u8; 16]; crate::params::LEAVES]; crate::params::TREES];
+    }
+
     /// Rebuilds a key from stored parts (the gadget is re-derived).
     #[must_use]
     pub fn from_parts(seeds: AllSeeds, context: SetupContext) -> Self {
