@@ -12,14 +12,9 @@
 //!    chain code and both OT setup fingerprints. Nothing is output unless both
 //!    sides confirm the same values.
 
-use alloc::vec::Vec;
-
-use rand_core::CryptoRngCore;
-
-use crate::error::Result;
 use crate::keygen::{KeygenState, Mode};
 use crate::keyshare::KeyShare;
-use crate::protocol::{Driver, Protocol, Step};
+use crate::protocol::{impl_protocol, Driver};
 use crate::transcript::{tags, Transcript};
 use crate::wire::Role;
 
@@ -33,7 +28,8 @@ pub const ROUND_BYTES: [usize; 4] = [
 
 /// Two-party key generation for one party.
 ///
-/// Output: this party's [`KeyShare`] (epoch 0). Drive it with [`Protocol`].
+/// Output: this party's [`KeyShare`] (epoch 0). Drive it with
+/// [`Protocol`](crate::Protocol).
 pub struct Dkg {
     driver: Driver<KeygenState<'static, false>>,
 }
@@ -51,14 +47,4 @@ impl Dkg {
     }
 }
 
-impl Protocol for Dkg {
-    type Output = KeyShare;
-
-    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
-        self.driver.start(rng)
-    }
-
-    fn handle<R: CryptoRngCore>(&mut self, rng: &mut R, incoming: &[u8]) -> Result<Step<KeyShare>> {
-        self.driver.handle(rng, incoming)
-    }
-}
+impl_protocol!(Dkg => KeyShare);

@@ -196,13 +196,6 @@ pub(crate) enum KeygenState<'a, const REFRESH: bool> {
     Round5(AwaitAcknowledgement),
 }
 
-fn role_index(role: Role) -> usize {
-    match role {
-        Role::A => 0,
-        Role::B => 1,
-    }
-}
-
 impl<'a, const REFRESH: bool> KeygenState<'a, REFRESH> {
     pub(crate) fn new(mode: Mode<'a>, role: Role, setup: [u8; 32]) -> Self {
         Self::Init(Init { mode, role, setup })
@@ -403,10 +396,7 @@ fn round1<'a, R: CryptoRngCore>(
     let peer_commitment: [u8; 32] = reader.array()?;
     let own = state.own;
     let tags = state.mode.tags();
-    let (nonce_a, nonce_b) = match own.role {
-        Role::A => (&own.nonce, &peer_nonce),
-        Role::B => (&peer_nonce, &own.nonce),
-    };
+    let (nonce_a, nonce_b) = own.role.order(&own.nonce, &peer_nonce);
     let sid = Transcript::new(tags.sid)
         .chain(&state.setup)
         .chain(nonce_a)
@@ -442,14 +432,11 @@ fn agree(
     peer_chain: &[u8; 32],
 ) -> Result<Agreed> {
     let peer = own.role.peer();
-    let (part_a, part_b) = match own.role {
-        Role::A => (&own.chain_part, peer_chain),
-        Role::B => (peer_chain, &own.chain_part),
-    };
+    let (part_a, part_b) = own.role.order(&own.chain_part, peer_chain);
     match mode {
         Mode::Dkg => {
             let mut public_shares = [own.public; 2];
-            public_shares[role_index(peer)] = peer_public;
+            public_shares[peer.index()] = peer_public;
             let sum = public_shares[0] + public_shares[1];
             let public_key =
                 k256::PublicKey::from_affine(sum.to_affine()).map_err(|_| Error::IdentityPoint)?;
@@ -470,10 +457,7 @@ fn agree(
         Mode::Refresh(old) => {
             // delta = H2S(sid, a_A*a_B*G, A_A, A_B): x_A' = x_A + delta,
             // x_B' = x_B - delta.
-            let (point_a, point_b) = match own.role {
-                Role::A => (own.public, peer_public),
-                Role::B => (peer_public, own.public),
-            };
+            let (point_a, point_b) = own.role.order(own.public, peer_public);
             let mut shared = encode_point(&(peer_public * own.secret));
             let delta = crate::transcript::hash_to_scalar(
                 tags::REFRESH_DELTA,
@@ -495,7 +479,7 @@ fn agree(
                 Role::B => old.secret - delta,
             };
             if public_shares[0] + public_shares[1] != old.public_key_point()
-                || ProjectivePoint::mul_by_generator(&secret) != public_shares[role_index(own.role)]
+                || ProjectivePoint::mul_by_generator(&secret) != public_shares[own.role.index()]
             {
                 return Err(Error::MalformedKeyShare);
             }
@@ -570,16 +554,10 @@ fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<(AwaitConfirmation, 
     let agreed = &state.agreed;
     let epoch = state.mode.epoch();
     // Fingerprints ordered by direction: A as sender first.
-    let (fp_a_to_b, fp_b_to_a) = match agreed.role {
-        Role::A => (
-            ot_sender.context().fingerprint,
-            state.ot_receiver.context().fingerprint,
-        ),
-        Role::B => (
-            state.ot_receiver.context().fingerprint,
-            ot_sender.context().fingerprint,
-        ),
-    };
+    let (fp_a_to_b, fp_b_to_a) = agreed.role.order(
+        ot_sender.context().fingerprint,
+        state.ot_receiver.context().fingerprint,
+    );
     let transcript = Transcript::new(state.mode.tags().confirm)
         .chain(&agreed.sid)
         .chain(&epoch.to_be_bytes())

@@ -13,7 +13,7 @@ use crate::hazmat::ot::pprf::{AllSeeds, PuncturedSeeds};
 use crate::hazmat::ot::setup::{OtReceiverKey, OtSenderKey, SetupContext};
 use crate::hazmat::prg::Seed;
 use crate::params::{LEAVES, TREES};
-use crate::wire::{decode_nonzero_scalar, decode_point, encode_point, encode_scalar, Role};
+use crate::wire::{decode_nonzero_scalar, decode_point, encode_point, encode_scalar, Hex, Role};
 
 /// Current key share format version.
 pub const KEY_SHARE_VERSION: u16 = 1;
@@ -31,10 +31,7 @@ impl fmt::Debug for KeyId {
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in &self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        Hex(&self.0).fmt(f)
     }
 }
 
@@ -72,26 +69,11 @@ impl fmt::Debug for KeyShare {
             .field("role", &self.role)
             .field("key_id", &self.key_id)
             .field("epoch", &self.epoch)
-            .field("public_key", &HexPoint(&self.public_key.to_projective()))
+            .field(
+                "public_key",
+                &format_args!("{}", Hex(&encode_point(&self.public_key.to_projective()))),
+            )
             .finish_non_exhaustive()
-    }
-}
-
-struct HexPoint<'a>(&'a ProjectivePoint);
-
-impl fmt::Debug for HexPoint<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in encode_point(self.0) {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-fn role_index(role: Role) -> usize {
-    match role {
-        Role::A => 0,
-        Role::B => 1,
     }
 }
 
@@ -123,7 +105,7 @@ impl KeyShare {
     /// The public share `x_role * G` of either party.
     #[must_use]
     pub fn public_share(&self, role: Role) -> ProjectivePoint {
-        self.public_shares[role_index(role)]
+        self.public_shares[role.index()]
     }
 
     /// The BIP32 chain code both parties agreed on.
@@ -197,24 +179,10 @@ impl KeyShare {
             sender_fingerprint: self.ot_sender.context().fingerprint,
             sender_keyctx: self.ot_sender.context().keyctx,
             sender_punctured: self.ot_sender.seeds().punctured,
-            sender_seeds: self
-                .ot_sender
-                .seeds()
-                .seeds
-                .iter()
-                .flatten()
-                .copied()
-                .collect(),
+            sender_seeds: flatten(&self.ot_sender.seeds().seeds),
             receiver_fingerprint: self.ot_receiver.context().fingerprint,
             receiver_keyctx: self.ot_receiver.context().keyctx,
-            receiver_seeds: self
-                .ot_receiver
-                .seeds()
-                .seeds
-                .iter()
-                .flatten()
-                .copied()
-                .collect(),
+            receiver_seeds: flatten(&self.ot_receiver.seeds().seeds),
             ot_burned: self.ot_burned,
         };
         // Serializing into a Vec cannot fail for this record.
@@ -284,6 +252,10 @@ struct KeyShareRecord {
     ot_burned: bool,
 }
 
+fn flatten(trees: &[[Seed; LEAVES]]) -> Vec<Seed> {
+    trees.iter().flatten().copied().collect()
+}
+
 fn seed_trees(flat: &[Seed]) -> Result<Vec<[Seed; LEAVES]>> {
     if flat.len() != TREES * LEAVES {
         return Err(Error::MalformedKeyShare);
@@ -303,8 +275,7 @@ impl KeyShareRecord {
             decode_point(&self.public_b).map_err(malformed)?,
         ];
         let public_key = decode_point(&self.public_key).map_err(malformed)?;
-        let consistent = ProjectivePoint::mul_by_generator(&secret)
-            == public_shares[role_index(role)]
+        let consistent = ProjectivePoint::mul_by_generator(&secret) == public_shares[role.index()]
             && public_shares[0] + public_shares[1] == public_key;
         if !consistent {
             return Err(Error::MalformedKeyShare);

@@ -70,6 +70,35 @@ pub trait Protocol {
     ) -> Result<Step<Self::Output>>;
 }
 
+/// Implements [`Protocol`] for a type whose `driver` field is a [`Driver`],
+/// optionally mapping the machine's output.
+macro_rules! impl_protocol {
+    ($ty:ty => $out:ty) => {
+        impl_protocol!($ty => $out, |output| Ok(output));
+    };
+    ($ty:ty => $out:ty, $map:expr) => {
+        impl $crate::protocol::Protocol for $ty {
+            type Output = $out;
+
+            fn start<R: rand_core::CryptoRngCore>(&mut self, rng: &mut R) -> $crate::error::Result<alloc::vec::Vec<u8>> {
+                self.driver.start(rng)
+            }
+
+            fn handle<R: rand_core::CryptoRngCore>(
+                &mut self,
+                rng: &mut R,
+                incoming: &[u8],
+            ) -> $crate::error::Result<$crate::protocol::Step<$out>> {
+                match self.driver.handle(rng, incoming)? {
+                    $crate::protocol::Step::Send(bytes) => Ok($crate::protocol::Step::Send(bytes)),
+                    $crate::protocol::Step::Finished(output) => ($map)(output).map($crate::protocol::Step::Finished),
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_protocol;
+
 /// Where a round state expects its next message from.
 pub(crate) struct Expect {
     pub(crate) session: SessionId,

@@ -18,14 +18,9 @@
 //! state, and deletes the old epoch only after the peer proved it is
 //! confirmed: whatever epoch a requester picks, the responder still holds it.
 
-use alloc::vec::Vec;
-
-use rand_core::CryptoRngCore;
-
-use crate::error::Result;
 use crate::keygen::{KeygenState, Mode};
 use crate::keyshare::KeyShare;
-use crate::protocol::{Driver, Protocol, Step};
+use crate::protocol::{impl_protocol, Driver};
 use crate::transcript::{tags, Transcript};
 
 /// Refresh of one party's share.
@@ -52,28 +47,18 @@ impl<'a> Refresh<'a> {
     }
 
     /// The new share once it exists ("ready"): persist it next to the old
-    /// one before sending the message that [`Protocol::handle`] just returned.
+    /// one before sending the message that [`Protocol::handle`](crate::Protocol::handle) just returned.
     #[must_use]
     pub fn ready_share(&self) -> Option<&KeyShare> {
         self.driver.machine().and_then(KeygenState::ready_share)
     }
 
     /// Whether the peer confirmed the new share ("confirmed"): persist that
-    /// before sending the message that [`Protocol::handle`] just returned.
+    /// before sending the message that [`Protocol::handle`](crate::Protocol::handle) just returned.
     #[must_use]
     pub fn is_confirmed(&self) -> bool {
         self.driver.machine().is_some_and(KeygenState::confirmed)
     }
 }
 
-impl Protocol for Refresh<'_> {
-    type Output = KeyShare;
-
-    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
-        self.driver.start(rng)
-    }
-
-    fn handle<R: CryptoRngCore>(&mut self, rng: &mut R, incoming: &[u8]) -> Result<Step<KeyShare>> {
-        self.driver.handle(rng, incoming)
-    }
-}
+impl_protocol!(Refresh<'_> => KeyShare);

@@ -34,11 +34,11 @@ use crate::error::{Error, Result};
 use crate::hazmat::ot::extension::OTE_MSG_BYTES;
 use crate::hazmat::vole::{self, RvoleReceiver, VOLE_MSG_BYTES};
 use crate::keyshare::{KeyId, KeyShare};
-use crate::protocol::{Driver, Expect, Machine, Protocol, Step, Transition};
+use crate::protocol::{impl_protocol, Driver, Expect, Machine, Transition};
 use crate::transcript::{tags, Transcript};
 use crate::wire::{
-    encode_point, encode_points, encode_scalar, ProtocolId, Reader, Role, SessionId, POINT_BYTES,
-    SCALAR_BYTES,
+    encode_point, encode_points, encode_scalar, Hex, ProtocolId, Reader, Role, SessionId,
+    POINT_BYTES, SCALAR_BYTES,
 };
 
 /// Payload bytes of each signing round.
@@ -83,11 +83,7 @@ impl Prehash {
 
 impl fmt::Debug for Prehash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Prehash(")?;
-        for byte in &self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        write!(f, ")")
+        write!(f, "Prehash({})", Hex(&self.0))
     }
 }
 
@@ -463,10 +459,7 @@ fn round1<'a, R: CryptoRngCore>(
     let mut reader = Reader::exact(payload, ROUND_BYTES[0])?;
     let peer_nonce: [u8; 32] = reader.array()?;
     let peer_commitment: [u8; 32] = reader.array()?;
-    let (nonce_a, nonce_b) = match state.setup.role() {
-        Role::A => (&state.sign_nonce, &peer_nonce),
-        Role::B => (&peer_nonce, &state.sign_nonce),
-    };
+    let (nonce_a, nonce_b) = state.setup.role().order(&state.sign_nonce, &peer_nonce);
     let sid = Transcript::new(tags::SIGN_SID)
         .chain(&state.setup.setup)
         .chain(nonce_a)
@@ -687,26 +680,6 @@ impl<'a> Sign<'a> {
     }
 }
 
-impl Protocol for Sign<'_> {
-    type Output = SignatureOutput;
-
-    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
-        self.driver.start(rng)
-    }
-
-    fn handle<R: CryptoRngCore>(
-        &mut self,
-        rng: &mut R,
-        incoming: &[u8],
-    ) -> Result<Step<SignatureOutput>> {
-        match self.driver.handle(rng, incoming)? {
-            Step::Send(bytes) => Ok(Step::Send(bytes)),
-            Step::Finished(Finished::Signature(output)) => Ok(Step::Finished(output)),
-            Step::Finished(Finished::Presignature(_)) => Err(Error::AlreadyFinished),
-        }
-    }
-}
-
 /// Presigning: rounds 1-3, independent of the message.
 pub struct Presign<'a> {
     driver: Driver<PresignState<'a>>,
@@ -742,28 +715,6 @@ impl<'a> Presign<'a> {
     }
 }
 
-impl Protocol for Presign<'_> {
-    type Output = Presignature;
-
-    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
-        self.driver.start(rng)
-    }
-
-    fn handle<R: CryptoRngCore>(
-        &mut self,
-        rng: &mut R,
-        incoming: &[u8],
-    ) -> Result<Step<Presignature>> {
-        match self.driver.handle(rng, incoming)? {
-            Step::Send(bytes) => Ok(Step::Send(bytes)),
-            Step::Finished(Finished::Presignature(presignature)) => {
-                Ok(Step::Finished(*presignature))
-            }
-            Step::Finished(Finished::Signature(_)) => Err(Error::AlreadyFinished),
-        }
-    }
-}
-
 /// The online step: one short message each way, consuming a presignature.
 pub struct OnlineSign {
     driver: Driver<OnlineState>,
@@ -776,22 +727,6 @@ impl OnlineSign {
         Self {
             driver: Driver::new(OnlineState::Init(presignature, prehash)),
         }
-    }
-}
-
-impl Protocol for OnlineSign {
-    type Output = SignatureOutput;
-
-    fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
-        self.driver.start(rng)
-    }
-
-    fn handle<R: CryptoRngCore>(
-        &mut self,
-        rng: &mut R,
-        incoming: &[u8],
-    ) -> Result<Step<SignatureOutput>> {
-        self.driver.handle(rng, incoming)
     }
 }
 
@@ -843,3 +778,13 @@ impl Machine for OnlineState {
         }
     }
 }
+
+impl_protocol!(Sign<'_> => SignatureOutput, |finished| match finished {
+    Finished::Signature(output) => Ok(output),
+    Finished::Presignature(_) => Err(Error::AlreadyFinished),
+});
+impl_protocol!(Presign<'_> => Presignature, |finished| match finished {
+    Finished::Presignature(presignature) => Ok(*presignature),
+    Finished::Signature(_) => Err(Error::AlreadyFinished),
+});
+impl_protocol!(OnlineSign => SignatureOutput);

@@ -18,6 +18,15 @@ use k256::{AffinePoint, ProjectivePoint, Scalar};
 
 use crate::error::{Error, Result};
 
+/// Lower-case hex of public bytes, for `Debug` output.
+pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
 /// Bytes of an encoded point (SEC1 compressed).
 pub const POINT_BYTES: usize = 33;
 /// Bytes of an encoded scalar (big-endian).

@@ -10,19 +10,11 @@
 
 mod common;
 
-use common::run_honest;
+use common::dkg_pair;
 use k256::elliptic_curve::ops::MulByGenerator;
 use mpc_core::backup::{Backup, BACKUP_BYTES};
 use mpc_core::wire::Role;
-use mpc_core::{Dkg, Error, KeyShare};
-
-fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
-    run_honest(
-        seed,
-        &mut Dkg::new(Role::A, b"backup"),
-        &mut Dkg::new(Role::B, b"backup"),
-    )
-}
+use mpc_core::Error;
 
 #[test]
 fn valid_backup_verifies_and_decrypts_to_the_share() {

@@ -12,39 +12,8 @@ mod common;
 
 use std::str::FromStr;
 
-use common::{run_honest, run_pair};
-use mpc_core::wire::Role;
-use mpc_core::{DerivationPath, Dkg, Error, KeyShare, OnlineSign, Prehash, Presign, Sign};
-
-fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
-    run_honest(
-        seed,
-        &mut Dkg::new(Role::A, b"derive"),
-        &mut Dkg::new(Role::B, b"derive"),
-    )
-}
-
-fn libsecp_verify(
-    public_key: &k256::PublicKey,
-    prehash: &Prehash,
-    out: &mpc_core::SignatureOutput,
-) {
-    let secp = secp256k1::Secp256k1::verification_only();
-    let pk = secp256k1::PublicKey::from_slice(&public_key.to_sec1_bytes()).unwrap();
-    let msg = secp256k1::Message::from_digest(*prehash.as_bytes());
-    let compact = out.signature.to_bytes();
-    secp.verify_ecdsa(
-        &msg,
-        &secp256k1::ecdsa::Signature::from_compact(&compact).unwrap(),
-        &pk,
-    )
-    .unwrap();
-    let recid =
-        secp256k1::ecdsa::RecoveryId::from_i32(i32::from(out.recovery_id.to_byte())).unwrap();
-    let recoverable =
-        secp256k1::ecdsa::RecoverableSignature::from_compact(&compact, recid).unwrap();
-    assert_eq!(secp.recover_ecdsa(&msg, &recoverable).unwrap(), pk);
-}
+use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
+use mpc_core::{DerivationPath, Error, OnlineSign, Prehash, Presign, Sign};
 
 #[test]
 fn independent_bip32_crate_derives_the_same_children_from_our_xpub() {

@@ -10,18 +10,9 @@
 
 mod common;
 
-use common::run_honest;
+use common::dkg_pair;
 use mpc_core::export::{export_share, import_export, ExportCiphertext};
-use mpc_core::wire::Role;
-use mpc_core::{Dkg, Error, KeyShare};
-
-fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
-    run_honest(
-        seed,
-        &mut Dkg::new(Role::A, b"export"),
-        &mut Dkg::new(Role::B, b"export"),
-    )
-}
+use mpc_core::{Error, KeyShare};
 
 #[test]
 fn exported_key_matches_the_public_key_under_libsecp256k1() {

@@ -11,17 +11,9 @@
 
 mod common;
 
-use common::{run_honest, run_pair, End, InTransit};
+use common::{dkg_pair, libsecp_verify, run_honest, run_pair, End, InTransit};
 use mpc_core::wire::Role;
-use mpc_core::{AbortClass, Dkg, Error, KeyShare, Prehash, Protocol, Refresh, Sign};
-
-fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
-    run_honest(
-        seed,
-        &mut Dkg::new(Role::A, b"refresh"),
-        &mut Dkg::new(Role::B, b"refresh"),
-    )
-}
+use mpc_core::{AbortClass, Error, KeyShare, Prehash, Protocol, Refresh, Sign};
 
 fn copy(share: &KeyShare) -> KeyShare {
     KeyShare::from_bytes(&share.to_bytes()).unwrap()
@@ -30,15 +22,7 @@ fn copy(share: &KeyShare) -> KeyShare {
 fn sign_and_verify(seed: u64, a: &KeyShare, b: &KeyShare, expected: &k256::PublicKey) {
     let prehash = Prehash::sha256(&seed.to_be_bytes());
     let (out, _) = run_honest(seed, &mut Sign::new(a, prehash), &mut Sign::new(b, prehash));
-    let secp = secp256k1::Secp256k1::verification_only();
-    let pk = secp256k1::PublicKey::from_slice(&expected.to_sec1_bytes()).unwrap();
-    let sig = secp256k1::ecdsa::Signature::from_compact(&out.signature.to_bytes()).unwrap();
-    secp.verify_ecdsa(
-        &secp256k1::Message::from_digest(*prehash.as_bytes()),
-        &sig,
-        &pk,
-    )
-    .unwrap();
+    libsecp_verify(expected, &prehash, &out);
 }
 
 #[test]

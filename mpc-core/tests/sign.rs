@@ -10,38 +10,10 @@
 
 mod common;
 
-use common::{run_honest, run_pair};
+use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
 use k256::ecdsa::VerifyingKey;
-use mpc_core::wire::Role;
-use mpc_core::{Dkg, KeyShare, OnlineSign, Prehash, Presign, Sign, SignatureOutput};
+use mpc_core::{KeyShare, OnlineSign, Prehash, Presign, Sign, SignatureOutput};
 use rand_chacha::rand_core::RngCore;
-
-pub fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
-    let mut a = Dkg::new(Role::A, b"test-context");
-    let mut b = Dkg::new(Role::B, b"test-context");
-    run_honest(seed, &mut a, &mut b)
-}
-
-fn check_with_libsecp(share: &KeyShare, prehash: &Prehash, out: &SignatureOutput) {
-    let secp = secp256k1::Secp256k1::verification_only();
-    let pk_bytes = share.public_key().to_sec1_bytes();
-    let pk = secp256k1::PublicKey::from_slice(&pk_bytes).unwrap();
-    let msg = secp256k1::Message::from_digest(*prehash.as_bytes());
-    let compact = out.signature.to_bytes();
-    let sig = secp256k1::ecdsa::Signature::from_compact(&compact).unwrap();
-    // libsecp256k1 accepts only low-S signatures.
-    secp.verify_ecdsa(&msg, &sig, &pk)
-        .expect("libsecp256k1 rejects the signature");
-    let recid =
-        secp256k1::ecdsa::RecoveryId::from_i32(i32::from(out.recovery_id.to_byte())).unwrap();
-    let recoverable =
-        secp256k1::ecdsa::RecoverableSignature::from_compact(&compact, recid).unwrap();
-    assert_eq!(
-        secp.recover_ecdsa(&msg, &recoverable).unwrap(),
-        pk,
-        "ecrecover gives another key"
-    );
-}
 
 fn check_with_k256(share: &KeyShare, prehash: &Prehash, out: &SignatureOutput) {
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -85,7 +57,7 @@ fn random_dkg_and_signatures_verify_under_libsecp256k1_and_k256() {
             let (out_a, out_b) = sign_pair(key * 100 + n, &a, &b, prehash);
             assert_eq!(out_a, out_b);
             check_with_k256(&a, &prehash, &out_a);
-            check_with_libsecp(&a, &prehash, &out_a);
+            libsecp_verify(&a.public_key(), &prehash, &out_a);
             recovery_ids[usize::from(out_a.recovery_id.to_byte())] += 1;
         }
     }
@@ -107,7 +79,7 @@ fn presign_then_online_sign_verifies() {
         let (out_a, out_b) = run_honest(60 + n, &mut oa, &mut ob);
         assert_eq!(out_a, out_b);
         check_with_k256(&a, &prehash, &out_a);
-        check_with_libsecp(&a, &prehash, &out_a);
+        libsecp_verify(&a.public_key(), &prehash, &out_a);
     }
 }
 
@@ -149,7 +121,7 @@ fn key_share_round_trips_and_rejects_foreign_or_old_encodings() {
     // The decoded share signs with the peer's original share.
     let prehash = Prehash::sha256(b"after decode");
     let (out, _) = sign_pair(12, &decoded, &b, prehash);
-    check_with_libsecp(&a, &prehash, &out);
+    libsecp_verify(&a.public_key(), &prehash, &out);
 
     let (other, _) = dkg_pair(13);
     assert_eq!(

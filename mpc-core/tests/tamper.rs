@@ -11,18 +11,10 @@
 
 mod common;
 
-use common::{run_honest, run_pair, End, InTransit};
+use common::{dkg_pair, run_honest, run_pair, End, InTransit};
 use k256::elliptic_curve::ops::MulByGenerator;
 use mpc_core::wire::{encode_point, Role};
 use mpc_core::{AbortClass, Dkg, Error, KeyShare, Prehash, Presign, Protocol, Sign, Step};
-
-fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
-    run_honest(
-        seed,
-        &mut Dkg::new(Role::A, b"ctx"),
-        &mut Dkg::new(Role::B, b"ctx"),
-    )
-}
 
 fn other_point() -> [u8; 33] {
     encode_point(&k256::ProjectivePoint::mul_by_generator(

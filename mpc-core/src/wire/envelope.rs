@@ -104,6 +104,23 @@ impl Role {
     pub const fn as_u8(self) -> u8 {
         self as u8
     }
+
+    /// The role's index in per-role arrays: A is 0, B is 1.
+    #[must_use]
+    pub const fn index(self) -> usize {
+        match self {
+            Self::A => 0,
+            Self::B => 1,
+        }
+    }
+
+    /// `(A's value, B's value)` from this party's value and its peer's.
+    pub fn order<T>(self, own: T, peer: T) -> (T, T) {
+        match self {
+            Self::A => (own, peer),
+            Self::B => (peer, own),
+        }
+    }
 }
 
 /// A 32-byte session id. Public data: both parties contribute to it and it

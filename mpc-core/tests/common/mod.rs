@@ -8,7 +8,7 @@
 )]
 
 use mpc_core::wire::{Envelope, Role, MAX_MESSAGE_BYTES};
-use mpc_core::{AbortClass, Error, Protocol, Step};
+use mpc_core::{AbortClass, Dkg, Error, KeyShare, Prehash, Protocol, SignatureOutput, Step};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -126,4 +126,35 @@ pub fn run_honest<PA: Protocol, PB: Protocol>(
 ) -> (PA::Output, PB::Output) {
     let (ea, eb) = run_pair(seed, a, b, |_| {});
     (ea.unwrap(), eb.unwrap())
+}
+
+/// A fresh key: both parties' shares.
+pub fn dkg_pair(seed: u64) -> (KeyShare, KeyShare) {
+    run_honest(
+        seed,
+        &mut Dkg::new(Role::A, b"test"),
+        &mut Dkg::new(Role::B, b"test"),
+    )
+}
+
+/// Checks a signature with libsecp256k1, and that `ecrecover` with its
+/// recovery id gives `public_key`.
+pub fn libsecp_verify(public_key: &k256::PublicKey, prehash: &Prehash, out: &SignatureOutput) {
+    let secp = secp256k1::Secp256k1::verification_only();
+    let pk = secp256k1::PublicKey::from_slice(&public_key.to_sec1_bytes()).unwrap();
+    let msg = secp256k1::Message::from_digest(*prehash.as_bytes());
+    let compact = out.signature.to_bytes();
+    let sig = secp256k1::ecdsa::Signature::from_compact(&compact).unwrap();
+    // libsecp256k1 accepts only low-S signatures.
+    secp.verify_ecdsa(&msg, &sig, &pk)
+        .expect("libsecp256k1 rejects the signature");
+    let recid =
+        secp256k1::ecdsa::RecoveryId::from_i32(i32::from(out.recovery_id.to_byte())).unwrap();
+    let recoverable =
+        secp256k1::ecdsa::RecoverableSignature::from_compact(&compact, recid).unwrap();
+    assert_eq!(
+        secp.recover_ecdsa(&msg, &recoverable).unwrap(),
+        pk,
+        "ecrecover gives another key"
+    );
 }
