@@ -24,8 +24,8 @@ step "no_std check: CARGO_TARGET_DIR=target/nostd-check cargo build --release --
 CARGO_TARGET_DIR="$root/target/nostd-check" \
     cargo build --release --manifest-path ci/nostd-check/Cargo.toml
 
-run cargo test --workspace --all-targets
-run cargo test --workspace --doc
+run cargo test --workspace --all-targets --all-features
+run cargo test --workspace --doc --all-features
 
 if [ "$fuzz_seconds" = "0" ]; then
     step "FUZZ_SECONDS=0: fuzz smoke run skipped"

@@ -17,8 +17,18 @@ use rand_chacha::ChaCha20Rng;
 
 fn benches(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let (a, b, _) = run_pair(&mut rng, &mut Dkg::new(Role::A, b"bench"), &mut Dkg::new(Role::B, b"bench")).unwrap();
-    let (_, _, traffic) = run_pair(&mut rng, &mut Refresh::new(&a, b"bench"), &mut Refresh::new(&b, b"bench")).unwrap();
+    let (a, b, _) = run_pair(
+        &mut rng,
+        &mut Dkg::new(Role::A, b"bench"),
+        &mut Dkg::new(Role::B, b"bench"),
+    )
+    .unwrap();
+    let (_, _, traffic) = run_pair(
+        &mut rng,
+        &mut Refresh::new(&a, b"bench"),
+        &mut Refresh::new(&b, b"bench"),
+    )
+    .unwrap();
     eprintln!(
         "refresh: A sends {} bytes in {} messages, B sends {} bytes in {} messages",
         traffic.bytes[0], traffic.messages[0], traffic.bytes[1], traffic.messages[1]
@@ -36,7 +46,16 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("lifecycle");
     group.sample_size(20);
     group.bench_function("refresh_both_parties", |bench| {
-        bench.iter(|| black_box(run_pair(&mut rng, &mut Refresh::new(&a, b"bench"), &mut Refresh::new(&b, b"bench")).unwrap()))
+        bench.iter(|| {
+            black_box(
+                run_pair(
+                    &mut rng,
+                    &mut Refresh::new(&a, b"bench"),
+                    &mut Refresh::new(&b, b"bench"),
+                )
+                .unwrap(),
+            )
+        })
     });
     let recovery = k256::SecretKey::random(&mut rng);
     group.bench_function("backup_prove", |bench| {
@@ -45,7 +64,11 @@ fn benches(c: &mut Criterion) {
     let backup = Backup::create(&mut rng, &b, &recovery.public_key());
     let public_share = b.public_share(Role::B);
     group.bench_function("backup_verify", |bench| {
-        bench.iter(|| backup.verify(black_box(&public_share), &recovery.public_key()).unwrap())
+        bench.iter(|| {
+            backup
+                .verify(black_box(&public_share), &recovery.public_key())
+                .unwrap()
+        })
     });
     group.finish();
 
@@ -58,9 +81,13 @@ fn benches(c: &mut Criterion) {
         })
     });
     let xpub = a.xpub();
-    group.bench_function("bip32_one_child", |bench| bench.iter(|| black_box(xpub.derive_child(black_box(5)).unwrap())));
+    group.bench_function("bip32_one_child", |bench| {
+        bench.iter(|| black_box(xpub.derive_child(black_box(5)).unwrap()))
+    });
     let path: DerivationPath = "m/44/60/0/0/5".parse().unwrap();
-    group.bench_function("bip32_path_depth_5", |bench| bench.iter(|| black_box(xpub.derive_path(black_box(&path)).unwrap())));
+    group.bench_function("bip32_path_depth_5", |bench| {
+        bench.iter(|| black_box(xpub.derive_path(black_box(&path)).unwrap()))
+    });
     group.finish();
 }
 

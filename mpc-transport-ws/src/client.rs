@@ -1,0 +1,388 @@
+//! The client side (party A, share P1): connect, open a session, run the
+//! protocol, exchange outcomes.
+
+use core::fmt;
+
+use http::header::AUTHORIZATION;
+use http::HeaderValue;
+use mpc_core::derive::DerivationPath;
+use mpc_core::wire::Role;
+use mpc_core::{Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Sign};
+use mpc_core::{KeyId, SignatureOutput};
+use rand_core::{CryptoRngCore, OsRng};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::debug;
+use zeroize::Zeroizing;
+
+use crate::config::TransportConfig;
+use crate::driver::{BeforeSend, Link, Side, Traffic};
+use crate::error::{Phase, Result, TimeoutKind, TransportError};
+use crate::frames::{ws_error, FrameError, Frames};
+use crate::opening::{FrameKind, Opening, Operation};
+
+/// The socket type [`Client::connect`] returns.
+pub type ClientSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Runs one whole client session over an open socket: sends `opening`,
+/// runs `protocol` (which must be the client side of `opening`'s
+/// operation), sends this side's outcome and waits for the server's.
+///
+/// The output is returned only once the server reported success (e.g. that
+/// it stored its key share). On any error the socket is closed as described
+/// in the crate documentation.
+///
+/// # Errors
+///
+/// As [`run_protocol`](crate::run_protocol), plus
+/// [`TransportError::RejectedByPeer`] when the server rejects the opening
+/// (e.g. [`CloseCode::UNSUPPORTED_OPERATION`](crate::CloseCode::UNSUPPORTED_OPERATION))
+/// or fails after the protocol, and [`TransportError::Timeout`] with
+/// [`Phase::Outcome`] if its outcome does not arrive.
+pub async fn run_client<F, P, R>(
+    frames: F,
+    opening: &Opening,
+    protocol: &mut P,
+    rng: &mut R,
+    config: &TransportConfig,
+) -> Result<(P::Output, Traffic)>
+where
+    F: Frames,
+    P: Protocol,
+    R: CryptoRngCore,
+{
+    let deadline = Instant::now() + config.session_timeout;
+    let mut hook = |_: &P| std::future::ready(Ok(()));
+    session(frames, opening, protocol, rng, config, deadline, &mut hook).await
+}
+
+/// [`run_client`] with a [`BeforeSend`] hook, called before each protocol
+/// message leaves (e.g. to persist a refresh's new share).
+///
+/// # Errors
+///
+/// As [`run_client`]; a hook's [`Rejection`](crate::Rejection) ends the
+/// session with its code ([`TransportError::Rejected`]).
+pub async fn run_client_with<F, P, R, H>(
+    frames: F,
+    opening: &Opening,
+    protocol: &mut P,
+    rng: &mut R,
+    config: &TransportConfig,
+    hook: &mut H,
+) -> Result<(P::Output, Traffic)>
+where
+    F: Frames,
+    P: Protocol,
+    R: CryptoRngCore,
+    H: BeforeSend<P>,
+{
+    let deadline = Instant::now() + config.session_timeout;
+    session(frames, opening, protocol, rng, config, deadline, hook).await
+}
+
+async fn session<F, P, R, H>(
+    frames: F,
+    opening: &Opening,
+    protocol: &mut P,
+    rng: &mut R,
+    config: &TransportConfig,
+    deadline: Instant,
+    hook: &mut H,
+) -> Result<(P::Output, Traffic)>
+where
+    F: Frames,
+    P: Protocol,
+    R: CryptoRngCore,
+    H: BeforeSend<P>,
+{
+    let mut link = Link::new(frames, config.clone(), deadline, Side::Client);
+    debug!(
+        session = %opening.session,
+        operation = opening.operation.name(),
+        "client session"
+    );
+    link.send(FrameKind::Opening, &opening.encode(), Phase::Opening)
+        .await?;
+    let output = link.run_with(protocol, rng, hook).await?;
+    link.send_ok().await?;
+    link.await_outcome().await?;
+    link.await_close().await;
+    Ok((output, link.traffic()))
+}
+
+/// A client of one server URL.
+///
+/// Each operation opens its own WebSocket connection, sends the bearer token
+/// in the upgrade request's `Authorization` header, runs the session and
+/// closes. Randomness comes from the operating system ([`OsRng`]).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), mpc_transport_ws::TransportError> {
+/// use mpc_core::Prehash;
+/// use mpc_transport_ws::Client;
+///
+/// let client = Client::new("ws://127.0.0.1:8080/v1/session").with_bearer_token("token");
+/// let share = client.keygen().await?;
+/// let signed = client.sign(&share, Prehash::sha256(b"hello")).await?;
+/// # let _ = signed;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    url: String,
+    token: Option<Zeroizing<String>>,
+    config: TransportConfig,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for the WebSocket endpoint `url` (`ws://` or, with a TLS
+    /// feature of `tokio-tungstenite` enabled, `wss://`), with the default
+    /// [`TransportConfig`] and no token.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+            config: TransportConfig::default(),
+        }
+    }
+
+    /// Sends `token` as `Authorization: Bearer <token>` in each upgrade
+    /// request. The token is never logged, and is wiped from this value's
+    /// memory on drop.
+    #[must_use]
+    pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Zeroizing::new(token.into()));
+        self
+    }
+
+    /// Uses `config` for every session.
+    #[must_use]
+    pub fn with_config(mut self, config: TransportConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The configuration in use.
+    #[must_use]
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// Opens a WebSocket connection to the server (TCP connect and upgrade,
+    /// bounded by the message timeout), with the size limits of the
+    /// configuration and Nagle's algorithm off.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::UpgradeRefused`] if the server answers the upgrade
+    /// with an HTTP error (e.g. 401), [`TransportError::Timeout`] with
+    /// [`Phase::Connect`], or [`TransportError::Transport`] (bad URL or
+    /// token characters, connection refused).
+    pub async fn connect(&self) -> Result<ClientSocket> {
+        let deadline = Instant::now() + self.config.session_timeout;
+        self.connect_by(deadline).await
+    }
+
+    async fn connect_by(&self, session_deadline: Instant) -> Result<ClientSocket> {
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(TransportError::transport)?;
+        if let Some(token) = &self.token {
+            let value = Zeroizing::new(format!("Bearer {}", token.as_str()));
+            let mut value =
+                HeaderValue::from_str(&value).map_err(|_| TransportError::Transport {
+                    detail: "the bearer token is not a valid header value".into(),
+                })?;
+            value.set_sensitive(true);
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        let message_deadline = Instant::now() + self.config.message_timeout;
+        let (deadline, limit) = if message_deadline < session_deadline {
+            (message_deadline, TimeoutKind::Message)
+        } else {
+            (session_deadline, TimeoutKind::Session)
+        };
+        let connecting = tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(self.config.websocket_config()),
+            true,
+        );
+        match timeout_at(deadline, connecting).await {
+            Ok(Ok((socket, _response))) => Ok(socket),
+            Ok(Err(tungstenite::Error::Http(response))) => Err(TransportError::UpgradeRefused {
+                status: response.status().as_u16(),
+            }),
+            Ok(Err(error)) => Err(match ws_error(error) {
+                FrameError::Closed => TransportError::Closed,
+                FrameError::TooLarge => TransportError::transport("upgrade response too large"),
+                FrameError::Other(detail) => TransportError::Transport { detail },
+            }),
+            Err(_) => Err(TransportError::Timeout {
+                phase: Phase::Connect,
+                limit,
+            }),
+        }
+    }
+
+    /// Connects and runs one session of `operation` with the client side
+    /// `protocol`, built from the opening (so that, e.g., a DKG can use
+    /// [`Opening::context`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`] and [`run_client`].
+    pub async fn run<P, B>(&self, operation: Operation, build: B) -> Result<(P::Output, Traffic)>
+    where
+        P: Protocol,
+        B: FnOnce(&Opening) -> P,
+    {
+        let deadline = Instant::now() + self.config.session_timeout;
+        let mut rng = OsRng;
+        let opening = Opening::new(operation, &mut rng);
+        let mut protocol = build(&opening);
+        let socket = self.connect_by(deadline).await?;
+        let mut hook = |_: &P| std::future::ready(Ok(()));
+        session(
+            socket,
+            &opening,
+            &mut protocol,
+            &mut rng,
+            &self.config,
+            deadline,
+            &mut hook,
+        )
+        .await
+    }
+
+    /// Key generation: returns the client's share (role A) once the server
+    /// has stored its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run`].
+    pub async fn keygen(&self) -> Result<KeyShare> {
+        self.run(Operation::Keygen, |opening| {
+            Dkg::new(Role::A, opening.context())
+        })
+        .await
+        .map(|(share, _)| share)
+    }
+
+    /// Signs `prehash` with `share` under the root key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run`].
+    pub async fn sign(&self, share: &KeyShare, prehash: Prehash) -> Result<SignatureOutput> {
+        let operation = Operation::Sign {
+            key_id: *share.key_id(),
+            prehash,
+            path: DerivationPath::root(),
+        };
+        self.run(operation, |_| Sign::new(share, prehash))
+            .await
+            .map(|(signed, _)| signed)
+    }
+
+    /// Signs `prehash` with `share` under the BIP32 child key at `path`
+    /// (the signature verifies under
+    /// [`KeyShare::derive`](mpc_core::KeyShare::derive)`(path)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run`]; [`TransportError::Protocol`] without connecting
+    /// if the path cannot be derived; the server rejects a path deeper than
+    /// [`MAX_PATH_DEPTH`](crate::opening::MAX_PATH_DEPTH) with 4005.
+    pub async fn sign_with_path(
+        &self,
+        share: &KeyShare,
+        prehash: Prehash,
+        path: &DerivationPath,
+    ) -> Result<SignatureOutput> {
+        let protocol = Sign::with_path(share, prehash, path)?;
+        let operation = Operation::Sign {
+            key_id: *share.key_id(),
+            prehash,
+            path: path.clone(),
+        };
+        self.run(operation, move |_| protocol)
+            .await
+            .map(|(signed, _)| signed)
+    }
+
+    /// Presigns with `share` under the root key; the server keeps its half
+    /// under the same [`Presignature::session_id`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run`].
+    pub async fn presign(&self, share: &KeyShare) -> Result<Presignature> {
+        let operation = Operation::Presign {
+            key_id: *share.key_id(),
+            path: DerivationPath::root(),
+        };
+        self.run(operation, |_| Presign::new(share))
+            .await
+            .map(|(presignature, _)| presignature)
+    }
+
+    /// Presigns with `share` under the BIP32 child key at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::sign_with_path`].
+    pub async fn presign_with_path(
+        &self,
+        share: &KeyShare,
+        path: &DerivationPath,
+    ) -> Result<Presignature> {
+        let protocol = Presign::with_path(share, path)?;
+        let operation = Operation::Presign {
+            key_id: *share.key_id(),
+            path: path.clone(),
+        };
+        self.run(operation, move |_| protocol)
+            .await
+            .map(|(presignature, _)| presignature)
+    }
+
+    /// The online step: signs `prehash` with `presignature`, which is
+    /// consumed whatever the result (a presignature is used at most once).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run`].
+    pub async fn online_sign(
+        &self,
+        presignature: Presignature,
+        prehash: Prehash,
+    ) -> Result<SignatureOutput> {
+        let key_id: KeyId = *presignature.key_id();
+        let operation = Operation::OnlineSign {
+            key_id,
+            presignature: presignature.session_id(),
+            prehash,
+        };
+        self.run(operation, move |_| OnlineSign::new(presignature, prehash))
+            .await
+            .map(|(signed, _)| signed)
+    }
+}

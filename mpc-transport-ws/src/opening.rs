@@ -1,0 +1,685 @@
+//! The transport's own messages: the frame kinds, the opening message that
+//! names the operation, and the outcome message that ends a session.
+//!
+//! Every binary frame is `kind: u8 || body`:
+//!
+//! | kind | name | sent by | body |
+//! |---|---|---|---|
+//! | 1 | opening | client, first frame only | [`Opening`] |
+//! | 2 | message | both | one `mpc_core::wire::Envelope`, exactly as encoded |
+//! | 3 | outcome | both, last frame before the close | [`Outcome`] |
+//!
+//! Openings and outcomes are postcard records with a size cap and a
+//! canonical decoding: a decoded value re-encodes to exactly its input, so
+//! there is one encoding per value.
+
+use core::fmt;
+
+use mpc_core::derive::DerivationPath;
+use mpc_core::wire::SessionId;
+use mpc_core::{AbortClass, KeyId, Prehash};
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{class_name, CloseCode};
+
+/// The opening format version this build speaks.
+pub const OPENING_VERSION: u8 = 1;
+
+/// Largest encoded opening accepted, in bytes.
+pub const MAX_OPENING_BYTES: usize = 512;
+
+/// Deepest derivation path an opening may name.
+pub const MAX_PATH_DEPTH: usize = 32;
+
+/// Largest encoded outcome accepted, in bytes.
+pub const MAX_OUTCOME_BYTES: usize = 256;
+
+/// Longest reason text in an outcome or a close frame, in bytes (the
+/// WebSocket limit for a close reason).
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// What a binary frame carries (its first byte).
+#[non_exhaustive]
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// The client's opening message.
+    Opening = 1,
+    /// One protocol message (an encoded envelope).
+    Message = 2,
+    /// The final outcome of one side.
+    Outcome = 3,
+}
+
+impl FrameKind {
+    /// The kind with this code, or `None`.
+    #[must_use]
+    pub const fn from_u8(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Opening),
+            2 => Some(Self::Message),
+            3 => Some(Self::Outcome),
+            _ => None,
+        }
+    }
+
+    /// The kind's code.
+    #[must_use]
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A frame of kind `kind` around `body`.
+#[must_use]
+pub fn encode_frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(1 + body.len());
+    frame.push(kind.as_u8());
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Splits a frame into its kind and body; `None` if it is empty or of an
+/// unknown kind.
+#[must_use]
+pub fn decode_frame(frame: &[u8]) -> Option<(FrameKind, &[u8])> {
+    let (&kind, body) = frame.split_first()?;
+    Some((FrameKind::from_u8(kind)?, body))
+}
+
+/// Why an opening or outcome did not decode. The text is fixed and
+/// secret-free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A session's public handle: 32 random bytes the client picks and sends in
+/// its opening.
+///
+/// Both sides derive public protocol context from it: key generation and
+/// refresh use it as their `context` ([`Opening::context`]), so their first
+/// round is addressed to this session only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionHandle(pub [u8; 32]);
+
+impl SessionHandle {
+    /// A fresh random handle.
+    #[must_use]
+    pub fn random(rng: &mut impl CryptoRngCore) -> Self {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionHandle({self})")
+    }
+}
+
+/// The first eight bytes in hex, for logs.
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str("..")
+    }
+}
+
+/// The operation a client asks for, with its public parameters.
+///
+/// New operations are appended as new variants, so older encodings stay
+/// valid.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Two-party key generation ([`mpc_core::Dkg`]).
+    Keygen,
+    /// Signing `prehash` with the key `key_id` under `path`
+    /// ([`mpc_core::Sign::with_path`]; the root path is
+    /// [`mpc_core::Sign::new`]).
+    Sign {
+        /// The key.
+        key_id: KeyId,
+        /// The 32-byte hash to sign.
+        prehash: Prehash,
+        /// The BIP32 non-hardened path below the key (at most
+        /// [`MAX_PATH_DEPTH`] levels).
+        path: DerivationPath,
+    },
+    /// Presigning with the key `key_id` under `path`
+    /// ([`mpc_core::Presign::with_path`]).
+    Presign {
+        /// The key.
+        key_id: KeyId,
+        /// The BIP32 non-hardened path below the key (at most
+        /// [`MAX_PATH_DEPTH`] levels).
+        path: DerivationPath,
+    },
+    /// The online step of the presignature `presignature` (its presigning
+    /// session id) of key `key_id`, for `prehash` ([`mpc_core::OnlineSign`]).
+    OnlineSign {
+        /// The key.
+        key_id: KeyId,
+        /// The presignature's session id
+        /// ([`Presignature::session_id`](mpc_core::Presignature::session_id)).
+        presignature: SessionId,
+        /// The 32-byte hash to sign.
+        prehash: Prehash,
+    },
+    /// Share refresh of key `key_id` ([`mpc_core::Refresh`], with
+    /// [`Opening::context`] as its context). A server that does not run it
+    /// answers [`CloseCode::UNSUPPORTED_OPERATION`].
+    Refresh {
+        /// The key.
+        key_id: KeyId,
+    },
+}
+
+impl Operation {
+    /// A short name, for logs.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Keygen => "keygen",
+            Self::Sign { .. } => "sign",
+            Self::Presign { .. } => "presign",
+            Self::OnlineSign { .. } => "online-sign",
+            Self::Refresh { .. } => "refresh",
+        }
+    }
+
+    /// The key the operation uses, if any.
+    #[must_use]
+    pub const fn key_id(&self) -> Option<&KeyId> {
+        match self {
+            Self::Keygen => None,
+            Self::Sign { key_id, .. }
+            | Self::Presign { key_id, .. }
+            | Self::OnlineSign { key_id, .. }
+            | Self::Refresh { key_id } => Some(key_id),
+        }
+    }
+}
+
+/// The client's first frame: which operation, in which session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opening {
+    /// The session's handle.
+    pub session: SessionHandle,
+    /// What to run.
+    pub operation: Operation,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireOperation {
+    Keygen,
+    Sign {
+        key_id: [u8; 32],
+        prehash: [u8; 32],
+        path: Vec<u32>,
+    },
+    Presign {
+        key_id: [u8; 32],
+        path: Vec<u32>,
+    },
+    OnlineSign {
+        key_id: [u8; 32],
+        presignature: [u8; 32],
+        prehash: [u8; 32],
+    },
+    Refresh {
+        key_id: [u8; 32],
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireOpening {
+    version: u8,
+    session: [u8; 32],
+    operation: WireOperation,
+}
+
+impl Opening {
+    /// An opening for `operation` with a fresh random session handle.
+    #[must_use]
+    pub fn new(operation: Operation, rng: &mut impl CryptoRngCore) -> Self {
+        Self {
+            session: SessionHandle::random(rng),
+            operation,
+        }
+    }
+
+    /// The public context both parties pass to [`mpc_core::Dkg::new`]
+    /// (keygen) or [`mpc_core::Refresh::new`] (refresh): the session handle.
+    #[must_use]
+    pub fn context(&self) -> &[u8] {
+        &self.session.0
+    }
+
+    fn to_wire(&self) -> WireOpening {
+        let operation = match &self.operation {
+            Operation::Keygen => WireOperation::Keygen,
+            Operation::Sign {
+                key_id,
+                prehash,
+                path,
+            } => WireOperation::Sign {
+                key_id: key_id.0,
+                prehash: *prehash.as_bytes(),
+                path: path.indices().to_vec(),
+            },
+            Operation::Presign { key_id, path } => WireOperation::Presign {
+                key_id: key_id.0,
+                path: path.indices().to_vec(),
+            },
+            Operation::OnlineSign {
+                key_id,
+                presignature,
+                prehash,
+            } => WireOperation::OnlineSign {
+                key_id: key_id.0,
+                presignature: presignature.0,
+                prehash: *prehash.as_bytes(),
+            },
+            Operation::Refresh { key_id } => WireOperation::Refresh { key_id: key_id.0 },
+        };
+        WireOpening {
+            version: OPENING_VERSION,
+            session: self.session.0,
+            operation,
+        }
+    }
+
+    /// The canonical encoding (the body of an opening frame).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing fixed-size fields into a growable buffer cannot fail;
+        // were it ever to, the empty result is an opening no peer accepts.
+        postcard::to_allocvec(&self.to_wire()).unwrap_or_default()
+    }
+
+    /// Decodes a canonical opening.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] if `bytes` is longer than [`MAX_OPENING_BYTES`], is
+    /// not of version [`OPENING_VERSION`], does not decode, has trailing
+    /// bytes, names a path deeper than [`MAX_PATH_DEPTH`] or with a hardened
+    /// index, or is not the canonical encoding of what it decodes to.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_OPENING_BYTES {
+            return Err(DecodeError("opening too long"));
+        }
+        match bytes.first() {
+            None => return Err(DecodeError("empty opening")),
+            Some(&OPENING_VERSION) => {}
+            Some(_) => return Err(DecodeError("unsupported opening version")),
+        }
+        let (wire, rest) = postcard::take_from_bytes::<WireOpening>(bytes)
+            .map_err(|_| DecodeError("malformed opening"))?;
+        if !rest.is_empty() {
+            return Err(DecodeError("trailing bytes after the opening"));
+        }
+        let operation = match wire.operation {
+            WireOperation::Keygen => Operation::Keygen,
+            WireOperation::Sign {
+                key_id,
+                prehash,
+                path,
+            } => Operation::Sign {
+                key_id: KeyId(key_id),
+                prehash: Prehash::from_bytes(prehash),
+                path: decode_path(&path)?,
+            },
+            WireOperation::Presign { key_id, path } => Operation::Presign {
+                key_id: KeyId(key_id),
+                path: decode_path(&path)?,
+            },
+            WireOperation::OnlineSign {
+                key_id,
+                presignature,
+                prehash,
+            } => Operation::OnlineSign {
+                key_id: KeyId(key_id),
+                presignature: SessionId(presignature),
+                prehash: Prehash::from_bytes(prehash),
+            },
+            WireOperation::Refresh { key_id } => Operation::Refresh {
+                key_id: KeyId(key_id),
+            },
+        };
+        let opening = Self {
+            session: SessionHandle(wire.session),
+            operation,
+        };
+        if opening.encode() != bytes {
+            return Err(DecodeError("non-canonical opening"));
+        }
+        Ok(opening)
+    }
+}
+
+fn decode_path(indices: &[u32]) -> Result<DerivationPath, DecodeError> {
+    if indices.len() > MAX_PATH_DEPTH {
+        return Err(DecodeError("derivation path too deep"));
+    }
+    DerivationPath::from_indices(indices).map_err(|_| DecodeError("hardened derivation index"))
+}
+
+/// How one side's part of a session ended: the body of its last frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The protocol finished on this side (and the server stored what it
+    /// had to store).
+    Ok,
+    /// The session failed on this side; a close frame with the same code
+    /// follows.
+    Failed {
+        /// The close code.
+        code: CloseCode,
+        /// The class of the protocol error, when a protocol error caused it.
+        class: Option<AbortClass>,
+        /// A short secret-free reason, at most [`MAX_REASON_BYTES`] bytes.
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireOutcome {
+    Ok,
+    Failed {
+        code: u16,
+        class: u8,
+        reason: String,
+    },
+}
+
+fn class_code(class: Option<AbortClass>) -> u8 {
+    match class {
+        None => 0,
+        Some(AbortClass::Ignore) => 1,
+        Some(AbortClass::Abort) => 2,
+        Some(AbortClass::Ban) => 3,
+        Some(AbortClass::Local) => 4,
+        // A class this build does not know: report none rather than a
+        // wrong one; the close code still says what happened.
+        Some(_) => 0,
+    }
+}
+
+fn class_from_code(code: u8) -> Result<Option<AbortClass>, DecodeError> {
+    match code {
+        0 => Ok(None),
+        1 => Ok(Some(AbortClass::Ignore)),
+        2 => Ok(Some(AbortClass::Abort)),
+        3 => Ok(Some(AbortClass::Ban)),
+        4 => Ok(Some(AbortClass::Local)),
+        _ => Err(DecodeError("unknown error class in outcome")),
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl Outcome {
+    /// A failure caused by the protocol error `error`: the close code of
+    /// its class and its secret-free description.
+    #[must_use]
+    pub fn from_protocol_error(error: mpc_core::Error) -> Self {
+        let class = error.class();
+        Self::Failed {
+            code: CloseCode::for_class(class).unwrap_or(CloseCode::PROTOCOL_ABORT),
+            class: Some(class),
+            reason: format!("{}: {}", class_name(class), error.as_str()),
+        }
+    }
+
+    /// The canonical encoding (the body of an outcome frame). A reason
+    /// longer than [`MAX_REASON_BYTES`] is cut.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = match self {
+            Self::Ok => WireOutcome::Ok,
+            Self::Failed {
+                code,
+                class,
+                reason,
+            } => WireOutcome::Failed {
+                code: code.0,
+                class: class_code(*class),
+                reason: truncate(reason, MAX_REASON_BYTES).to_owned(),
+            },
+        };
+        postcard::to_allocvec(&wire).unwrap_or_default()
+    }
+
+    /// Decodes a canonical outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] if `bytes` is longer than [`MAX_OUTCOME_BYTES`], does
+    /// not decode, has trailing bytes, names an unknown class, has a reason
+    /// over [`MAX_REASON_BYTES`], or is not canonical.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_OUTCOME_BYTES {
+            return Err(DecodeError("outcome too long"));
+        }
+        let (wire, rest) = postcard::take_from_bytes::<WireOutcome>(bytes)
+            .map_err(|_| DecodeError("malformed outcome"))?;
+        if !rest.is_empty() {
+            return Err(DecodeError("trailing bytes after the outcome"));
+        }
+        let outcome = match wire {
+            WireOutcome::Ok => Self::Ok,
+            WireOutcome::Failed {
+                code,
+                class,
+                reason,
+            } => {
+                if reason.len() > MAX_REASON_BYTES {
+                    return Err(DecodeError("outcome reason too long"));
+                }
+                Self::Failed {
+                    code: CloseCode(code),
+                    class: class_from_code(class)?,
+                    reason,
+                }
+            }
+        };
+        if outcome.encode() != bytes {
+            return Err(DecodeError("non-canonical outcome"));
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Opening> {
+        let session = SessionHandle([7; 32]);
+        let key_id = KeyId([9; 32]);
+        let prehash = Prehash::from_bytes([3; 32]);
+        let path = DerivationPath::from_indices(&[44, 60, 0, 0, 1 << 30]).unwrap();
+        let deepest = DerivationPath::from_indices(&[(1 << 31) - 1; MAX_PATH_DEPTH]).unwrap();
+        [
+            Operation::Keygen,
+            Operation::Sign {
+                key_id,
+                prehash,
+                path: DerivationPath::root(),
+            },
+            Operation::Sign {
+                key_id,
+                prehash,
+                path: deepest,
+            },
+            Operation::Presign {
+                key_id,
+                path: path.clone(),
+            },
+            Operation::OnlineSign {
+                key_id,
+                presignature: SessionId([5; 32]),
+                prehash,
+            },
+            Operation::Refresh { key_id },
+        ]
+        .into_iter()
+        .map(|operation| Opening { session, operation })
+        .collect()
+    }
+
+    #[test]
+    fn openings_round_trip() {
+        for opening in samples() {
+            let bytes = opening.encode();
+            assert!(bytes.len() <= MAX_OPENING_BYTES);
+            assert_eq!(bytes[0], OPENING_VERSION);
+            assert_eq!(Opening::decode(&bytes), Ok(opening.clone()));
+        }
+    }
+
+    #[test]
+    fn known_keygen_encoding() {
+        let opening = Opening {
+            session: SessionHandle([0x11; 32]),
+            operation: Operation::Keygen,
+        };
+        let mut want = vec![1u8];
+        want.extend_from_slice(&[0x11; 32]);
+        want.push(0);
+        assert_eq!(opening.encode(), want);
+    }
+
+    #[test]
+    fn bad_openings_rejected() {
+        for opening in samples() {
+            let bytes = opening.encode();
+            for len in 0..bytes.len() {
+                assert!(Opening::decode(&bytes[..len]).is_err(), "prefix {len}");
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(Opening::decode(&long).is_err());
+            let mut version = bytes.clone();
+            version[0] = 2;
+            assert_eq!(
+                Opening::decode(&version),
+                Err(DecodeError("unsupported opening version"))
+            );
+        }
+        // Unknown operation tag, and an over-long varint for a known one.
+        let mut bytes = samples()[0].encode();
+        bytes[33] = 9;
+        assert!(Opening::decode(&bytes).is_err());
+        let mut bytes = samples()[0].encode();
+        bytes[33] = 0x80;
+        bytes.push(0);
+        assert!(Opening::decode(&bytes).is_err());
+        assert!(Opening::decode(&[0xff; MAX_OPENING_BYTES + 1]).is_err());
+    }
+
+    fn sign_opening(path: Vec<u32>) -> Vec<u8> {
+        postcard::to_allocvec(&WireOpening {
+            version: OPENING_VERSION,
+            session: [1; 32],
+            operation: WireOperation::Sign {
+                key_id: [2; 32],
+                prehash: [3; 32],
+                path,
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bad_paths_rejected() {
+        assert!(Opening::decode(&sign_opening(vec![1; MAX_PATH_DEPTH])).is_ok());
+        assert_eq!(
+            Opening::decode(&sign_opening(vec![1; MAX_PATH_DEPTH + 1])),
+            Err(DecodeError("derivation path too deep"))
+        );
+        assert_eq!(
+            Opening::decode(&sign_opening(vec![0, 1 << 31])),
+            Err(DecodeError("hardened derivation index"))
+        );
+        // A path length that runs past the input.
+        let mut bytes = sign_opening(vec![5]);
+        let len_at = 1 + 32 + 1 + 32 + 32;
+        assert_eq!(bytes[len_at], 1);
+        bytes[len_at] = 100;
+        assert!(Opening::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        let failed = Outcome::from_protocol_error(mpc_core::Error::RvoleCheckFailed);
+        assert_eq!(
+            failed,
+            Outcome::Failed {
+                code: CloseCode::PROTOCOL_BAN,
+                class: Some(AbortClass::Ban),
+                reason: "ban: RVOLE consistency check failed".into(),
+            }
+        );
+        for outcome in [Outcome::Ok, failed] {
+            let bytes = outcome.encode();
+            assert_eq!(Outcome::decode(&bytes), Ok(outcome));
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(Outcome::decode(&long).is_err());
+        }
+        assert!(Outcome::decode(&[]).is_err());
+        assert!(Outcome::decode(&[7]).is_err());
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary() {
+        let outcome = Outcome::Failed {
+            code: CloseCode::INTERNAL_ERROR,
+            class: None,
+            reason: "é".repeat(100),
+        };
+        let Ok(Outcome::Failed { reason, .. }) = Outcome::decode(&outcome.encode()) else {
+            panic!("does not decode");
+        };
+        assert_eq!(reason.len(), 122);
+        assert_eq!(truncate("abc", 2), "ab");
+    }
+
+    #[test]
+    fn frames() {
+        let frame = encode_frame(FrameKind::Message, b"xyz");
+        assert_eq!(frame, b"\x02xyz");
+        assert_eq!(
+            decode_frame(&frame),
+            Some((FrameKind::Message, &b"xyz"[..]))
+        );
+        assert_eq!(decode_frame(&[]), None);
+        assert_eq!(decode_frame(&[0, 1]), None);
+        assert_eq!(decode_frame(&[4]), None);
+        assert_eq!(decode_frame(&[3]), Some((FrameKind::Outcome, &[][..])));
+    }
+}
