@@ -292,15 +292,7 @@ impl<'a, const REFRESH: bool> Machine for KeygenState<'a, REFRESH> {
             Self::Round4(s) => (s.sid, 4),
             Self::Round5(s) => (s.sid, 5),
         };
-        let max_payload = ROUND_BYTES
-            .get(usize::from(round).saturating_sub(1))
-            .copied()
-            .unwrap_or(0);
-        Expect {
-            session: SessionId(session),
-            round,
-            max_payload,
-        }
+        Expect::round(session, round, &ROUND_BYTES)
     }
 
     fn advance<R: CryptoRngCore>(

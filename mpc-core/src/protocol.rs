@@ -106,6 +106,22 @@ pub(crate) struct Expect {
     pub(crate) max_payload: usize,
 }
 
+impl Expect {
+    /// Round `round` (1-based) of a protocol whose payload sizes are
+    /// `round_bytes`; round 0 (not started) accepts nothing.
+    pub(crate) fn round(session: [u8; 32], round: u8, round_bytes: &[usize]) -> Self {
+        let max_payload = round_bytes
+            .get(usize::from(round).saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
+        Self {
+            session: SessionId(session),
+            round,
+            max_payload,
+        }
+    }
+}
+
 /// The result of one transition.
 pub(crate) enum Transition<S, T> {
     /// Send this payload (for round `round` in `session`) and move to `S`.

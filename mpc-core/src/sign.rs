@@ -384,15 +384,7 @@ impl<const PRESIGN: bool> Machine for State<'_, PRESIGN> {
             Self::Round3(s, _) => (s.sid, 3),
             Self::Round4(s) => (s.presignature.sid, 4),
         };
-        let max_payload = ROUND_BYTES
-            .get(usize::from(round).saturating_sub(1))
-            .copied()
-            .unwrap_or(0);
-        Expect {
-            session: SessionId(session),
-            round,
-            max_payload,
-        }
+        Expect::round(session, round, &ROUND_BYTES)
     }
 
     fn advance<R: CryptoRngCore>(
