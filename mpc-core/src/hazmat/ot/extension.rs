@@ -346,7 +346,7 @@ fn read_u128(bytes: &[u8]) -> u128 {
     u128::from_le_bytes(array)
 }
 
-/// Exposes a leaf index type check for the parameters.
+// Leaf indices are cast to u8 in `send`.
 const _: () = assert!(LEAVES <= 256);
 
 #[cfg(test)]
