@@ -124,6 +124,7 @@ fn benches(c: &mut Criterion) {
     report("keygen", traffic);
     let sign = Operation::Sign {
         key_id: *a.key_id(),
+        epoch: a.epoch(),
         prehash,
         path: Default::default(),
     };

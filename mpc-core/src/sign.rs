@@ -29,11 +29,15 @@ use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+mod presignature;
+
+pub use presignature::{Presignature, PRESIGNATURE_VERSION};
+
 use crate::derive::DerivationPath;
 use crate::error::{Error, Result};
 use crate::hazmat::ot::extension::OTE_MSG_BYTES;
 use crate::hazmat::vole::{self, RvoleReceiver, VOLE_MSG_BYTES};
-use crate::keyshare::{KeyId, KeyShare};
+use crate::keyshare::KeyShare;
 use crate::protocol::{impl_protocol, Driver, Expect, Machine, Transition};
 use crate::transcript::{tags, Transcript};
 use crate::wire::{
@@ -228,66 +232,6 @@ struct AwaitRound3<'a> {
     peer_commitment: [u8; 32],
     receiver: RvoleReceiver,
     c: Zeroizing<[Scalar; 2]>,
-}
-
-/// The message-independent result of rounds 1-3 (PROTOCOL.md §14.3).
-///
-/// Consumed by value by [`OnlineSign::new`]: the API cannot use it twice.
-/// Using one presignature for two prehashes reveals the key, so it is neither
-/// `Clone` nor serializable here; a storage layer that persists
-/// presignatures must mark one used before its online message leaves.
-pub struct Presignature {
-    role: Role,
-    key_id: KeyId,
-    epoch: u64,
-    sid: [u8; 32],
-    r: Scalar,
-    big_r: ProjectivePoint,
-    phi: Scalar,
-    u: Scalar,
-    v: Scalar,
-    verifying_key: ProjectivePoint,
-}
-
-impl Drop for Presignature {
-    fn drop(&mut self) {
-        self.phi.zeroize();
-        self.u.zeroize();
-        self.v.zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for Presignature {}
-
-impl fmt::Debug for Presignature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Presignature")
-            .field("role", &self.role)
-            .field("key_id", &self.key_id)
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Presignature {
-    /// The key this presignature signs for.
-    #[must_use]
-    pub fn key_id(&self) -> &KeyId {
-        &self.key_id
-    }
-
-    /// The epoch of the shares it was made with.
-    #[must_use]
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// The presigning session id; both parties hold the same value, so a
-    /// storage layer can pair presignatures by it.
-    #[must_use]
-    pub fn session_id(&self) -> SessionId {
-        SessionId(self.sid)
-    }
 }
 
 struct AwaitRound4 {

@@ -12,7 +12,7 @@ mod common;
 
 use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
 use k256::ecdsa::VerifyingKey;
-use mpc_core::{KeyShare, OnlineSign, Prehash, Presign, Sign, SignatureOutput};
+use mpc_core::{KeyShare, OnlineSign, Prehash, Presign, Presignature, Sign, SignatureOutput};
 use rand_chacha::rand_core::RngCore;
 
 fn check_with_k256(share: &KeyShare, prehash: &Prehash, out: &SignatureOutput) {
@@ -81,6 +81,54 @@ fn presign_then_online_sign_verifies() {
         check_with_k256(&a, &prehash, &out_a);
         libsecp_verify(&a.public_key(), &prehash, &out_a);
     }
+}
+
+#[test]
+fn stored_presignatures_round_trip_and_sign() {
+    let (a, b) = dkg_pair(17);
+    let (pre_a, pre_b) = run_honest(5, &mut Presign::new(&a), &mut Presign::new(&b));
+    let bytes_a = pre_a.to_bytes();
+    let bytes_b = pre_b.to_bytes();
+    let pre_a = Presignature::from_bytes(&bytes_a).unwrap();
+    let pre_b = Presignature::from_bytes(&bytes_b).unwrap();
+    assert_eq!(pre_a.to_bytes(), bytes_a);
+    assert_eq!((pre_a.key_id(), pre_a.epoch()), (a.key_id(), a.epoch()));
+    let prehash = Prehash::sha256(b"stored");
+    let (out_a, out_b) = run_honest(
+        6,
+        &mut OnlineSign::new(pre_a, prehash),
+        &mut OnlineSign::new(pre_b, prehash),
+    );
+    assert_eq!(out_a, out_b);
+    libsecp_verify(&a.public_key(), &prehash, &out_a);
+
+    // Every truncation, any trailing byte, another version and a bad point
+    // are typed errors.
+    for len in 0..bytes_b.len() {
+        assert!(Presignature::from_bytes(&bytes_b[..len]).is_err(), "{len}");
+    }
+    let mut long = bytes_b.to_vec();
+    long.push(0);
+    assert_eq!(
+        Presignature::from_bytes(&long).unwrap_err(),
+        mpc_core::Error::MalformedKeyShare
+    );
+    let mut version = bytes_b.to_vec();
+    version[0] = 2;
+    assert_eq!(
+        Presignature::from_bytes(&version).unwrap_err(),
+        mpc_core::Error::UnsupportedShareVersion
+    );
+    // The tag byte of R: the record ends with R (length byte and 33 bytes),
+    // three scalars and the verifying key (length byte and 33 bytes).
+    let mut bad_point = bytes_b.to_vec();
+    let at = bad_point.len() - 34 - 3 * 32 - 34 + 1;
+    assert!(matches!(bad_point[at], 2 | 3));
+    bad_point[at] = 5;
+    assert_eq!(
+        Presignature::from_bytes(&bad_point).unwrap_err(),
+        mpc_core::Error::MalformedKeyShare
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use http::header::AUTHORIZATION;
 use http::HeaderValue;
 use mpc_core::derive::DerivationPath;
 use mpc_core::wire::Role;
-use mpc_core::{Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Sign};
+use mpc_core::{
+    Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh, Sign,
+};
 use mpc_core::{KeyId, SignatureOutput};
 use rand_core::{CryptoRngCore, OsRng};
 use tokio::net::TcpStream;
@@ -272,6 +274,71 @@ impl Client {
         .await
     }
 
+    /// [`run`](Self::run) with a [`BeforeSend`] hook, called before each
+    /// protocol message leaves (e.g. to persist a refresh's new share).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run`]; a hook's [`Rejection`](crate::Rejection) ends the
+    /// session with its code ([`TransportError::Rejected`]).
+    pub async fn run_with<P, B, H>(
+        &self,
+        operation: Operation,
+        build: B,
+        hook: &mut H,
+    ) -> Result<(P::Output, Traffic)>
+    where
+        P: Protocol,
+        B: FnOnce(&Opening) -> P,
+        H: BeforeSend<P>,
+    {
+        let deadline = Instant::now() + self.config.session_timeout;
+        let mut rng = OsRng;
+        let opening = Opening::new(operation, &mut rng);
+        let mut protocol = build(&opening);
+        let socket = self.connect_by(deadline).await?;
+        session(
+            socket,
+            &opening,
+            &mut protocol,
+            &mut rng,
+            &self.config,
+            deadline,
+            hook,
+        )
+        .await
+    }
+
+    /// Share refresh from `share`'s epoch: returns the new share (epoch + 1)
+    /// once the server reported that it stored its own.
+    ///
+    /// `hook` runs before each refresh message leaves. A client that must
+    /// survive a cut connection or a crash persists, as PROTOCOL.md §18.1
+    /// says, the new share when [`Refresh::ready_share`] first returns it and
+    /// the confirmed state when [`Refresh::is_confirmed`] turns true; it signs
+    /// with the new epoch only once confirmed, and deletes the old share
+    /// only once this call returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::run_with`].
+    pub async fn refresh<'s, H>(&self, share: &'s KeyShare, hook: &mut H) -> Result<KeyShare>
+    where
+        H: BeforeSend<Refresh<'s>>,
+    {
+        let operation = Operation::Refresh {
+            key_id: *share.key_id(),
+            epoch: share.epoch(),
+        };
+        self.run_with(
+            operation,
+            |opening| Refresh::new(share, opening.context()),
+            hook,
+        )
+        .await
+        .map(|(share, _)| share)
+    }
+
     /// Key generation: returns the client's share (role A) once the server
     /// has stored its own.
     ///
@@ -294,6 +361,7 @@ impl Client {
     pub async fn sign(&self, share: &KeyShare, prehash: Prehash) -> Result<SignatureOutput> {
         let operation = Operation::Sign {
             key_id: *share.key_id(),
+            epoch: share.epoch(),
             prehash,
             path: DerivationPath::root(),
         };
@@ -320,6 +388,7 @@ impl Client {
         let protocol = Sign::with_path(share, prehash, path)?;
         let operation = Operation::Sign {
             key_id: *share.key_id(),
+            epoch: share.epoch(),
             prehash,
             path: path.clone(),
         };
@@ -337,6 +406,7 @@ impl Client {
     pub async fn presign(&self, share: &KeyShare) -> Result<Presignature> {
         let operation = Operation::Presign {
             key_id: *share.key_id(),
+            epoch: share.epoch(),
             path: DerivationPath::root(),
         };
         self.run(operation, |_| Presign::new(share))
@@ -357,6 +427,7 @@ impl Client {
         let protocol = Presign::with_path(share, path)?;
         let operation = Operation::Presign {
             key_id: *share.key_id(),
+            epoch: share.epoch(),
             path: path.clone(),
         };
         self.run(operation, move |_| protocol)

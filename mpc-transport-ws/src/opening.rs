@@ -151,6 +151,9 @@ pub enum Operation {
     Sign {
         /// The key.
         key_id: KeyId,
+        /// The epoch of the client's share: the server signs with its share
+        /// of the same epoch (after a cut refresh it may hold two).
+        epoch: u64,
         /// The 32-byte hash to sign.
         prehash: Prehash,
         /// The BIP32 non-hardened path below the key (at most
@@ -162,6 +165,8 @@ pub enum Operation {
     Presign {
         /// The key.
         key_id: KeyId,
+        /// The epoch of the client's share.
+        epoch: u64,
         /// The BIP32 non-hardened path below the key (at most
         /// [`MAX_PATH_DEPTH`] levels).
         path: DerivationPath,
@@ -183,6 +188,8 @@ pub enum Operation {
     Refresh {
         /// The key.
         key_id: KeyId,
+        /// The epoch of the client's share, which the refresh starts from.
+        epoch: u64,
     },
 }
 
@@ -207,7 +214,7 @@ impl Operation {
             Self::Sign { key_id, .. }
             | Self::Presign { key_id, .. }
             | Self::OnlineSign { key_id, .. }
-            | Self::Refresh { key_id } => Some(key_id),
+            | Self::Refresh { key_id, .. } => Some(key_id),
         }
     }
 }
@@ -226,11 +233,13 @@ enum WireOperation {
     Keygen,
     Sign {
         key_id: [u8; 32],
+        epoch: u64,
         prehash: [u8; 32],
         path: Vec<u32>,
     },
     Presign {
         key_id: [u8; 32],
+        epoch: u64,
         path: Vec<u32>,
     },
     OnlineSign {
@@ -240,6 +249,7 @@ enum WireOperation {
     },
     Refresh {
         key_id: [u8; 32],
+        epoch: u64,
     },
 }
 
@@ -272,15 +282,22 @@ impl Opening {
             Operation::Keygen => WireOperation::Keygen,
             Operation::Sign {
                 key_id,
+                epoch,
                 prehash,
                 path,
             } => WireOperation::Sign {
                 key_id: key_id.0,
+                epoch: *epoch,
                 prehash: *prehash.as_bytes(),
                 path: path.indices().to_vec(),
             },
-            Operation::Presign { key_id, path } => WireOperation::Presign {
+            Operation::Presign {
+                key_id,
+                epoch,
+                path,
+            } => WireOperation::Presign {
                 key_id: key_id.0,
+                epoch: *epoch,
                 path: path.indices().to_vec(),
             },
             Operation::OnlineSign {
@@ -292,7 +309,10 @@ impl Opening {
                 presignature: presignature.0,
                 prehash: *prehash.as_bytes(),
             },
-            Operation::Refresh { key_id } => WireOperation::Refresh { key_id: key_id.0 },
+            Operation::Refresh { key_id, epoch } => WireOperation::Refresh {
+                key_id: key_id.0,
+                epoch: *epoch,
+            },
         };
         WireOpening {
             version: OPENING_VERSION,
@@ -335,15 +355,22 @@ impl Opening {
             WireOperation::Keygen => Operation::Keygen,
             WireOperation::Sign {
                 key_id,
+                epoch,
                 prehash,
                 path,
             } => Operation::Sign {
                 key_id: KeyId(key_id),
+                epoch,
                 prehash: Prehash::from_bytes(prehash),
                 path: decode_path(&path)?,
             },
-            WireOperation::Presign { key_id, path } => Operation::Presign {
+            WireOperation::Presign {
+                key_id,
+                epoch,
+                path,
+            } => Operation::Presign {
                 key_id: KeyId(key_id),
+                epoch,
                 path: decode_path(&path)?,
             },
             WireOperation::OnlineSign {
@@ -355,8 +382,9 @@ impl Opening {
                 presignature: SessionId(presignature),
                 prehash: Prehash::from_bytes(prehash),
             },
-            WireOperation::Refresh { key_id } => Operation::Refresh {
+            WireOperation::Refresh { key_id, epoch } => Operation::Refresh {
                 key_id: KeyId(key_id),
+                epoch,
             },
         };
         let opening = Self {
@@ -527,16 +555,19 @@ mod tests {
             Operation::Keygen,
             Operation::Sign {
                 key_id,
+                epoch: 0,
                 prehash,
                 path: DerivationPath::root(),
             },
             Operation::Sign {
                 key_id,
+                epoch: u64::MAX,
                 prehash,
                 path: deepest,
             },
             Operation::Presign {
                 key_id,
+                epoch: 7,
                 path: path.clone(),
             },
             Operation::OnlineSign {
@@ -544,7 +575,7 @@ mod tests {
                 presignature: SessionId([5; 32]),
                 prehash,
             },
-            Operation::Refresh { key_id },
+            Operation::Refresh { key_id, epoch: 3 },
         ]
         .into_iter()
         .map(|operation| Opening { session, operation })
@@ -607,6 +638,7 @@ mod tests {
             session: [1; 32],
             operation: WireOperation::Sign {
                 key_id: [2; 32],
+                epoch: 0,
                 prehash: [3; 32],
                 path,
             },
@@ -627,7 +659,7 @@ mod tests {
         );
         // A path length that runs past the input.
         let mut bytes = sign_opening(vec![5]);
-        let len_at = 1 + 32 + 1 + 32 + 32;
+        let len_at = 1 + 32 + 1 + 32 + 1 + 32;
         assert_eq!(bytes[len_at], 1);
         bytes[len_at] = 100;
         assert!(Opening::decode(&bytes).is_err());

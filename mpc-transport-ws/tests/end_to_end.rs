@@ -131,6 +131,7 @@ async fn refresh_is_rejected_as_unsupported() {
         let share = local_key(&server.store);
         let operation = Operation::Refresh {
             key_id: *share.key_id(),
+            epoch: share.epoch(),
         };
         // No refresh protocol yet: any protocol stands in for the client's
         // side; the server rejects the opening before it matters.
@@ -203,6 +204,7 @@ async fn a_stray_frame_is_ignored_and_the_session_goes_on() {
         let opening = Opening::new(
             Operation::Sign {
                 key_id: *share.key_id(),
+                epoch: share.epoch(),
                 prehash,
                 path: DerivationPath::root(),
             },
@@ -383,6 +385,7 @@ async fn refresh_runs_over_the_driver_with_a_persisting_hook() {
         let opening = Opening::new(
             Operation::Refresh {
                 key_id: *a.key_id(),
+                epoch: a.epoch(),
             },
             &mut OsRng,
         );

@@ -48,6 +48,7 @@ async fn run_op(
             let opening = Opening::new(
                 Operation::Sign {
                     key_id,
+                    epoch: share.epoch(),
                     prehash,
                     path,
                 },
@@ -57,7 +58,14 @@ async fn run_op(
         }
         Op::Presign => {
             let path = DerivationPath::root();
-            let opening = Opening::new(Operation::Presign { key_id, path }, &mut OsRng);
+            let opening = Opening::new(
+                Operation::Presign {
+                    key_id,
+                    epoch: share.epoch(),
+                    path,
+                },
+                &mut OsRng,
+            );
             run(frames, &opening, &mut Presign::new(share), config).await
         }
         Op::OnlineSign => {

@@ -206,6 +206,7 @@ pub async fn handle<F: Frames>(
             key_id,
             prehash,
             path,
+            ..
         } => {
             let Some(share) = store.share(&key_id) else {
                 return Err(session.reject(Rejection::NOT_FOUND).await);
@@ -215,7 +216,7 @@ pub async fn handle<F: Frames>(
             };
             session.run(&mut sign, &mut rng).await?;
         }
-        Operation::Presign { key_id, path } => {
+        Operation::Presign { key_id, path, .. } => {
             let Some(share) = store.share(&key_id) else {
                 return Err(session.reject(Rejection::NOT_FOUND).await);
             };

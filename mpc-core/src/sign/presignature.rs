@@ -1,0 +1,164 @@
+//! The presignature (PROTOCOL.md §14.3) and its storage encoding.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use k256::elliptic_curve::bigint::U256;
+use k256::elliptic_curve::ops::Reduce;
+use k256::elliptic_curve::point::AffineCoordinates;
+use k256::{ProjectivePoint, Scalar};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::keyshare::KeyId;
+use crate::wire::{decode_point, decode_scalar, encode_point, encode_scalar, Role, SessionId};
+
+/// Format version of [`Presignature::to_bytes`].
+pub const PRESIGNATURE_VERSION: u16 = 1;
+
+/// The message-independent result of rounds 1-3 (PROTOCOL.md §14.3).
+///
+/// Consumed by value by [`OnlineSign::new`](crate::OnlineSign::new): the API
+/// cannot use one value twice. Using one presignature for two prehashes
+/// reveals the key, so it is not `Clone`. A storage layer may persist it
+/// with [`to_bytes`](Self::to_bytes), and must then mark the stored copy
+/// used (or delete it) before its online message leaves (§14.3).
+pub struct Presignature {
+    pub(crate) role: Role,
+    pub(crate) key_id: KeyId,
+    pub(crate) epoch: u64,
+    pub(crate) sid: [u8; 32],
+    pub(crate) r: Scalar,
+    pub(crate) big_r: ProjectivePoint,
+    pub(crate) phi: Scalar,
+    pub(crate) u: Scalar,
+    pub(crate) v: Scalar,
+    pub(crate) verifying_key: ProjectivePoint,
+}
+
+impl Drop for Presignature {
+    fn drop(&mut self) {
+        self.phi.zeroize();
+        self.u.zeroize();
+        self.v.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Presignature {}
+
+impl fmt::Debug for Presignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presignature")
+            .field("role", &self.role)
+            .field("key_id", &self.key_id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct PresignatureRecord {
+    version: u16,
+    role: u8,
+    key_id: [u8; 32],
+    epoch: u64,
+    sid: [u8; 32],
+    big_r: Vec<u8>,
+    phi: [u8; 32],
+    u: [u8; 32],
+    v: [u8; 32],
+    verifying_key: Vec<u8>,
+}
+
+impl Presignature {
+    /// The key this presignature signs for.
+    #[must_use]
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The epoch of the shares it was made with.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// This party's role.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The presigning session id; both parties hold the same value, so a
+    /// storage layer can pair presignatures by it.
+    #[must_use]
+    pub fn session_id(&self) -> SessionId {
+        SessionId(self.sid)
+    }
+
+    /// Encodes the presignature (format version [`PRESIGNATURE_VERSION`],
+    /// postcard). The bytes hold secret values: store them encrypted, and
+    /// never give the same bytes to two online steps.
+    #[must_use]
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let record = PresignatureRecord {
+            version: PRESIGNATURE_VERSION,
+            role: self.role.as_u8(),
+            key_id: self.key_id.0,
+            epoch: self.epoch,
+            sid: self.sid,
+            big_r: encode_point(&self.big_r).to_vec(),
+            phi: encode_scalar(&self.phi),
+            u: encode_scalar(&self.u),
+            v: encode_scalar(&self.v),
+            verifying_key: encode_point(&self.verifying_key).to_vec(),
+        };
+        // Serializing into a Vec cannot fail for this record.
+        Zeroizing::new(postcard::to_allocvec(&record).unwrap_or_default())
+    }
+
+    /// Decodes and checks a presignature.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedShareVersion`] for another format version;
+    /// [`Error::MalformedKeyShare`] if the bytes are not a canonical
+    /// encoding, a point is invalid or the identity, or a scalar is not
+    /// canonical.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (version, _) =
+            postcard::take_from_bytes::<u16>(bytes).map_err(|_| Error::MalformedKeyShare)?;
+        if version != PRESIGNATURE_VERSION {
+            return Err(Error::UnsupportedShareVersion);
+        }
+        let record: PresignatureRecord =
+            postcard::from_bytes(bytes).map_err(|_| Error::MalformedKeyShare)?;
+        let canonical = postcard::to_allocvec(&record)
+            .map(|again| Zeroizing::new(again).as_slice() == bytes)
+            .unwrap_or(false);
+        if !canonical {
+            return Err(Error::MalformedKeyShare);
+        }
+        let malformed = |_| Error::MalformedKeyShare;
+        let role = Role::from_u8(record.role).ok_or(Error::MalformedKeyShare)?;
+        let big_r = decode_point(&record.big_r).map_err(malformed)?;
+        // r is recomputed, so a stored R and r can never disagree.
+        let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.to_affine().x());
+        if bool::from(r.is_zero()) {
+            return Err(Error::MalformedKeyShare);
+        }
+        Ok(Self {
+            role,
+            key_id: KeyId(record.key_id),
+            epoch: record.epoch,
+            sid: record.sid,
+            r,
+            big_r,
+            phi: decode_scalar(&record.phi).map_err(malformed)?,
+            u: decode_scalar(&record.u).map_err(malformed)?,
+            v: decode_scalar(&record.v).map_err(malformed)?,
+            verifying_key: decode_point(&record.verifying_key).map_err(malformed)?,
+        })
+    }
+}
