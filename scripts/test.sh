@@ -24,8 +24,20 @@ step "no_std check: CARGO_TARGET_DIR=target/nostd-check cargo build --release --
 CARGO_TARGET_DIR="$root/target/nostd-check" \
     cargo build --release --manifest-path ci/nostd-check/Cargo.toml
 
+# A throwaway PostgreSQL for the server's PostgreSQL tests (installed with
+# apt-get when missing), stopped again however this script ends.
+step "scripts/postgres.sh start"
+eval "$(bash scripts/postgres.sh start)"
+cleanup() {
+    bash "$root/scripts/postgres.sh" stop >/dev/null 2>&1 || true
+    if [ -n "${scratch:-}" ]; then rm -rf "$scratch"; fi
+}
+trap cleanup EXIT
+
 run cargo test --workspace --all-targets --all-features
 run cargo test --workspace --doc --all-features
+
+bash scripts/postgres.sh stop
 
 if [ "$fuzz_seconds" = "0" ]; then
     step "FUZZ_SECONDS=0: fuzz smoke run skipped"
@@ -39,7 +51,6 @@ run cargo +nightly fuzz --version
 
 # New inputs go to a scratch corpus; the committed seeds are read-only input.
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
 
 shopt -s nullglob
 targets=(fuzz/fuzz_targets/*.rs)

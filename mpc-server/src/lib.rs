@@ -1,10 +1,25 @@
 //! The server party (P2) of two-party ECDSA.
 //!
-//! Not implemented yet. This crate will run the P2 side of every `mpc-core`
-//! protocol over a WebSocket listener (default port 8080) and serve a REST
-//! API (default port 3001) for key status, backup, export, rotation,
-//! health and metrics. Requests are authenticated with bearer tokens (JWT)
-//! issued by the customer's backend; server shares are stored encrypted at
-//! rest. It will be usable both as an embeddable router and as the
-//! `mpc-server` binary.
+//! Runs the P2 side of every `mpc-core` protocol over a WebSocket listener
+//! (default 127.0.0.1:8080) and serves a REST API (default 127.0.0.1:3001).
+//! Requests are authenticated with bearer JWTs issued by the customer's
+//! backend ([`auth`]); server shares and presignatures are stored encrypted
+//! at rest ([`seal`], [`vault`]) in SQLite or PostgreSQL ([`store`]).
+//!
+//! Embedding: build a [`ServerConfig`] (or parse one with
+//! [`config::Cli`]), create a [`Server`], and mount [`Server::ws_router`]
+//! in an axum application, or call [`Server::run`].
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod crash;
+pub mod dev;
+pub mod seal;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod vault;
+
+pub use config::ServerConfig;
+pub use server::{Server, ServerError};

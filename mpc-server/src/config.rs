@@ -1,0 +1,369 @@
+//! Configuration: flags and `MPC_*` environment variables for settings,
+//! environment variables or files (never flags) for secrets.
+//!
+//! | setting | flag | environment | default |
+//! |---|---|---|---|
+//! | WebSocket address | `--ws-addr` | `MPC_WS_ADDR` | `127.0.0.1:8080` |
+//! | REST address | `--rest-addr` | `MPC_REST_ADDR` | `127.0.0.1:3001` |
+//! | data directory | `--data-dir` | `MPC_DATA_DIR` | `./mpc-data` |
+//! | database URL (secret) | — | `MPC_DATABASE_URL` or `MPC_DATABASE_URL_FILE` | SQLite in the data directory |
+//! | master key (secret) | — | `MPC_MASTER_KEY` (64 hex) or `MPC_MASTER_KEY_FILE` | none (dev mode: generated) |
+//! | JWT algorithm | `--jwt-algorithm` | `MPC_JWT_ALGORITHM` | `HS256` |
+//! | JWT HS256 secret (secret) | — | `MPC_JWT_SECRET` or `MPC_JWT_SECRET_FILE` | none (dev mode: generated) |
+//! | JWT public keys (ES256/EdDSA) | `--jwt-public-keys` | `MPC_JWT_PUBLIC_KEYS` (PEM file path) | none |
+//! | JWT audience | `--jwt-audience` | `MPC_JWT_AUDIENCE` | `mpc-server` |
+//! | JWT issuer | `--jwt-issuer` | `MPC_JWT_ISSUER` | not checked |
+//! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
+//! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
+//! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use mpc_transport_ws::TransportConfig;
+use zeroize::Zeroizing;
+
+use crate::auth::{AuthConfig, JwtAlgorithm, VerificationKey};
+use crate::seal::{Kek, LocalKek};
+
+/// Command-line flags (each also read from its `MPC_*` variable).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mpc-server",
+    version,
+    about = "Two-party ECDSA server party (P2)"
+)]
+pub struct Cli {
+    /// Address of the WebSocket listener.
+    #[arg(long, env = "MPC_WS_ADDR", default_value = "127.0.0.1:8080")]
+    pub ws_addr: SocketAddr,
+    /// Address of the REST listener.
+    #[arg(long, env = "MPC_REST_ADDR", default_value = "127.0.0.1:3001")]
+    pub rest_addr: SocketAddr,
+    /// Directory for the embedded SQLite database (and dev-mode secrets).
+    #[arg(long, env = "MPC_DATA_DIR", default_value = "./mpc-data")]
+    pub data_dir: PathBuf,
+    /// JWT algorithm: HS256, ES256 or EdDSA.
+    #[arg(long, env = "MPC_JWT_ALGORITHM", default_value = "HS256")]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// PEM file with the token issuer's public key(s), for ES256 / EdDSA.
+    #[arg(long, env = "MPC_JWT_PUBLIC_KEYS")]
+    pub jwt_public_keys: Option<PathBuf>,
+    /// Required `aud` claim.
+    #[arg(long, env = "MPC_JWT_AUDIENCE", default_value = "mpc-server")]
+    pub jwt_audience: String,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "MPC_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Most WebSocket sessions open at once.
+    #[arg(long, env = "MPC_MAX_SESSIONS", default_value_t = 256)]
+    pub max_sessions: usize,
+    /// Most WebSocket sessions one owner may have open at once.
+    #[arg(long, env = "MPC_MAX_SESSIONS_PER_OWNER", default_value_t = 16)]
+    pub max_sessions_per_owner: usize,
+    /// Longest a WebSocket session may take, in seconds.
+    #[arg(long, env = "MPC_SESSION_TIMEOUT", default_value_t = 120)]
+    pub session_timeout: u64,
+    /// Longest wait for the peer's next message, in seconds.
+    #[arg(long, env = "MPC_MESSAGE_TIMEOUT", default_value_t = 30)]
+    pub message_timeout: u64,
+    /// Log format.
+    #[arg(long, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Development mode: generates (and keeps in the data directory) a JWT
+    /// secret and a master key when none is configured, and prints a token
+    /// for the user `demo`. Never use it in production.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where secrets come from: the process environment in the binary, a map in
+/// tests.
+pub trait SecretSource {
+    /// The value of variable `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl SecretSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<S: std::hash::BuildHasher> SecretSource for std::collections::HashMap<String, String, S> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Reads secret `name` from the variable `name` or from the file named by
+/// `name_FILE` (whitespace trimmed at the end). Setting both is an error.
+///
+/// # Errors
+///
+/// A message naming the variables (never the value) if both are set or the
+/// file cannot be read.
+pub fn read_secret(
+    source: &dyn SecretSource,
+    name: &str,
+) -> Result<Option<Zeroizing<String>>, String> {
+    let file_var = format!("{name}_FILE");
+    match (source.var(name), source.var(&file_var)) {
+        (Some(_), Some(_)) => Err(format!("set {name} or {file_var}, not both")),
+        (Some(value), None) => Ok(Some(Zeroizing::new(value))),
+        (None, Some(path)) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{file_var}: cannot read {path}: {e}"))?,
+            );
+            Ok(Some(Zeroizing::new(text.trim_end().to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Everything a [`Server`](crate::Server) needs.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// WebSocket listener address.
+    pub ws_addr: SocketAddr,
+    /// REST listener address.
+    pub rest_addr: SocketAddr,
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// The key-encryption key for shares and presignatures at rest.
+    pub kek: Arc<dyn Kek>,
+    /// Transport limits and timeouts.
+    pub transport: TransportConfig,
+    /// Most WebSocket sessions open at once.
+    pub max_sessions: usize,
+    /// Most WebSocket sessions one owner may have open at once.
+    pub max_sessions_per_owner: usize,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.redacted())
+    }
+}
+
+impl ServerConfig {
+    /// Builds the configuration from flags and secrets.
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is missing or wrong (no secret values in it):
+    /// no JWT secret or public keys, no master key, both a variable and its
+    /// `_FILE` set, an unreadable file, a malformed master key.
+    pub fn from_cli(cli: &Cli, source: &dyn SecretSource) -> Result<Self, String> {
+        let key = match cli.jwt_algorithm {
+            JwtAlgorithm::Hs256 => {
+                let secret = read_secret(source, "MPC_JWT_SECRET")?.ok_or(
+                    "no token verification key: set MPC_JWT_SECRET (or MPC_JWT_SECRET_FILE) \
+                     for HS256, or MPC_JWT_ALGORITHM=ES256/EdDSA with MPC_JWT_PUBLIC_KEYS, \
+                     or run with --dev",
+                )?;
+                VerificationKey::Hs256Secret(Zeroizing::new(secret.as_bytes().to_vec()))
+            }
+            algorithm => {
+                let path = cli.jwt_public_keys.as_ref().ok_or(
+                    "MPC_JWT_ALGORITHM is ES256/EdDSA but MPC_JWT_PUBLIC_KEYS (a PEM file) is not set",
+                )?;
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!("MPC_JWT_PUBLIC_KEYS: cannot read {}: {e}", path.display())
+                })?;
+                if algorithm == JwtAlgorithm::Es256 {
+                    VerificationKey::Es256Pem(pem)
+                } else {
+                    VerificationKey::EdDsaPem(pem)
+                }
+            }
+        };
+        let master = read_secret(source, "MPC_MASTER_KEY")?.ok_or(
+            "no master key: set MPC_MASTER_KEY (64 hex characters) or MPC_MASTER_KEY_FILE, \
+             or run with --dev",
+        )?;
+        let kek = LocalKek::from_hex(&master).map_err(|e| format!("MPC_MASTER_KEY: {e}"))?;
+        let database_url = match read_secret(source, "MPC_DATABASE_URL")? {
+            Some(url) => url.to_string(),
+            None => sqlite_url(&cli.data_dir),
+        };
+        let mut transport = TransportConfig::default();
+        transport.session_timeout = Duration::from_secs(cli.session_timeout.max(1));
+        transport.message_timeout =
+            Duration::from_secs(cli.message_timeout.clamp(1, cli.session_timeout.max(1)));
+        Ok(Self {
+            ws_addr: cli.ws_addr,
+            rest_addr: cli.rest_addr,
+            database_url,
+            auth: AuthConfig {
+                audience: cli.jwt_audience.clone(),
+                issuer: cli.jwt_issuer.clone(),
+                leeway_seconds: 30,
+                key,
+            },
+            kek: Arc::new(kek),
+            transport,
+            max_sessions: cli.max_sessions.max(1),
+            max_sessions_per_owner: cli.max_sessions_per_owner.max(1),
+        })
+    }
+
+    /// A one-line description with every secret redacted, for the start-up
+    /// log.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        format!(
+            "ws={} rest={} database={} jwt={}(aud={}, iss={}) kek={} sessions={}/{} per owner \
+             timeouts={}s/{}s",
+            self.ws_addr,
+            self.rest_addr,
+            redact_url(&self.database_url),
+            algorithm_name(&self.auth.key),
+            self.auth.audience,
+            self.auth.issuer.as_deref().unwrap_or("-"),
+            self.kek.id(),
+            self.max_sessions,
+            self.max_sessions_per_owner,
+            self.transport.session_timeout.as_secs(),
+            self.transport.message_timeout.as_secs(),
+        )
+    }
+}
+
+fn algorithm_name(key: &VerificationKey) -> &'static str {
+    match key {
+        VerificationKey::Hs256Secret(_) => "HS256",
+        VerificationKey::Es256Pem(_) => "ES256",
+        VerificationKey::EdDsaPem(_) => "EdDSA",
+    }
+}
+
+/// The default database: `mpc.db` in the data directory.
+#[must_use]
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("mpc.db").display())
+}
+
+/// A database URL with any password replaced by `***`.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["mpc-server"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn refuses_to_start_without_auth_or_master_key() {
+        let error = ServerConfig::from_cli(&cli(&[]), &env(&[])).err().unwrap();
+        assert!(error.contains("MPC_JWT_SECRET"), "{error}");
+        let error = ServerConfig::from_cli(
+            &cli(&[]),
+            &env(&[("MPC_JWT_SECRET", "0123456789abcdef0123456789abcdef")]),
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("MPC_MASTER_KEY"), "{error}");
+        let error = ServerConfig::from_cli(&cli(&["--jwt-algorithm", "ES256"]), &env(&[]))
+            .err()
+            .unwrap();
+        assert!(error.contains("MPC_JWT_PUBLIC_KEYS"), "{error}");
+    }
+
+    #[test]
+    fn secrets_from_files_and_redacted_in_the_log_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("master");
+        std::fs::write(&key_file, format!("{KEY_HEX}\n")).unwrap();
+        let secret = "a-long-enough-shared-secret-of-32+bytes";
+        let config = ServerConfig::from_cli(
+            &cli(&["--ws-addr", "127.0.0.1:9000"]),
+            &env(&[
+                ("MPC_JWT_SECRET", secret),
+                ("MPC_MASTER_KEY_FILE", key_file.to_str().unwrap()),
+                ("MPC_DATABASE_URL", "postgres://mpc:hunter2@db:5432/mpc"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.ws_addr.port(), 9000);
+        let line = config.redacted();
+        for secret in [secret, KEY_HEX, "hunter2"] {
+            assert!(!line.contains(secret), "{line}");
+            assert!(!format!("{config:?}").contains(secret));
+        }
+        assert!(line.contains("postgres://mpc:***@db:5432/mpc"), "{line}");
+    }
+
+    #[test]
+    fn both_variable_and_file_is_an_error() {
+        let error = read_secret(
+            &env(&[("MPC_MASTER_KEY", "x"), ("MPC_MASTER_KEY_FILE", "/y")]),
+            "MPC_MASTER_KEY",
+        )
+        .unwrap_err();
+        assert!(error.contains("not both"));
+        assert!(read_secret(&env(&[]), "MPC_MASTER_KEY").unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_master_key_is_refused_without_echoing_it() {
+        let error = ServerConfig::from_cli(
+            &cli(&[]),
+            &env(&[
+                ("MPC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("MPC_MASTER_KEY", "zz-not-hex-secretish"),
+            ]),
+        )
+        .err()
+        .unwrap();
+        assert!(error.starts_with("MPC_MASTER_KEY"), "{error}");
+        assert!(!error.contains("zz-not-hex-secretish"));
+    }
+}

@@ -1,0 +1,55 @@
+//! Named crash points for the kill-during-protocol tests.
+//!
+//! With the `fault-injection` feature, `MPC_CRASH_AT=<name>` makes the
+//! process abort (no destructors, no flush: as abrupt as `kill -9` for the
+//! database) the first time it reaches the point `<name>`. Without the
+//! feature every point compiles to nothing, and the variable is ignored.
+//!
+//! The points, in the order a session reaches them:
+//!
+//! | point | where |
+//! |---|---|
+//! | `keygen:before-store` | DKG finished, share not yet stored |
+//! | `keygen:after-store` | share stored, outcome not yet sent |
+//! | `sign:after-run` | signing finished, outcome not yet sent |
+//! | `presign:before-store` | presignature computed, not yet stored |
+//! | `presign:after-store` | presignature stored, outcome not yet sent |
+//! | `online:after-take` | presignature claimed, online message not yet sent |
+//! | `refresh:before-ready` | new share computed, not yet stored (round 4 pending) |
+//! | `refresh:after-ready` | new share stored as ready, round 4 not yet sent |
+//! | `refresh:after-confirm` | stored as confirmed, round 5 not yet sent |
+//! | `refresh:before-finalize` | peer's round 5 received, old epoch still kept |
+//! | `refresh:after-finalize` | new epoch final, outcome not yet sent |
+
+/// Every crash point name, for tests that iterate over them.
+pub const POINTS: &[&str] = &[
+    "keygen:before-store",
+    "keygen:after-store",
+    "sign:after-run",
+    "presign:before-store",
+    "presign:after-store",
+    "online:after-take",
+    "refresh:before-ready",
+    "refresh:after-ready",
+    "refresh:after-confirm",
+    "refresh:before-finalize",
+    "refresh:after-finalize",
+];
+
+/// Aborts the process if `MPC_CRASH_AT` names `point` (only with the
+/// `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+pub fn point(point: &str) {
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<String>> = OnceLock::new();
+    let target = TARGET.get_or_init(|| std::env::var("MPC_CRASH_AT").ok());
+    if target.as_deref() == Some(point) {
+        eprintln!("mpc-server: crash point {point} reached: aborting");
+        std::process::abort();
+    }
+}
+
+/// Does nothing: the `fault-injection` feature is off.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_point: &str) {}

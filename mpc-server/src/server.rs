@@ -1,0 +1,341 @@
+//! The server: shared state, the WebSocket route, the listeners and
+//! graceful shutdown.
+//!
+//! Embedding: build a [`Server`] from a [`ServerConfig`], then either mount
+//! [`Server::ws_router`] (and [`Server::rest_router`]) in your own axum
+//! application, or call [`Server::run`] with listeners.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use mpc_core::KeyId;
+use mpc_transport_ws::server::bearer_token;
+use mpc_transport_ws::{serve, TransportConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::vault::{Vault, VaultError};
+
+/// Milliseconds since the Unix epoch (the storage layer's timestamps).
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Why the server could not start or stopped.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened, migrated, or does not match the
+    /// master key.
+    #[error("storage: {0}")]
+    Storage(#[from] VaultError),
+    /// The authentication configuration is unusable.
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
+    /// The configuration is incomplete or inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Keys with a refresh running in this process (a second concurrent refresh
+/// of one key is refused, since both would write the same next epoch).
+#[derive(Default)]
+pub(crate) struct RefreshLocks(Mutex<HashSet<KeyId>>);
+
+/// Releases a key's refresh lock on drop.
+pub(crate) struct RefreshGuard<'a> {
+    locks: &'a RefreshLocks,
+    key_id: KeyId,
+}
+
+impl RefreshLocks {
+    pub(crate) fn try_lock(&self, key_id: &KeyId) -> Option<RefreshGuard<'_>> {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.insert(*key_id).then(|| RefreshGuard {
+            locks: self,
+            key_id: *key_id,
+        })
+    }
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.remove(&self.key_id);
+    }
+}
+
+/// Counts open WebSocket sessions, in total and per owner.
+#[derive(Default)]
+pub(crate) struct SessionCounter {
+    open: AtomicUsize,
+    per_owner: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open session; decrements the counters on drop.
+pub(crate) struct SessionSlot {
+    state: Arc<AppState>,
+    owner: String,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let counter = &self.state.sessions;
+        counter.open.fetch_sub(1, Ordering::SeqCst);
+        let mut per_owner = counter
+            .per_owner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = per_owner.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                per_owner.remove(&self.owner);
+            }
+        }
+    }
+}
+
+/// Why a session slot was refused.
+enum SlotRefused {
+    ServerFull,
+    OwnerFull,
+}
+
+/// State shared by every session and request.
+pub struct AppState {
+    pub(crate) vault: Vault,
+    pub(crate) auth: Authenticator,
+    pub(crate) transport: TransportConfig,
+    pub(crate) max_sessions: usize,
+    pub(crate) max_sessions_per_owner: usize,
+    pub(crate) refresh_locks: RefreshLocks,
+    pub(crate) sessions: SessionCounter,
+    shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl AppState {
+    fn take_slot(self: &Arc<Self>, owner: &str) -> Result<SessionSlot, SlotRefused> {
+        let mut per_owner = self
+            .sessions
+            .per_owner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.sessions.open.load(Ordering::SeqCst) >= self.max_sessions {
+            return Err(SlotRefused::ServerFull);
+        }
+        let count = per_owner.entry(owner.to_owned()).or_insert(0);
+        if *count >= self.max_sessions_per_owner {
+            return Err(SlotRefused::OwnerFull);
+        }
+        *count += 1;
+        self.sessions.open.fetch_add(1, Ordering::SeqCst);
+        Ok(SessionSlot {
+            state: Arc::clone(self),
+            owner: owner.to_owned(),
+        })
+    }
+}
+
+/// The server party: storage, authentication and the session handlers.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("backend", &self.state.vault.backend())
+            .field("open_sessions", &self.open_sessions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the database (running migrations and checking the master key)
+    /// and prepares the authenticator.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Storage`] (including a wrong master key),
+    /// [`ServerError::Auth`].
+    pub async fn new(config: ServerConfig) -> Result<Self, ServerError> {
+        let auth = Authenticator::new(config.auth.clone())?;
+        let vault = Vault::open(&config.database_url, config.kek.clone()).await?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let state = AppState {
+            vault,
+            auth,
+            transport: config.transport.clone(),
+            max_sessions: config.max_sessions,
+            max_sessions_per_owner: config.max_sessions_per_owner,
+            refresh_locks: RefreshLocks::default(),
+            sessions: SessionCounter::default(),
+            shutdown,
+            shutdown_tx,
+        };
+        Ok(Self {
+            state: Arc::new(state),
+        })
+    }
+
+    /// The storage facade.
+    #[must_use]
+    pub fn vault(&self) -> &Vault {
+        &self.state.vault
+    }
+
+    /// WebSocket sessions open right now.
+    #[must_use]
+    pub fn open_sessions(&self) -> usize {
+        self.state.sessions.open.load(Ordering::SeqCst)
+    }
+
+    /// The WebSocket endpoint, at `/` and `/v1/session`, with the state
+    /// attached: mount it in an axum application as is.
+    pub fn ws_router(&self) -> Router {
+        Router::new()
+            .route("/", get(ws_session))
+            .route("/v1/session", get(ws_session))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// The REST endpoints: `/healthz` and `/readyz`.
+    pub fn rest_router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Serves the WebSocket endpoint on `ws` and the REST endpoints on
+    /// `rest` until `shutdown` completes; then stops accepting, lets open
+    /// sessions finish (each is bounded by the session timeout) and returns.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Io`] if a listener fails.
+    pub async fn run(
+        self,
+        ws: TcpListener,
+        rest: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let state = Arc::clone(&self.state);
+        let ws_app = self
+            .ws_router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let rest_app = self.rest_router();
+        let mut ws_stop = state.shutdown.clone();
+        let mut rest_stop = state.shutdown.clone();
+        let stopper = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                shutdown.await;
+                info!("shutting down: no new sessions");
+                state.shutdown_tx.send_replace(true);
+            })
+        };
+        let ws_server = axum::serve(ws, ws_app).with_graceful_shutdown(async move {
+            let _ = ws_stop.wait_for(|stop| *stop).await;
+        });
+        let rest_server = axum::serve(rest, rest_app).with_graceful_shutdown(async move {
+            let _ = rest_stop.wait_for(|stop| *stop).await;
+        });
+        let (ws_result, rest_result) = tokio::join!(ws_server, rest_server);
+        stopper.abort();
+        // Upgraded connections outlive axum's graceful shutdown: wait for
+        // them, bounded by the longest a session may take.
+        let drain = state.transport.session_timeout + state.transport.close_timeout * 2;
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.open_sessions() > 0 {
+            warn!(open = self.open_sessions(), "sessions still open at exit");
+        }
+        ws_result?;
+        rest_result?;
+        Ok(())
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.vault.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// The WebSocket upgrade: the bearer token is checked before the upgrade
+/// (401 without a valid one), the session slot is taken (503 when the
+/// server is full, 429 when the owner has too many open sessions).
+async fn ws_session(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<Arc<AppState>>,
+) -> Response {
+    if *state.shutdown.borrow() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let claims = match bearer_token(&headers).map(|token| state.auth.verify(token)) {
+        Some(Ok(claims)) => claims,
+        Some(Err(e)) => {
+            debug!(reason = e.code(), "upgrade refused: invalid token");
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        None => {
+            debug!("upgrade refused: no bearer token");
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+    };
+    let owner = claims.subject;
+    let slot = match state.take_slot(&owner) {
+        Ok(slot) => slot,
+        Err(SlotRefused::ServerFull) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(SlotRefused::OwnerFull) => return StatusCode::TOO_MANY_REQUESTS.into_response(),
+    };
+    let config = state.transport.clone();
+    ws.max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("session", owner = %owner);
+            async move {
+                let state = Arc::clone(&slot.state);
+                let result = serve(socket, config, |session| {
+                    debug!(session = %session.opening().session, "opened");
+                    crate::session::handle(state, owner, session)
+                })
+                .await;
+                match result {
+                    Ok(operation) => info!(operation, "session finished"),
+                    Err(e) => info!(error = %e, "session failed"),
+                }
+                drop(slot);
+            }
+            .instrument(span)
+        })
+}

@@ -1,0 +1,448 @@
+//! The server party's side of each WebSocket operation: which key and
+//! epoch, the protocol run, and what is stored when (PROTOCOL.md §18.1).
+//!
+//! Storage order is what makes a crash at any point safe:
+//! - keygen stores the share before the server's outcome tells the client
+//!   that the key exists;
+//! - presign stores the presignature before the outcome;
+//! - online sign claims (marks used, erases) the presignature before the
+//!   server's only message leaves;
+//! - refresh stores the new share as ready before round 4 leaves, as
+//!   confirmed before round 5 leaves, and finalizes (deletes the old epoch)
+//!   only after the peer's round 5.
+
+use std::sync::Arc;
+
+use mpc_core::derive::DerivationPath;
+use mpc_core::wire::{Role, SessionId};
+use mpc_core::{Dkg, KeyId, KeyShare, OnlineSign, Prehash, Presign, Refresh, Sign};
+use mpc_transport_ws::{Frames, Operation, Rejection, ServerSession, TransportError};
+use rand_core::OsRng;
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use crate::crash;
+use crate::server::{now_ms, AppState};
+use crate::vault::{Event, KeyRecord, KeyStatus, ShareState, StoredShare};
+
+/// Close codes (application range) this server sends, beyond the
+/// transport's own (`mpc_transport_ws::CloseCode`).
+pub mod codes {
+    use mpc_transport_ws::Rejection;
+
+    /// 4101: the key was revoked; nothing signs with it.
+    pub const KEY_REVOKED: Rejection = Rejection::application(4101, "key revoked");
+    /// 4102: a protocol check failed earlier with a ban-class error; the
+    /// key signs again only after a refresh.
+    pub const KEY_BANNED: Rejection = Rejection::application(4102, "key banned until refreshed");
+    /// 4103: a rotation was requested; the next session must be a refresh.
+    pub const ROTATION_REQUIRED: Rejection =
+        Rejection::application(4103, "rotation required: refresh first");
+    /// 4104: the server holds no share of the epoch the client named.
+    pub const UNKNOWN_EPOCH: Rejection = Rejection::application(4104, "unknown epoch");
+    /// 4105: the BIP32 path cannot be derived (an index with `IL >= n`).
+    pub const INVALID_PATH: Rejection = Rejection::application(4105, "invalid derivation path");
+    /// 4106: another refresh of this key is in progress.
+    pub const REFRESH_IN_PROGRESS: Rejection =
+        Rejection::application(4106, "refresh already in progress");
+}
+
+/// Runs the operation the client's opening asks for, as `owner`. Returns
+/// the operation's name for metrics.
+///
+/// # Errors
+///
+/// The session's [`TransportError`]; the socket is closed by then.
+pub(crate) async fn handle<F: Frames>(
+    state: Arc<AppState>,
+    owner: String,
+    session: ServerSession<F>,
+) -> Result<&'static str, TransportError> {
+    let operation = session.opening().operation.clone();
+    let name = operation.name();
+    match operation {
+        Operation::Keygen => keygen(&state, &owner, session).await,
+        Operation::Sign {
+            key_id,
+            epoch,
+            prehash,
+            path,
+        } => sign(&state, &owner, session, key_id, epoch, prehash, path).await,
+        Operation::Presign {
+            key_id,
+            epoch,
+            path,
+        } => presign(&state, &owner, session, key_id, epoch, path).await,
+        Operation::OnlineSign {
+            key_id,
+            presignature,
+            prehash,
+        } => online_sign(&state, &owner, session, key_id, presignature, prehash).await,
+        Operation::Refresh { key_id, epoch } => {
+            refresh(&state, &owner, session, key_id, epoch).await
+        }
+        _ => Err(session.reject(Rejection::UNSUPPORTED_OPERATION).await),
+    }
+    .map(|()| name)
+}
+
+/// Logs a storage failure (its text holds no secrets) and gives the
+/// rejection to send.
+fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Rejection {
+    error!(%error, "storage failed: {what}");
+    Rejection::INTERNAL
+}
+
+async fn keygen<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    mut session: ServerSession<F>,
+) -> Result<(), TransportError> {
+    let context = session.opening().context().to_vec();
+    let mut dkg = Dkg::new(Role::B, &context);
+    let share = session.run(&mut dkg, &mut OsRng).await?;
+    crash::point("keygen:before-store");
+    let record = match state.vault.create_key(owner, &share, now_ms()).await {
+        Ok(record) => record,
+        Err(e) => return Err(session.reject(storage_failed("create key", &e)).await),
+    };
+    crash::point("keygen:after-store");
+    info!(key_id = %record.key_id, owner, "key created");
+    session.finish().await
+}
+
+/// The caller's key, if it exists, is theirs, and is in a state that allows
+/// `purpose`.
+async fn usable_key<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    key_id: &KeyId,
+    purpose: Purpose,
+    session: ServerSession<F>,
+) -> Result<(KeyRecord, ServerSession<F>), TransportError> {
+    let record = match state.vault.key(key_id).await {
+        Ok(Some(record)) if record.owner == owner => record,
+        // Another owner's key is reported exactly like a missing one.
+        Ok(_) => return Err(session.reject(Rejection::NOT_FOUND).await),
+        Err(e) => return Err(session.reject(storage_failed("load key", &e)).await),
+    };
+    let refused = match (record.status, purpose) {
+        (KeyStatus::Revoked, _) => Some(codes::KEY_REVOKED),
+        (KeyStatus::Active, _) | (_, Purpose::Refresh) => None,
+        (KeyStatus::Banned, Purpose::Sign) => Some(codes::KEY_BANNED),
+        (KeyStatus::RotationRequired, Purpose::Sign) => Some(codes::ROTATION_REQUIRED),
+    };
+    match refused {
+        Some(rejection) => Err(session.reject(rejection).await),
+        None => Ok((record, session)),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Purpose {
+    Sign,
+    Refresh,
+}
+
+/// The server's share of `epoch`, or the session is rejected.
+async fn share_of<F: Frames>(
+    state: &AppState,
+    record: &KeyRecord,
+    epoch: u64,
+    session: ServerSession<F>,
+) -> Result<(StoredShare, ServerSession<F>), TransportError> {
+    match state.vault.share(record, epoch).await {
+        Ok(Some(stored)) => Ok((stored, session)),
+        Ok(None) => Err(session.reject(codes::UNKNOWN_EPOCH).await),
+        Err(e) => Err(session.reject(storage_failed("load share", &e)).await),
+    }
+}
+
+/// After a ban-class failure: burn the share's OT material and mark the
+/// key banned until a refresh (PROTOCOL.md §18.2).
+async fn ban(state: &AppState, record: &KeyRecord, mut share: KeyShare, error: &TransportError) {
+    share.burn_ot_material();
+    let event = Event {
+        name: "key.banned",
+        detail: json!({ "epoch": share.epoch(), "reason": error.to_string() }),
+    };
+    warn!(key_id = %record.key_id, %error, "ban-class failure: OT material burned");
+    if let Err(e) = state
+        .vault
+        .replace_share(record, &share, KeyStatus::Banned, event, now_ms())
+        .await
+    {
+        // The session already ended; the share on disk still has its OT
+        // material. Say so loudly: an operator must revoke or refresh.
+        error!(key_id = %record.key_id, error = %e, "could not persist the ban");
+    }
+}
+
+/// Records a use of the key and, when the client used an epoch newer than
+/// the finalized one, finalizes it: the client signs with a new epoch only
+/// once confirmed, so it will never use the old one again (§18.1).
+async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64, event: Event<'_>) {
+    let now = now_ms();
+    let vault = &state.vault;
+    let result = async {
+        vault.touch(&record.key_id, now).await?;
+        vault
+            .audit(&record.key_id, &record.owner, event, now)
+            .await?;
+        if epoch > record.epoch {
+            let finalize = Event {
+                name: "refresh.finalized_by_use",
+                detail: json!({ "epoch": epoch }),
+            };
+            vault
+                .finalize_epoch(&record.key_id, epoch, finalize, now)
+                .await?;
+        }
+        Ok::<(), crate::vault::VaultError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        // The signature already exists on the client's side: failing the
+        // session now would not take it back.
+        error!(key_id = %record.key_id, error = %e, "could not record a key use");
+    }
+}
+
+async fn sign<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    session: ServerSession<F>,
+    key_id: KeyId,
+    epoch: u64,
+    prehash: Prehash,
+    path: DerivationPath,
+) -> Result<(), TransportError> {
+    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
+    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let result = match Sign::with_path(&stored.share, prehash, &path) {
+        Ok(mut protocol) => Some(session.run(&mut protocol, &mut OsRng).await),
+        Err(_) => None,
+    };
+    match result {
+        None => Err(session.reject(codes::INVALID_PATH).await),
+        Some(Err(e)) => {
+            if e.is_ban() {
+                ban(state, &record, stored.share, &e).await;
+            }
+            Err(e)
+        }
+        Some(Ok(_signature)) => {
+            crash::point("sign:after-run");
+            let event = Event {
+                name: "sign",
+                detail: json!({
+                    "epoch": epoch,
+                    "path": path.to_string(),
+                    "prehash": hex::encode(prehash.as_bytes()),
+                }),
+            };
+            record_use(state, &record, epoch, event).await;
+            session.finish().await
+        }
+    }
+}
+
+async fn presign<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    session: ServerSession<F>,
+    key_id: KeyId,
+    epoch: u64,
+    path: DerivationPath,
+) -> Result<(), TransportError> {
+    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
+    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let result = match Presign::with_path(&stored.share, &path) {
+        Ok(mut protocol) => Some(session.run(&mut protocol, &mut OsRng).await),
+        Err(_) => None,
+    };
+    let presignature = match result {
+        None => return Err(session.reject(codes::INVALID_PATH).await),
+        Some(Err(e)) => {
+            if e.is_ban() {
+                ban(state, &record, stored.share, &e).await;
+            }
+            return Err(e);
+        }
+        Some(Ok(presignature)) => presignature,
+    };
+    crash::point("presign:before-store");
+    if let Err(e) = state
+        .vault
+        .store_presignature(&record, &presignature, now_ms())
+        .await
+    {
+        return Err(session
+            .reject(storage_failed("store presignature", &e))
+            .await);
+    }
+    crash::point("presign:after-store");
+    session.finish().await
+}
+
+async fn online_sign<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    session: ServerSession<F>,
+    key_id: KeyId,
+    presignature: SessionId,
+    prehash: Prehash,
+) -> Result<(), TransportError> {
+    let (record, mut session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
+    // Claimed (marked used, ciphertext erased) before anything is sent: a
+    // crash from here on loses the presignature, never reuses it.
+    let presignature = match state
+        .vault
+        .take_presignature(&record, &presignature, now_ms())
+        .await
+    {
+        Ok(Some(presignature)) => presignature,
+        Ok(None) => return Err(session.reject(Rejection::NOT_FOUND).await),
+        Err(e) => {
+            return Err(session
+                .reject(storage_failed("take presignature", &e))
+                .await)
+        }
+    };
+    crash::point("online:after-take");
+    let epoch = presignature.epoch();
+    let mut protocol = OnlineSign::new(presignature, prehash);
+    match session.run(&mut protocol, &mut OsRng).await {
+        Ok(_signature) => {
+            let event = Event {
+                name: "sign",
+                detail: json!({
+                    "epoch": epoch,
+                    "presigned": true,
+                    "prehash": hex::encode(prehash.as_bytes()),
+                }),
+            };
+            record_use(state, &record, epoch, event).await;
+            session.finish().await
+        }
+        Err(e) => {
+            if e.is_ban() {
+                // A failed final verification: the online step uses no OT
+                // material, but the key's is burned all the same (§8).
+                if let Ok(Some(stored)) = state.vault.share(&record, epoch).await {
+                    ban(state, &record, stored.share, &e).await;
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn refresh<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    session: ServerSession<F>,
+    key_id: KeyId,
+    epoch: u64,
+) -> Result<(), TransportError> {
+    // Locked before the key and share are read: a refresh that finalized
+    // meanwhile has deleted the epoch this one would start from.
+    let Some(_guard) = state.refresh_locks.try_lock(&key_id) else {
+        return Err(session.reject(codes::REFRESH_IN_PROGRESS).await);
+    };
+    let (record, session) = usable_key(state, owner, &key_id, Purpose::Refresh, session).await?;
+    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let context = session.opening().context().to_vec();
+    let mut protocol = Refresh::new(&stored.share, &context);
+    let mut hook = DurableRefresh::new(state, &record);
+    let new_share = session
+        .run_with(&mut protocol, &mut OsRng, &mut hook)
+        .await?;
+    drop(protocol);
+    crash::point("refresh:before-finalize");
+    let event = Event {
+        name: "key.refreshed",
+        detail: json!({ "from_epoch": epoch, "epoch": new_share.epoch() }),
+    };
+    if let Err(e) = state
+        .vault
+        .finalize_refreshed(&new_share, event, now_ms())
+        .await
+    {
+        return Err(session.reject(storage_failed("finalize epoch", &e)).await);
+    }
+    crash::point("refresh:after-finalize");
+    info!(%key_id, epoch = new_share.epoch(), "key refreshed");
+    session.finish().await
+}
+
+/// The refresh's [`BeforeSend`](mpc_transport_ws::BeforeSend) hook: stores
+/// the new share when it first exists and its confirmation when it first
+/// holds, each before the next message leaves (PROTOCOL.md §18.1).
+struct DurableRefresh {
+    vault: crate::vault::Vault,
+    record: KeyRecord,
+    stored: Option<ShareState>,
+}
+
+impl DurableRefresh {
+    fn new(state: &AppState, record: &KeyRecord) -> Self {
+        Self {
+            vault: state.vault.clone(),
+            record: record.clone(),
+            stored: None,
+        }
+    }
+}
+
+impl<'a> mpc_transport_ws::BeforeSend<Refresh<'a>> for DurableRefresh {
+    fn before_send(
+        &mut self,
+        protocol: &Refresh<'a>,
+    ) -> impl std::future::Future<Output = Result<(), Rejection>> + Send {
+        enum Action {
+            None,
+            Ready(Box<Result<KeyShare, mpc_core::Error>>),
+            Confirm(u64),
+        }
+        let action = match (self.stored, protocol.ready_share()) {
+            (None, Some(share)) => {
+                self.stored = Some(ShareState::Ready);
+                // The share is not `Clone`: copy it through its encoding.
+                Action::Ready(Box::new(KeyShare::from_bytes(&share.to_bytes())))
+            }
+            (Some(ShareState::Ready), Some(share)) if protocol.is_confirmed() => {
+                self.stored = Some(ShareState::Confirmed);
+                Action::Confirm(share.epoch())
+            }
+            _ => Action::None,
+        };
+        let vault = self.vault.clone();
+        let record = self.record.clone();
+        async move {
+            match action {
+                Action::None => Ok(()),
+                Action::Ready(ready) => {
+                    let Ok(share) = *ready else {
+                        return Err(Rejection::INTERNAL);
+                    };
+                    crash::point("refresh:before-ready");
+                    vault
+                        .store_refreshed(&record, &share, now_ms())
+                        .await
+                        .map_err(|e| storage_failed("store refreshed share", &e))?;
+                    crash::point("refresh:after-ready");
+                    Ok(())
+                }
+                Action::Confirm(epoch) => {
+                    vault
+                        .confirm_refreshed(&record.key_id, epoch)
+                        .await
+                        .map_err(|e| storage_failed("confirm refreshed share", &e))?;
+                    crash::point("refresh:after-confirm");
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! SQL storage on SQLite or PostgreSQL.
+//!
+//! Both backends go through sqlx's `Any` driver: every query in
+//! `queries` is written once, with `$1`-style placeholders that both
+//! SQLite and PostgreSQL accept, and only the schema (per-backend migrations
+//! under `mpc-server/migrations/{sqlite,postgres}/`, embedded at build time)
+//! and the connection setup differ. Integers are bound and read as `i64`,
+//! binary columns as `Vec<u8>`, text as `String`.
+//!
+//! This module holds no secrets: sealed columns are opaque ciphertexts
+//! produced and opened by [`crate::vault`] with [`crate::seal`]. Nothing here
+//! logs a database URL (it may hold a password).
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL` (every commit
+//! is fsynced before it is acknowledged), a 5 s busy timeout and foreign keys
+//! on; writing transactions start with `BEGIN IMMEDIATE` so that concurrent
+//! writers queue on the busy timeout instead of failing on a lock upgrade.
+//! On PostgreSQL, writing transactions lock the key's row first (see
+//! `queries::lock_key`), which serializes changes to one key across
+//! server processes.
+
+pub(crate) mod queries;
+pub(crate) mod records;
+#[cfg(test)]
+mod sqlite_file_tests;
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod vault_tests;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+
+use crate::vault::VaultError;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// SQLite's `synchronous=FULL`, busy timeout and foreign keys are
+/// per-connection settings: applied to every pooled connection.
+const SQLITE_CONNECTION_PRAGMAS: [&str; 3] = [
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// Tries at setting up a SQLite file that another opener may be setting up
+/// at the same time (see [`Store::migrate`]).
+const SQLITE_MIGRATION_ATTEMPTS: u32 = 5;
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+const POSTGRES_MAX_CONNECTIONS: u32 = 8;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The database product behind a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn from_url(url: &str) -> Result<Self, VaultError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => Err(VaultError::Database(
+                "unsupported database URL: expected sqlite://PATH or postgres://...".into(),
+            )),
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// A connection pool with the schema migrated.
+pub(crate) struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A transaction; dropping it without [`commit`](Transaction::commit) rolls
+/// it back.
+pub(crate) type Tx = Transaction<'static, Any>;
+
+impl Store {
+    /// Connects and runs the migrations.
+    #[cfg(test)]
+    pub(crate) async fn open(url: &str) -> Result<Self, VaultError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects (creating a SQLite file if missing) without migrating.
+    pub(crate) async fn connect(url: &str) -> Result<Self, VaultError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url),
+            Backend::Postgres => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| db_error("invalid database URL", &e))?;
+        // Connection-level statement logging would print bound values.
+        let options = options.disable_statement_logging();
+        if backend == Backend::Sqlite {
+            // A concurrent first open may hold the lock the switch needs.
+            let mut attempt = 1;
+            while let Err(e) = enable_wal(&options).await {
+                if attempt >= SQLITE_MIGRATION_ATTEMPTS {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => SQLITE_MAX_CONNECTIONS,
+                Backend::Postgres => POSTGRES_MAX_CONNECTIONS,
+            })
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in SQLITE_CONNECTION_PRAGMAS {
+                            conn.execute(pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| db_error("cannot connect to the database", &e))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Runs the migrations that are not applied yet.
+    ///
+    /// On PostgreSQL sqlx holds an advisory lock meanwhile, so two processes
+    /// opening one database at once are safe. sqlx takes no lock on SQLite:
+    /// there, two first opens may both try to apply a migration and the
+    /// loser fails (each migration is one transaction, so nothing is half
+    /// applied); it retries and then finds the migration applied.
+    pub(crate) async fn migrate(&self) -> Result<(), VaultError> {
+        let (migrator, attempts) = match self.backend {
+            Backend::Sqlite => (&SQLITE_MIGRATOR, SQLITE_MIGRATION_ATTEMPTS),
+            Backend::Postgres => (&POSTGRES_MIGRATOR, 1),
+        };
+        let mut attempt = 1;
+        loop {
+            // On failure the store is dropped by the caller, closing its
+            // connections and so any migration lock a session still holds.
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < attempts => {
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(VaultError::Database(format!(
+                        "database migration failed: {}",
+                        migrate_error_text(&e)
+                    )))
+                }
+            }
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A pooled connection for reads or single-statement writes.
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Any>, VaultError> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|e| db_error("cannot get a database connection", &e))
+    }
+
+    /// Starts a writing transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub(crate) async fn begin(&self) -> Result<Tx, VaultError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(|e| db_error("cannot begin a transaction", &e))
+    }
+
+    /// Checks that the database answers.
+    pub(crate) async fn ping(&self) -> Result<(), VaultError> {
+        let mut conn = self.acquire().await?;
+        conn.ping().await.map_err(|e| db_error("database ping", &e))
+    }
+}
+
+/// Commits `tx`.
+pub(crate) async fn commit(tx: Tx) -> Result<(), VaultError> {
+    tx.commit()
+        .await
+        .map_err(|e| db_error("committing a transaction", &e))
+}
+
+/// Adds `mode=rwc` (create if missing) unless the URL chooses a mode.
+fn sqlite_url(url: &str) -> String {
+    let has_mode = url
+        .split_once('?')
+        .map(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")))
+        .unwrap_or(false);
+    if has_mode {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// Switches the file to WAL once, on a lone connection: the journal mode is
+/// persistent, and changing it needs an exclusive lock that the busy timeout
+/// does not wait for, so pooled connections must not race to set it.
+async fn enable_wal(options: &AnyConnectOptions) -> Result<(), VaultError> {
+    let mut conn = AnyConnection::connect_with(options)
+        .await
+        .map_err(|e| db_error("cannot open the SQLite database", &e))?;
+    conn.execute("PRAGMA busy_timeout = 5000")
+        .await
+        .map_err(|e| db_error("cannot configure SQLite", &e))?;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| db_error("cannot enable the SQLite WAL journal", &e))?;
+    conn.close()
+        .await
+        .map_err(|e| db_error("cannot configure SQLite", &e))?;
+    // In-memory databases report "memory"; files must be in WAL mode.
+    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+        return Err(VaultError::Database(format!(
+            "SQLite refused the WAL journal (journal mode is {mode})"
+        )));
+    }
+    Ok(())
+}
+
+/// A `VaultError::Database` describing `error` without bound values or
+/// connection strings.
+pub(crate) fn db_error(context: &str, error: &sqlx::Error) -> VaultError {
+    let detail = match error {
+        sqlx::Error::Database(e) => match e.code() {
+            Some(code) => format!("{} (code {code})", e.message()),
+            None => e.message().to_owned(),
+        },
+        sqlx::Error::Configuration(_) => "invalid database configuration".to_owned(),
+        sqlx::Error::Io(e) => format!("I/O error: {}", e.kind()),
+        sqlx::Error::Tls(_) => "TLS error".to_owned(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".to_owned(),
+        sqlx::Error::PoolClosed => "the connection pool is closed".to_owned(),
+        sqlx::Error::ColumnNotFound(name) => format!("column {name} not found"),
+        sqlx::Error::ColumnDecode { index, .. } => format!("cannot decode column {index}"),
+        sqlx::Error::Migrate(e) => migrate_error_text(e),
+        other => other.to_string(),
+    };
+    VaultError::Database(format!("{context}: {detail}"))
+}
+
+fn migrate_error_text(error: &sqlx::migrate::MigrateError) -> String {
+    match error {
+        sqlx::migrate::MigrateError::Execute(e)
+        | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => match db_error("executing", e) {
+            VaultError::Database(text) => text,
+            _ => "executing a migration failed".to_owned(),
+        },
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::from_url("mysql://user:hunter2@h/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn sqlite_url_creates_unless_told() {
+        assert_eq!(sqlite_url("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            sqlite_url("sqlite://a.db?cache=private"),
+            "sqlite://a.db?cache=private&mode=rwc"
+        );
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+    }
+
+    #[tokio::test]
+    async fn sqlite_settings_apply_to_pooled_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("settings.db").display());
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.backend().as_str(), "sqlite");
+        let mut conn = store.acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode.to_ascii_lowercase(), "wal");
+        for (pragma, want) in [
+            ("PRAGMA synchronous", 2i64),
+            ("PRAGMA foreign_keys", 1),
+            ("PRAGMA busy_timeout", 5000),
+        ] {
+            let got: i64 = sqlx::query_scalar(pragma)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{pragma}");
+        }
+        store.ping().await.unwrap();
+        // Opening again runs no migration twice.
+        drop(conn);
+        Store::open(&url).await.unwrap();
+    }
+}
