@@ -1,5 +1,7 @@
-//! Shared code of the OT-stack fuzz targets (`base_ot`, `ot_setup`,
-//! `ot_extension`, `rvole`) and of the corpus generator.
+//! Shared code of the fuzz targets and of the corpus generator: here the
+//! OT-stack fixtures (`base_ot`, `ot_setup`, `ot_extension`, `rvole`); in
+//! [`protocols`] the recorded protocol runs, key shares, presignatures and
+//! the backup (`protocol_rounds`, `keyshare_decode`, `backup_verify`).
 //!
 //! Every fixture is an honest protocol run from fixed seeds, built once per
 //! process (`OnceLock`) and checked for correctness when it is built. The
@@ -26,6 +28,8 @@ use mpc_core::hazmat::vole::{self, RvoleReceiver};
 use mpc_core::params::{LAMBDA_C_BYTES, RVOLE_INPUTS, SOFTSPOKEN_K, XI};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+
+pub mod protocols;
 
 /// A deterministic RNG: every party under test is seeded, so every fuzz input
 /// replays exactly.
