@@ -71,9 +71,42 @@ pub struct Cli {
     /// Longest wait for the peer's next message, in seconds.
     #[arg(long, env = "MPC_MESSAGE_TIMEOUT", default_value_t = 30)]
     pub message_timeout: u64,
+    /// Longest a REST request may take, in seconds.
+    #[arg(long, env = "MPC_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// How recent (seconds) the second factor (`auth_time`) must be for
+    /// backup and export.
+    #[arg(long, env = "MPC_STEP_UP_MAX_AGE", default_value_t = 300)]
+    pub step_up_max_age: u64,
+    /// Recovery public key for backups (SEC1 compressed, hex).
+    #[arg(long, env = "MPC_BACKUP_RECOVERY_KEY")]
+    pub backup_recovery_key: Option<String>,
+    /// Let a backup request name its own recovery key.
+    #[arg(long, env = "MPC_BACKUP_ALLOW_REQUEST_KEY", default_value_t = false)]
+    pub backup_allow_request_key: bool,
+    /// REST requests per minute per token subject.
+    #[arg(long, env = "MPC_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+    /// REST requests per minute per client IP.
+    #[arg(long, env = "MPC_RATE_LIMIT_IP_PER_MINUTE", default_value_t = 1200)]
+    pub rate_limit_ip_per_minute: u32,
+    /// Backup and export requests per hour per token subject.
+    #[arg(long, env = "MPC_SENSITIVE_RATE_LIMIT_PER_HOUR", default_value_t = 10)]
+    pub sensitive_rate_limit_per_hour: u32,
+    /// Webhook endpoint of the backend (events are signed with
+    /// `MPC_WEBHOOK_SECRET`).
+    #[arg(long, env = "MPC_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// First retry delay of a failed webhook delivery, in milliseconds
+    /// (doubling up to 5 minutes).
+    #[arg(long, env = "MPC_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
+    pub webhook_retry_base_ms: u64,
     /// Log format.
     #[arg(long, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Print the REST API's OpenAPI document and exit.
+    #[arg(long)]
+    pub print_openapi: bool,
     /// Development mode: generates (and keeps in the data directory) a JWT
     /// secret and a master key when none is configured, and prints a token
     /// for the user `demo`. Never use it in production.
@@ -158,6 +191,10 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most WebSocket sessions one owner may have open at once.
     pub max_sessions_per_owner: usize,
+    /// REST settings.
+    pub rest: crate::rest::RestConfig,
+    /// Webhook delivery, if configured.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -207,6 +244,41 @@ impl ServerConfig {
             Some(url) => url.to_string(),
             None => sqlite_url(&cli.data_dir),
         };
+        let recovery_key = match &cli.backup_recovery_key {
+            Some(text) => Some(
+                hex::decode(text.trim())
+                    .ok()
+                    .and_then(|bytes| k256::PublicKey::from_sec1_bytes(&bytes).ok())
+                    .ok_or("MPC_BACKUP_RECOVERY_KEY is not a SEC1 secp256k1 public key in hex")?,
+            ),
+            None => None,
+        };
+        let rest = crate::rest::RestConfig {
+            step_up_max_age: Duration::from_secs(cli.step_up_max_age),
+            recovery_key,
+            allow_request_recovery_key: cli.backup_allow_request_key,
+            limits: crate::rest::RateLimits {
+                per_subject_per_minute: cli.rate_limit_per_minute,
+                per_ip_per_minute: cli.rate_limit_ip_per_minute,
+                sensitive_per_subject_per_hour: cli.sensitive_rate_limit_per_hour,
+            },
+            request_timeout: Duration::from_secs(cli.request_timeout.max(1)),
+        };
+        let webhook_secret = read_secret(source, "MPC_WEBHOOK_SECRET")?;
+        let webhook = match (&cli.webhook_url, webhook_secret) {
+            (Some(url), Some(secret)) => {
+                let mut config =
+                    crate::webhook::WebhookConfig::new(url.clone(), secret.as_bytes().to_vec());
+                config.retry_base = Duration::from_millis(cli.webhook_retry_base_ms.max(1));
+                Some(config)
+            }
+            (Some(_), None) => {
+                return Err("MPC_WEBHOOK_URL is set but MPC_WEBHOOK_SECRET (or \
+                            MPC_WEBHOOK_SECRET_FILE) is not"
+                    .into())
+            }
+            (None, _) => None,
+        };
         let mut transport = TransportConfig::default();
         transport.session_timeout = Duration::from_secs(cli.session_timeout.max(1));
         transport.message_timeout =
@@ -225,6 +297,8 @@ impl ServerConfig {
             transport,
             max_sessions: cli.max_sessions.max(1),
             max_sessions_per_owner: cli.max_sessions_per_owner.max(1),
+            rest,
+            webhook,
         })
     }
 
@@ -234,7 +308,7 @@ impl ServerConfig {
     pub fn redacted(&self) -> String {
         format!(
             "ws={} rest={} database={} jwt={}(aud={}, iss={}) kek={} sessions={}/{} per owner \
-             timeouts={}s/{}s",
+             timeouts={}s/{}s webhook={} backup_key={}",
             self.ws_addr,
             self.rest_addr,
             redact_url(&self.database_url),
@@ -246,6 +320,12 @@ impl ServerConfig {
             self.max_sessions_per_owner,
             self.transport.session_timeout.as_secs(),
             self.transport.message_timeout.as_secs(),
+            self.webhook.as_ref().map_or("-", |w| w.url.as_str()),
+            if self.rest.recovery_key.is_some() {
+                "configured"
+            } else {
+                "-"
+            },
         )
     }
 }

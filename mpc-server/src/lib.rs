@@ -15,11 +15,13 @@ pub mod auth;
 pub mod config;
 pub mod crash;
 pub mod dev;
+pub mod rest;
 pub mod seal;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod vault;
+pub mod webhook;
 
 pub use config::ServerConfig;
 pub use server::{Server, ServerError};

@@ -14,6 +14,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.print_openapi {
+        println!("{}", mpc_server::rest::keys::openapi_json());
+        return ExitCode::SUCCESS;
+    }
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -101,6 +101,7 @@ impl Drop for SessionSlot {
     fn drop(&mut self) {
         let counter = &self.state.sessions;
         counter.open.fetch_sub(1, Ordering::SeqCst);
+        self.state.metrics.open_sessions().dec();
         let mut per_owner = counter
             .per_owner
             .lock()
@@ -129,6 +130,11 @@ pub struct AppState {
     pub(crate) max_sessions_per_owner: usize,
     pub(crate) refresh_locks: RefreshLocks,
     pub(crate) sessions: SessionCounter,
+    pub(crate) metrics: crate::rest::metrics::Metrics,
+    pub(crate) rest: crate::rest::RestConfig,
+    pub(crate) limiters: crate::rest::limits::Limiters,
+    webhook: Option<crate::webhook::WebhookConfig>,
+    pub(crate) webhook_stats: Mutex<Option<Arc<crate::webhook::DeliveryStats>>>,
     shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -149,6 +155,7 @@ impl AppState {
         }
         *count += 1;
         self.sessions.open.fetch_add(1, Ordering::SeqCst);
+        self.metrics.open_sessions().inc();
         Ok(SessionSlot {
             state: Arc::clone(self),
             owner: owner.to_owned(),
@@ -191,6 +198,11 @@ impl Server {
             max_sessions_per_owner: config.max_sessions_per_owner,
             refresh_locks: RefreshLocks::default(),
             sessions: SessionCounter::default(),
+            metrics: crate::rest::metrics::Metrics::new(),
+            limiters: crate::rest::limits::Limiters::new(config.rest.limits),
+            rest: config.rest.clone(),
+            webhook: config.webhook.clone(),
+            webhook_stats: Mutex::new(None),
             shutdown,
             shutdown_tx,
         };
@@ -220,12 +232,17 @@ impl Server {
             .with_state(Arc::clone(&self.state))
     }
 
-    /// The REST endpoints: `/healthz` and `/readyz`.
+    /// The REST service ([`crate::rest`]), state attached. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so that the
+    /// per-IP rate limit applies.
     pub fn rest_router(&self) -> Router {
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .with_state(Arc::clone(&self.state))
+        crate::rest::router(Arc::clone(&self.state))
+    }
+
+    /// The metrics registry (e.g. to export from an embedding service).
+    #[must_use]
+    pub fn metrics(&self) -> &crate::rest::metrics::Metrics {
+        &self.state.metrics
     }
 
     /// Serves the WebSocket endpoint on `ws` and the REST endpoints on
@@ -245,9 +262,24 @@ impl Server {
         let ws_app = self
             .ws_router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        let rest_app = self.rest_router();
+        let rest_app = self
+            .rest_router()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let mut ws_stop = state.shutdown.clone();
         let mut rest_stop = state.shutdown.clone();
+        let deliverer = match state.webhook.clone() {
+            Some(webhook) => {
+                let (handle, stats) =
+                    crate::webhook::spawn(state.vault.clone(), webhook, state.shutdown.clone())
+                        .map_err(|e| ServerError::Config(e.to_string()))?;
+                *state
+                    .webhook_stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(stats);
+                Some(handle)
+            }
+            None => None,
+        };
         let stopper = {
             let state = Arc::clone(&state);
             tokio::spawn(async move {
@@ -274,19 +306,28 @@ impl Server {
         if self.open_sessions() > 0 {
             warn!(open = self.open_sessions(), "sessions still open at exit");
         }
+        if let Some(deliverer) = deliverer {
+            // It watches the same shutdown signal; undelivered events stay
+            // in the outbox for the next start.
+            let _ = deliverer.await;
+        }
         ws_result?;
         rest_result?;
         Ok(())
     }
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.vault.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
-        }
+/// A failed session's outcome label for metrics.
+fn outcome_of(error: &mpc_transport_ws::TransportError) -> &'static str {
+    use mpc_transport_ws::TransportError as E;
+    match error {
+        e if e.is_ban() => "ban",
+        E::Protocol { .. } => "abort",
+        E::Timeout { .. } => "timeout",
+        E::Rejected { .. } => "rejected",
+        E::RejectedByPeer { .. } => "peer_failed",
+        E::Violation { .. } | E::OpeningInvalid { .. } => "violation",
+        _ => "disconnected",
     }
 }
 
@@ -325,14 +366,29 @@ async fn ws_session(
             let span = tracing::info_span!("session", owner = %owner);
             async move {
                 let state = Arc::clone(&slot.state);
+                let started = tokio::time::Instant::now();
+                let mut operation = "unknown";
                 let result = serve(socket, config, |session| {
                     debug!(session = %session.opening().session, "opened");
-                    crate::session::handle(state, owner, session)
+                    operation = session.opening().operation.name();
+                    crate::session::handle(Arc::clone(&state), owner, session)
                 })
                 .await;
                 match result {
-                    Ok(operation) => info!(operation, "session finished"),
-                    Err(e) => info!(error = %e, "session failed"),
+                    Ok(traffic) => {
+                        info!(operation, "session finished");
+                        state.metrics.session_finished(operation, "ok");
+                        state.metrics.session_succeeded(
+                            operation,
+                            started.elapsed(),
+                            u64::try_from(traffic.bytes_sent).unwrap_or(u64::MAX),
+                            u64::try_from(traffic.bytes_received).unwrap_or(u64::MAX),
+                        );
+                    }
+                    Err(e) => {
+                        info!(operation, error = %e, "session failed");
+                        state.metrics.session_finished(operation, outcome_of(&e));
+                    }
                 }
                 drop(slot);
             }

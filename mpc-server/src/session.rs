@@ -16,7 +16,7 @@ use std::sync::Arc;
 use mpc_core::derive::DerivationPath;
 use mpc_core::wire::{Role, SessionId};
 use mpc_core::{Dkg, KeyId, KeyShare, OnlineSign, Prehash, Presign, Refresh, Sign};
-use mpc_transport_ws::{Frames, Operation, Rejection, ServerSession, TransportError};
+use mpc_transport_ws::{Frames, Operation, Rejection, ServerSession, Traffic, TransportError};
 use rand_core::OsRng;
 use serde_json::json;
 use tracing::{error, info, warn};
@@ -48,7 +48,7 @@ pub mod codes {
 }
 
 /// Runs the operation the client's opening asks for, as `owner`. Returns
-/// the operation's name for metrics.
+/// the session's traffic (for metrics).
 ///
 /// # Errors
 ///
@@ -57,9 +57,8 @@ pub(crate) async fn handle<F: Frames>(
     state: Arc<AppState>,
     owner: String,
     session: ServerSession<F>,
-) -> Result<&'static str, TransportError> {
+) -> Result<Traffic, TransportError> {
     let operation = session.opening().operation.clone();
-    let name = operation.name();
     match operation {
         Operation::Keygen => keygen(&state, &owner, session).await,
         Operation::Sign {
@@ -83,7 +82,13 @@ pub(crate) async fn handle<F: Frames>(
         }
         _ => Err(session.reject(Rejection::UNSUPPORTED_OPERATION).await),
     }
-    .map(|()| name)
+}
+
+/// Ends the session successfully; the protocol's traffic, for metrics.
+async fn finish<F: Frames>(session: ServerSession<F>) -> Result<Traffic, TransportError> {
+    let traffic = session.traffic();
+    session.finish().await?;
+    Ok(traffic)
 }
 
 /// Logs a storage failure (its text holds no secrets) and gives the
@@ -97,7 +102,7 @@ async fn keygen<F: Frames>(
     state: &AppState,
     owner: &str,
     mut session: ServerSession<F>,
-) -> Result<(), TransportError> {
+) -> Result<Traffic, TransportError> {
     let context = session.opening().context().to_vec();
     let mut dkg = Dkg::new(Role::B, &context);
     let share = session.run(&mut dkg, &mut OsRng).await?;
@@ -108,7 +113,7 @@ async fn keygen<F: Frames>(
     };
     crash::point("keygen:after-store");
     info!(key_id = %record.key_id, owner, "key created");
-    session.finish().await
+    finish(session).await
 }
 
 /// The caller's key, if it exists, is theirs, and is in a state that allows
@@ -216,7 +221,7 @@ async fn sign<F: Frames>(
     epoch: u64,
     prehash: Prehash,
     path: DerivationPath,
-) -> Result<(), TransportError> {
+) -> Result<Traffic, TransportError> {
     let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     let (stored, mut session) = share_of(state, &record, epoch, session).await?;
     let result = match Sign::with_path(&stored.share, prehash, &path) {
@@ -242,7 +247,7 @@ async fn sign<F: Frames>(
                 }),
             };
             record_use(state, &record, epoch, event).await;
-            session.finish().await
+            finish(session).await
         }
     }
 }
@@ -254,7 +259,7 @@ async fn presign<F: Frames>(
     key_id: KeyId,
     epoch: u64,
     path: DerivationPath,
-) -> Result<(), TransportError> {
+) -> Result<Traffic, TransportError> {
     let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     let (stored, mut session) = share_of(state, &record, epoch, session).await?;
     let result = match Presign::with_path(&stored.share, &path) {
@@ -282,7 +287,7 @@ async fn presign<F: Frames>(
             .await);
     }
     crash::point("presign:after-store");
-    session.finish().await
+    finish(session).await
 }
 
 async fn online_sign<F: Frames>(
@@ -292,7 +297,7 @@ async fn online_sign<F: Frames>(
     key_id: KeyId,
     presignature: SessionId,
     prehash: Prehash,
-) -> Result<(), TransportError> {
+) -> Result<Traffic, TransportError> {
     let (record, mut session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     // Claimed (marked used, ciphertext erased) before anything is sent: a
     // crash from here on loses the presignature, never reuses it.
@@ -323,7 +328,7 @@ async fn online_sign<F: Frames>(
                 }),
             };
             record_use(state, &record, epoch, event).await;
-            session.finish().await
+            finish(session).await
         }
         Err(e) => {
             if e.is_ban() {
@@ -344,7 +349,7 @@ async fn refresh<F: Frames>(
     session: ServerSession<F>,
     key_id: KeyId,
     epoch: u64,
-) -> Result<(), TransportError> {
+) -> Result<Traffic, TransportError> {
     // Locked before the key and share are read: a refresh that finalized
     // meanwhile has deleted the epoch this one would start from.
     let Some(_guard) = state.refresh_locks.try_lock(&key_id) else {
@@ -373,7 +378,7 @@ async fn refresh<F: Frames>(
     }
     crash::point("refresh:after-finalize");
     info!(%key_id, epoch = new_share.epoch(), "key refreshed");
-    session.finish().await
+    finish(session).await
 }
 
 /// The refresh's [`BeforeSend`](mpc_transport_ws::BeforeSend) hook: stores

@@ -342,3 +342,31 @@ async fn a_second_refresh_of_the_same_key_is_refused_while_one_runs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_key_refuses_to_sign_until_refreshed() {
+    bounded(async {
+        let db = Db::sqlite();
+        let server = Launch::new(&db).start();
+        let client = server.client("gina");
+        let share = client.keygen().await.unwrap();
+        let error = sign_maliciously(&client, &share).await;
+        assert!(error.is_ban(), "{error}");
+        // Signing and presigning are refused, across a restart too.
+        server.kill();
+        let server = Launch::new(&db).start();
+        let client = server.client("gina");
+        let e = client
+            .sign(&share, Prehash::sha256(b"banned"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.close_code(), Some(CloseCode(4102)), "{e}");
+        let e = client.presign(&share).await.unwrap_err();
+        assert_eq!(e.close_code(), Some(CloseCode(4102)), "{e}");
+        // A refresh clears the ban; the new epoch signs.
+        let shares = Arc::new(Mutex::new(ClientShares::new(&share)));
+        let refreshed = ClientShares::refresh(&shares, &client).await.unwrap();
+        sign_and_verify(&client, &refreshed, b"after the ban").await;
+    })
+    .await;
+}

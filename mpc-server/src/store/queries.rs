@@ -664,3 +664,55 @@ pub(crate) async fn insert_meta_if_absent(
         .map_err(err("writing metadata"))?;
     Ok(())
 }
+
+// ---- outbox claims (webhook delivery) ----
+
+/// Claims an outbox event for one delivery attempt: moves its next attempt
+/// time to `lease_until` with one conditional update that only matches
+/// while the event is undelivered and due at `now`. Of concurrent callers
+/// (any number of processes on one database) at most one gets `true`
+/// until the lease runs out: PostgreSQL re-checks the condition after
+/// waiting for the row lock, SQLite runs writers one at a time. `false` if
+/// the event is delivered, not due (e.g. claimed by another deliverer) or
+/// absent.
+pub(crate) async fn claim_event(
+    conn: &mut AnyConnection,
+    id: i64,
+    now: i64,
+    lease_until: i64,
+) -> Result<bool, VaultError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $3 \
+         WHERE id = $1 AND delivered_at IS NULL AND next_attempt_at <= $2",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(lease_until)
+    .execute(conn)
+    .await
+    .map_err(err("claiming an outbox event"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives up a claim taken with [`claim_event`] without counting an
+/// attempt: makes the event due at `now` again, only if it is undelivered
+/// and its next attempt time is still `lease_until` (nobody else has
+/// claimed or rescheduled it since). `false` if that no longer holds.
+pub(crate) async fn release_event(
+    conn: &mut AnyConnection,
+    id: i64,
+    lease_until: i64,
+    now: i64,
+) -> Result<bool, VaultError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $3 \
+         WHERE id = $1 AND delivered_at IS NULL AND next_attempt_at = $2",
+    )
+    .bind(id)
+    .bind(lease_until)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(err("releasing an outbox event"))?;
+    Ok(done.rows_affected() == 1)
+}

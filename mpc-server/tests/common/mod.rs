@@ -371,3 +371,74 @@ pub async fn sign_and_verify(client: &Client, share: &KeyShare, message: &[u8]) 
 pub fn path(text: &str) -> DerivationPath {
     text.parse().unwrap()
 }
+
+/// A client socket that flips the last byte of its `n`-th protocol message
+/// (a malicious client: for signing, n = 3 alters `psi`, which only the
+/// final signature check catches, a ban-class failure).
+pub struct FlipLastByte<F> {
+    pub inner: F,
+    pub message: usize,
+    pub seen: usize,
+}
+
+impl<F: mpc_transport_ws::Frames> mpc_transport_ws::Frames for FlipLastByte<F> {
+    async fn send_binary(&mut self, mut data: Vec<u8>) -> Result<(), mpc_transport_ws::FrameError> {
+        // Frame kind 2: a protocol message.
+        if data.first() == Some(&2) {
+            self.seen += 1;
+            if self.seen == self.message {
+                if let Some(last) = data.last_mut() {
+                    *last ^= 1;
+                }
+            }
+        }
+        self.inner.send_binary(data).await
+    }
+
+    async fn send_ping(&mut self) -> Result<(), mpc_transport_ws::FrameError> {
+        self.inner.send_ping().await
+    }
+
+    async fn recv(
+        &mut self,
+    ) -> Option<Result<mpc_transport_ws::Incoming, mpc_transport_ws::FrameError>> {
+        self.inner.recv().await
+    }
+
+    async fn flush(&mut self) -> Result<(), mpc_transport_ws::FrameError> {
+        self.inner.flush().await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> Result<(), mpc_transport_ws::FrameError> {
+        self.inner.close(code, reason).await
+    }
+}
+
+/// Signs as a malicious client that alters its round-3 message: the server
+/// sees a ban-class failure and bans the key. Returns the client's error.
+pub async fn sign_maliciously(
+    client: &Client,
+    share: &KeyShare,
+) -> mpc_transport_ws::TransportError {
+    use rand_core::OsRng;
+    let prehash = Prehash::sha256(b"malicious");
+    let opening = mpc_transport_ws::Opening::new(
+        mpc_transport_ws::Operation::Sign {
+            key_id: *share.key_id(),
+            epoch: share.epoch(),
+            prehash,
+            path: DerivationPath::root(),
+        },
+        &mut OsRng,
+    );
+    let socket = client.connect().await.unwrap();
+    let frames = FlipLastByte {
+        inner: socket,
+        message: 3,
+        seen: 0,
+    };
+    let mut sign = mpc_core::Sign::new(share, prehash);
+    mpc_transport_ws::run_client(frames, &opening, &mut sign, &mut OsRng, client.config())
+        .await
+        .unwrap_err()
+}

@@ -1,0 +1,234 @@
+//! The REST service: key status, backup, export, rotation, revocation and
+//! audit for the key's owner; health, readiness, metrics and the OpenAPI
+//! document for operators.
+//!
+//! Every error is an RFC 9457 problem ([`problem::Problem`]) with a stable
+//! code. Each request gets an id (`x-request-id`, taken from the request
+//! when well-formed, else generated), echoed in the response and in every
+//! log line of the request. Limits: request body 16 KiB, request timeout
+//! (default 30 s), rate limits per client IP (before authentication) and
+//! per token subject, stricter for backup and export ([`limits`]).
+
+pub mod keys;
+pub mod limits;
+pub mod metrics;
+pub mod problem;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tracing::{info, Instrument};
+
+use crate::auth::Claims;
+use crate::server::AppState;
+use problem::{Code, Problem};
+
+pub use limits::RateLimits;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// REST settings.
+#[derive(Debug, Clone)]
+pub struct RestConfig {
+    /// How recent the second factor (`auth_time`) must be for backup and
+    /// export.
+    pub step_up_max_age: Duration,
+    /// The recovery public key backups are made to, if configured.
+    pub recovery_key: Option<k256::PublicKey>,
+    /// Whether a request may name its own recovery key.
+    pub allow_request_recovery_key: bool,
+    /// Rate limits.
+    pub limits: RateLimits,
+    /// The longest a request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self {
+            step_up_max_age: Duration::from_secs(300),
+            recovery_key: None,
+            allow_request_recovery_key: false,
+            limits: RateLimits::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The REST router with its middleware, state attached.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let v1 = keys::routes().layer(middleware::from_fn_with_state(Arc::clone(&state), limit_ip));
+    Router::new()
+        .route("/healthz", get(keys::healthz))
+        .route("/readyz", get(keys::readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .merge(v1)
+        .fallback(|| async { Problem::new(Code::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(Code::MethodNotAllowed, "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .with_state(state)
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state
+        .webhook_stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(stats) = stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        state
+            .metrics
+            .webhooks(stats.delivered.load(Relaxed), stats.failed.load(Relaxed));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        keys::openapi_json(),
+    )
+        .into_response()
+}
+
+/// The request's id: the client's `x-request-id` if it is 1-64 characters
+/// of `[A-Za-z0-9._-]`, else a fresh random one.
+fn request_id(request: &Request) -> String {
+    let given = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    match given {
+        Some(id) => id.to_owned(),
+        None => {
+            use rand_core::{OsRng, RngCore};
+            let mut bytes = [0u8; 12];
+            OsRng.fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        }
+    }
+}
+
+/// Request id, timeout, one log line and a metric per request.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let id = request_id(&request);
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let started = Instant::now();
+    let limit = state.rest.request_timeout;
+    let mut response =
+        match tokio::time::timeout(limit, next.run(request).instrument(span.clone())).await {
+            Ok(response) => response,
+            Err(_) => Problem::new(Code::Unavailable, "the request took too long").into_response(),
+        };
+    let status = response.status().as_u16();
+    state.metrics.request(&method, &route, status);
+    span.in_scope(|| {
+        info!(
+            status,
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The per-IP limit, before authentication.
+async fn limit_ip(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    if let Some(ConnectInfo(addr)) = peer {
+        if let Err(problem) = state.limiters.check_ip(addr.ip()) {
+            return problem.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The authenticated caller (bearer JWT), within the per-subject limit.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Claims);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = mpc_transport_ws::server::bearer_token(&parts.headers)
+            .ok_or_else(|| Problem::new(Code::Unauthorized, "a bearer token is required"))?;
+        let claims = state.auth.verify(token).map_err(|e| {
+            Problem::new(Code::Unauthorized, format!("invalid token ({})", e.code()))
+        })?;
+        state.limiters.check_subject(&claims.subject)?;
+        Ok(Self(claims))
+    }
+}
+
+/// A JSON body whose rejections are problems (400, 413, 415, 422).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                Err(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        Code::PayloadTooLarge,
+                        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    Problem::with_status(Code::InvalidRequest, status, rejection.body_text())
+                })
+            }
+        }
+    }
+}
