@@ -288,6 +288,14 @@ impl Server {
                 state.shutdown_tx.send_replace(true);
             })
         };
+        // Protocol rounds are small messages answered at once: without
+        // TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per round trip.
+        use axum::serve::ListenerExt;
+        let ws = ws.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let ws_server = axum::serve(ws, ws_app).with_graceful_shutdown(async move {
             let _ = ws_stop.wait_for(|stop| *stop).await;
         });

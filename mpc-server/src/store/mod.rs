@@ -12,7 +12,7 @@
 //! logs a database URL (it may hold a password).
 //!
 //! Durability: SQLite runs in WAL mode with `synchronous=FULL` (every commit
-//! is fsynced before it is acknowledged), a 5 s busy timeout and foreign keys
+//! is fsynced before it is acknowledged), a 30 s busy timeout and foreign keys
 //! on; writing transactions start with `BEGIN IMMEDIATE` so that concurrent
 //! writers queue on the busy timeout instead of failing on a lock upgrade.
 //! On PostgreSQL, writing transactions lock the key's row first (see
@@ -27,6 +27,8 @@ mod sqlite_file_tests;
 pub(crate) mod testkit;
 #[cfg(test)]
 mod vault_tests;
+#[cfg(test)]
+mod vault_tests_sealed;
 
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// per-connection settings: applied to every pooled connection.
 const SQLITE_CONNECTION_PRAGMAS: [&str; 3] = [
     "PRAGMA synchronous = FULL",
-    "PRAGMA busy_timeout = 5000",
+    "PRAGMA busy_timeout = 30000",
     "PRAGMA foreign_keys = ON",
 ];
 
@@ -241,7 +243,7 @@ async fn enable_wal(options: &AnyConnectOptions) -> Result<(), VaultError> {
     let mut conn = AnyConnection::connect_with(options)
         .await
         .map_err(|e| db_error("cannot open the SQLite database", &e))?;
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA busy_timeout = 30000")
         .await
         .map_err(|e| db_error("cannot configure SQLite", &e))?;
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
@@ -340,7 +342,7 @@ mod tests {
         for (pragma, want) in [
             ("PRAGMA synchronous", 2i64),
             ("PRAGMA foreign_keys", 1),
-            ("PRAGMA busy_timeout", 5000),
+            ("PRAGMA busy_timeout", 30000),
         ] {
             let got: i64 = sqlx::query_scalar(pragma)
                 .fetch_one(&mut *conn)

@@ -1,0 +1,101 @@
+//! Presignatures: stored sealed, taken at most once.
+
+use mpc_core::wire::SessionId;
+use mpc_core::Presignature;
+
+use super::{open_error, same_owner, KeyRecord, Vault, VaultError};
+use crate::seal::{self, share_aad, RecordKind};
+use crate::store::commit;
+use crate::store::queries as q;
+
+impl Vault {
+    /// Stores an unused presignature of the key, sealed and bound to its
+    /// session id.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::NotFound`] if the key does not exist;
+    /// [`VaultError::Conflict`] if the presignature is of another key or of
+    /// an epoch older than the key's, its session id is stored already, or
+    /// the key is revoked; [`VaultError::Database`]; [`VaultError::Seal`].
+    pub async fn store_presignature(
+        &self,
+        key: &KeyRecord,
+        presignature: &Presignature,
+        now: i64,
+    ) -> Result<(), VaultError> {
+        if *presignature.key_id() != key.key_id {
+            return Err(VaultError::Conflict("the presignature is of another key"));
+        }
+        let session = presignature.session_id();
+        let epoch = presignature.epoch();
+        let aad = share_aad(
+            RecordKind::Presignature,
+            &key.key_id,
+            &key.owner,
+            epoch,
+            &session.0,
+        );
+        let sealed = seal::seal(&*self.inner.kek, &presignature.to_bytes(), &aad)
+            .await
+            .map_err(VaultError::Seal)?;
+        let mut tx = self.store().begin().await?;
+        let current = q::lock_live_key(&mut tx, &key.key_id).await?;
+        same_owner(&current, key)?;
+        if epoch < current.epoch {
+            return Err(VaultError::Conflict(
+                "the presignature is of a superseded epoch",
+            ));
+        }
+        if !q::insert_presignature(&mut tx, &session.0, &key.key_id, epoch, &sealed, now).await? {
+            return Err(VaultError::Conflict("the presignature exists"));
+        }
+        commit(tx).await
+    }
+
+    /// Atomically claims an unused presignature of the key: the row is
+    /// marked used (`used_at = now`) and its ciphertext deleted in one
+    /// transaction, so that of any number of concurrent calls (from any
+    /// number of server processes on one database) exactly one gets it.
+    /// Returns the decrypted presignature; `None` if it is unknown, used,
+    /// or of another key.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::CorruptRecord`] if the claimed record does not open or
+    /// decode to this key's presignature of that session (it is used up
+    /// all the same); [`VaultError::Database`]; [`VaultError::Seal`].
+    pub async fn take_presignature(
+        &self,
+        key: &KeyRecord,
+        session_id: &SessionId,
+        now: i64,
+    ) -> Result<Option<Presignature>, VaultError> {
+        let mut tx = self.store().begin().await?;
+        let Some((epoch, sealed)) =
+            q::claim_presignature(&mut tx, &session_id.0, &key.key_id, now).await?
+        else {
+            return Ok(None);
+        };
+        commit(tx).await?;
+        let aad = share_aad(
+            RecordKind::Presignature,
+            &key.key_id,
+            &key.owner,
+            epoch,
+            &session_id.0,
+        );
+        let bytes = seal::open(&*self.inner.kek, &sealed, &aad)
+            .await
+            .map_err(open_error("presignature"))?;
+        let presignature = Presignature::from_bytes(&bytes)
+            .map_err(|_| VaultError::CorruptRecord("presignature"))?;
+        if *presignature.key_id() != key.key_id
+            || presignature.epoch() != epoch
+            || presignature.session_id() != *session_id
+        {
+            return Err(VaultError::CorruptRecord("presignature"));
+        }
+        Ok(Some(presignature))
+    }
+}
