@@ -8,11 +8,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
+use mpc_api::{BackupRequest, ExportRequest};
 use mpc_core::backup::Backup;
 use mpc_core::export::export_share;
 use mpc_core::{ExtendedPublicKey, KeyId};
 use rand_core::OsRng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
@@ -81,16 +82,6 @@ pub struct KeyList {
     pub keys: Vec<KeyView>,
 }
 
-/// A backup request.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackupRequest {
-    /// SEC1 compressed recovery public key, hex; only when the server
-    /// allows it, else the configured key is used.
-    #[serde(default)]
-    pub recovery_public_key: Option<String>,
-}
-
 /// A verifiable backup of the server share (PROTOCOL.md §17).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BackupView {
@@ -108,17 +99,6 @@ pub struct BackupView {
     pub backup: String,
     /// Unix milliseconds.
     pub created_at: i64,
-}
-
-/// An export request.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExportRequest {
-    /// The owner's one-time public key, SEC1 compressed hex.
-    pub onetime_public_key: String,
-    /// The epoch of the owner's share; default: the key's epoch.
-    #[serde(default)]
-    pub epoch: Option<u64>,
 }
 
 /// The server share encrypted to the one-time key (PROTOCOL.md §16).
@@ -182,10 +162,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 }
 
 fn parse_key_id(text: &str) -> Result<KeyId, Problem> {
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text, &mut bytes)
-        .map_err(|_| Problem::new(Code::KeyNotFound, "no such key"))?;
-    Ok(KeyId(bytes))
+    mpc_api::parse_key_id(text).ok_or_else(|| Problem::new(Code::KeyNotFound, "no such key"))
 }
 
 /// The caller's key: another owner's key is reported as missing.
@@ -221,17 +198,13 @@ fn step_up(state: &AppState, caller: &Caller) -> Result<(), Problem> {
 }
 
 fn parse_point(text: &str, what: &str) -> Result<k256::PublicKey, Problem> {
-    hex::decode(text)
-        .ok()
-        .filter(|bytes| bytes.len() == 33)
-        .and_then(|bytes| k256::PublicKey::from_sec1_bytes(&bytes).ok())
-        .ok_or_else(|| {
-            Problem::with_status(
-                Code::InvalidRequest,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{what} is not a SEC1 compressed secp256k1 point in hex"),
-            )
-        })
+    mpc_api::parse_point(text).ok_or_else(|| {
+        Problem::with_status(
+            Code::InvalidRequest,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{what} is not a SEC1 compressed secp256k1 point in hex"),
+        )
+    })
 }
 
 /// Liveness.
