@@ -9,6 +9,8 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "shared/example_binary.rs"]
+mod example_binary;
 #[path = "client/server.rs"]
 mod server;
 #[path = "client/support.rs"]

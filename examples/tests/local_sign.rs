@@ -5,38 +5,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Builds the example with the same profile as this test (cargo has
-/// released its lock while tests run) and returns its path.
+#[path = "shared/example_binary.rs"]
+mod example_binary;
+
 fn example_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let mut dir = std::env::current_exe().unwrap();
-            dir.pop(); // the test binary
-            if dir.ends_with("deps") {
-                dir.pop();
-            }
-            let mut build = Command::new(env!("CARGO"));
-            build.args([
-                "build",
-                "--quiet",
-                "-p",
-                "mpc-examples",
-                "--example",
-                "local_sign",
-            ]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().unwrap();
-            assert!(status.success(), "building the example failed");
-            let path = dir
-                .join("examples")
-                .join(format!("local_sign{}", std::env::consts::EXE_SUFFIX));
-            assert!(path.exists(), "no example binary at {}", path.display());
-            path
-        })
-        .clone()
+    example_binary::build_example("local_sign")
 }
 
 fn run(count: &str) -> std::process::Output {

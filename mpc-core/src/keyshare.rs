@@ -199,19 +199,7 @@ impl KeyShare {
     /// the public shares do not add up to the public key, malformed OT
     /// material).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (version, _) =
-            postcard::take_from_bytes::<u16>(bytes).map_err(|_| Error::MalformedKeyShare)?;
-        if version != KEY_SHARE_VERSION {
-            return Err(Error::UnsupportedShareVersion);
-        }
-        let record: KeyShareRecord =
-            postcard::from_bytes(bytes).map_err(|_| Error::MalformedKeyShare)?;
-        if postcard::to_allocvec(&record)
-            .map(|again| again != bytes)
-            .unwrap_or(true)
-        {
-            return Err(Error::MalformedKeyShare);
-        }
+        let record: KeyShareRecord = decode_stored_record(bytes, KEY_SHARE_VERSION)?;
         record.to_share()
     }
 
@@ -250,6 +238,29 @@ struct KeyShareRecord {
     receiver_keyctx: [u8; 32],
     receiver_seeds: Vec<Seed>,
     ot_burned: bool,
+}
+
+/// Decodes a stored record (a key share or a presignature) whose first field
+/// is its `u16` format version: [`Error::UnsupportedShareVersion`] for
+/// another version, [`Error::MalformedKeyShare`] unless `bytes` is the
+/// record's canonical encoding.
+pub(crate) fn decode_stored_record<R>(bytes: &[u8], version: u16) -> Result<R>
+where
+    R: serde::de::DeserializeOwned + Serialize + ZeroizeOnDrop,
+{
+    let (found, _) =
+        postcard::take_from_bytes::<u16>(bytes).map_err(|_| Error::MalformedKeyShare)?;
+    if found != version {
+        return Err(Error::UnsupportedShareVersion);
+    }
+    let record: R = postcard::from_bytes(bytes).map_err(|_| Error::MalformedKeyShare)?;
+    let canonical = postcard::to_allocvec(&record)
+        .map(|again| Zeroizing::new(again).as_slice() == bytes)
+        .unwrap_or(false);
+    if !canonical {
+        return Err(Error::MalformedKeyShare);
+    }
+    Ok(record)
 }
 
 fn flatten(trees: &[[Seed; LEAVES]]) -> Vec<Seed> {

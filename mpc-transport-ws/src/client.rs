@@ -256,22 +256,8 @@ impl Client {
         P: Protocol,
         B: FnOnce(&Opening) -> P,
     {
-        let deadline = Instant::now() + self.config.session_timeout;
-        let mut rng = OsRng;
-        let opening = Opening::new(operation, &mut rng);
-        let mut protocol = build(&opening);
-        let socket = self.connect_by(deadline).await?;
         let mut hook = |_: &P| std::future::ready(Ok(()));
-        session(
-            socket,
-            &opening,
-            &mut protocol,
-            &mut rng,
-            &self.config,
-            deadline,
-            &mut hook,
-        )
-        .await
+        self.run_with(operation, build, &mut hook).await
     }
 
     /// [`run`](Self::run) with a [`BeforeSend`] hook, called before each

@@ -13,38 +13,9 @@ use serde_json::{json, Value};
 
 use crate::server::{Server, STEP_UP_TOKEN, TOKEN};
 
-/// Builds the example with the same profile as this test (cargo has
-/// released its lock while tests run) and returns its path.
+/// The built client example.
 pub(crate) fn example_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let mut dir = std::env::current_exe().unwrap();
-            dir.pop(); // the test binary
-            if dir.ends_with("deps") {
-                dir.pop();
-            }
-            let mut build = Command::new(env!("CARGO"));
-            build.args([
-                "build",
-                "--quiet",
-                "-p",
-                "mpc-examples",
-                "--example",
-                "client",
-            ]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().unwrap();
-            assert!(status.success(), "building the example failed");
-            let path = dir
-                .join("examples")
-                .join(format!("client{}", std::env::consts::EXE_SUFFIX));
-            assert!(path.exists(), "no example binary at {}", path.display());
-            path
-        })
-        .clone()
+    crate::example_binary::build_example("client")
 }
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
-use crate::keyshare::KeyId;
+use crate::keyshare::{decode_stored_record, KeyId};
 use crate::wire::{decode_point, decode_scalar, encode_point, encode_scalar, Role, SessionId};
 
 /// Format version of [`Presignature::to_bytes`].
@@ -127,19 +127,7 @@ impl Presignature {
     /// encoding, a point is invalid or the identity, or a scalar is not
     /// canonical.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (version, _) =
-            postcard::take_from_bytes::<u16>(bytes).map_err(|_| Error::MalformedKeyShare)?;
-        if version != PRESIGNATURE_VERSION {
-            return Err(Error::UnsupportedShareVersion);
-        }
-        let record: PresignatureRecord =
-            postcard::from_bytes(bytes).map_err(|_| Error::MalformedKeyShare)?;
-        let canonical = postcard::to_allocvec(&record)
-            .map(|again| Zeroizing::new(again).as_slice() == bytes)
-            .unwrap_or(false);
-        if !canonical {
-            return Err(Error::MalformedKeyShare);
-        }
+        let record: PresignatureRecord = decode_stored_record(bytes, PRESIGNATURE_VERSION)?;
         let malformed = |_| Error::MalformedKeyShare;
         let role = Role::from_u8(record.role).ok_or(Error::MalformedKeyShare)?;
         let big_r = decode_point(&record.big_r).map_err(malformed)?;

@@ -303,16 +303,31 @@ impl Vault {
         let Some((state, sealed)) = row else {
             return Ok(None);
         };
-        let aad = share_aad(RecordKind::Share, &key.key_id, &key.owner, epoch, b"");
-        let bytes = seal::open(&*self.inner.kek, &sealed, &aad)
+        let share = self
+            .open_share(&key.key_id, &key.owner, epoch, &sealed)
+            .await?;
+        Ok(Some(StoredShare { share, state }))
+    }
+
+    /// Opens a sealed share record of `key_id`, `owner` and `epoch`, and
+    /// checks it decodes to a share of that key and epoch.
+    pub(crate) async fn open_share(
+        &self,
+        key_id: &KeyId,
+        owner: &str,
+        epoch: u64,
+        sealed: &[u8],
+    ) -> Result<KeyShare, VaultError> {
+        let aad = share_aad(RecordKind::Share, key_id, owner, epoch, b"");
+        let bytes = seal::open(&*self.inner.kek, sealed, &aad)
             .await
             .map_err(open_error("share"))?;
-        let share = KeyShare::from_bytes_for(&bytes, &key.key_id)
+        let share = KeyShare::from_bytes_for(&bytes, key_id)
             .map_err(|_| VaultError::CorruptRecord("share"))?;
         if share.epoch() != epoch {
             return Err(VaultError::CorruptRecord("share epoch"));
         }
-        Ok(Some(StoredShare { share, state }))
+        Ok(share)
     }
 
     /// The epochs of the key's stored shares and their states, ascending.

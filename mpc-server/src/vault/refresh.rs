@@ -3,9 +3,8 @@
 
 use mpc_core::{KeyId, KeyShare};
 
-use super::{epoch_payload, open_error, same_owner, Vault, VaultError};
+use super::{epoch_payload, same_owner, Vault, VaultError};
 use super::{Event, KeyRecord, KeyStatus, ShareState};
-use crate::seal::{self, share_aad, RecordKind};
 use crate::store::commit;
 use crate::store::queries::{self as q, Epochs};
 
@@ -128,12 +127,7 @@ impl Vault {
             let (_, sealed) = q::share(&mut tx, key_id, epoch)
                 .await?
                 .ok_or(VaultError::NotFound)?;
-            let aad = share_aad(RecordKind::Share, key_id, &key.owner, epoch, b"");
-            let bytes = seal::open(&*self.inner.kek, &sealed, &aad)
-                .await
-                .map_err(open_error("share"))?;
-            let stored = KeyShare::from_bytes_for(&bytes, key_id)
-                .map_err(|_| VaultError::CorruptRecord("share"))?;
+            let stored = self.open_share(key_id, &key.owner, epoch, &sealed).await?;
             if stored.transcript_hash() != expected.transcript_hash() {
                 return Err(VaultError::Conflict(
                     "another refresh replaced this epoch's share",

@@ -1,0 +1,34 @@
+//! Builds an example of this package with the same profile as the running
+//! test (cargo has released its lock while tests run); shared by the test
+//! crates through `#[path]`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Builds the example `name` (once per test process) and returns its path.
+pub(crate) fn build_example(name: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
+        return path.clone();
+    }
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", "mpc-examples", "--example", name]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap();
+    assert!(status.success(), "building the example {name} failed");
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "no example binary at {}", path.display());
+    built.push((name, path.clone()));
+    path
+}
