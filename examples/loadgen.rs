@@ -235,7 +235,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index]
 }
 
-fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<(u64, u64)>) {
+fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<ServerUse>) {
     let mut sign = samples.sign_ms.clone();
     sign.sort_by(f64::total_cmp);
     let mut keygen = samples.keygen_ms.clone();
@@ -264,8 +264,9 @@ fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<(u64, u64
         "errors": samples.errors.len(),
         "error_kinds": distinct_errors.iter().take(5).collect::<Vec<_>>(),
         "bytes_per_signature": bytes_per_signature,
-        "server_rss_idle_kib": memory.map(|m| m.0),
-        "server_rss_peak_kib": memory.map(|m| m.1),
+        "server_rss_idle_kib": memory.map(|m| m.rss_idle_kib),
+        "server_rss_peak_kib": memory.map(|m| m.rss_peak_kib),
+        "server_cpu_cores": memory.map(|m| m.cpu_cores),
     });
     eprintln!("clients              {}", args.clients);
     eprintln!("signing seconds      {}", args.seconds);
@@ -284,17 +285,45 @@ fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<(u64, u64
     );
     eprintln!("errors               {}", samples.errors.len());
     eprintln!("bytes / signature    {bytes_per_signature} (both directions, frames incl.)");
-    if let Some((idle, peak)) = memory {
-        eprintln!("server RSS           {idle} KiB idle, {peak} KiB peak");
+    if let Some(m) = memory {
+        eprintln!(
+            "server RSS           {} KiB idle, {} KiB peak",
+            m.rss_idle_kib, m.rss_peak_kib
+        );
+        eprintln!("server CPU           {:.2} cores on average", m.cpu_cores);
     }
     println!("{json}");
 }
 
-/// Samples a process's resident set size from `/proc` every 50 ms.
+/// What the server used during the run.
+#[derive(Clone, Copy)]
+struct ServerUse {
+    rss_idle_kib: u64,
+    rss_peak_kib: u64,
+    cpu_cores: f64,
+}
+
+/// Samples a process's resident set size from `/proc` every 50 ms, and its
+/// CPU time at the start and the end.
 struct MemorySampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<u64>,
     idle: u64,
+    pid: u32,
+    ticks: u64,
+    started: Instant,
+}
+
+/// User plus system CPU time of a process, in clock ticks (`/proc/<pid>/stat`
+/// fields 14 and 15; Linux's tick is 1/100 s).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: count fields after its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -316,12 +345,25 @@ impl MemorySampler {
             }
             peak
         });
-        Self { stop, handle, idle }
+        Self {
+            stop,
+            handle,
+            idle,
+            pid,
+            ticks: cpu_ticks(pid).unwrap_or(0),
+            started: Instant::now(),
+        }
     }
 
-    fn finish(self) -> (u64, u64) {
+    /// Idle and peak RSS (KiB), and the server's average CPU use in cores.
+    fn finish(self) -> ServerUse {
         self.stop.store(true, Ordering::Relaxed);
         let peak = self.handle.join().unwrap_or(0);
-        (self.idle, peak.max(self.idle))
+        let ticks = cpu_ticks(self.pid).unwrap_or(self.ticks) - self.ticks;
+        ServerUse {
+            rss_idle_kib: self.idle,
+            rss_peak_kib: peak.max(self.idle),
+            cpu_cores: ticks as f64 / 100.0 / self.started.elapsed().as_secs_f64(),
+        }
     }
 }
