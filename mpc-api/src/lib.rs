@@ -82,6 +82,12 @@ pub fn parse_key_id(text: &str) -> Option<KeyId> {
 pub fn parse_point(text: &str) -> Option<k256::PublicKey> {
     let mut bytes = [0u8; 33];
     hex::decode_to_slice(text, &mut bytes).ok()?;
+    // Only the compressed tags: k256 also takes 0x05 (the "compact" form)
+    // as a 33-byte encoding, a second spelling of the same key (found by
+    // the `rest_bodies` fuzz target).
+    if !matches!(bytes[0], 0x02 | 0x03) {
+        return None;
+    }
     k256::PublicKey::from_sec1_bytes(&bytes).ok()
 }
 
@@ -105,6 +111,8 @@ mod tests {
         let uncompressed = hex::encode(key.to_encoded_point(false).as_bytes());
         assert_eq!(parse_point(&uncompressed), None);
         assert_eq!(parse_point(&hex_key[..64]), None);
+        let compact = format!("05{}", &hex_key[2..]);
+        assert_eq!(parse_point(&compact), None);
         assert!(matches!(
             parse_body::<ExportRequest>(b"{"),
             Err(BodyError::Syntax(_))
