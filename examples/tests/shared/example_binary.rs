@@ -20,8 +20,12 @@ pub(crate) fn build_example(name: &'static str) -> PathBuf {
     }
     let mut build = Command::new(env!("CARGO"));
     build.args(["build", "--quiet", "-p", "mpc-examples", "--example", name]);
+    // The test's own profile, so that the crates it already built are
+    // reused rather than rebuilt under `dev`.
     if dir.ends_with("release") {
         build.arg("--release");
+    } else {
+        build.args(["--profile", "test"]);
     }
     let status = build.status().unwrap();
     assert!(status.success(), "building the example {name} failed");
