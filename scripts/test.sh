@@ -3,7 +3,13 @@
 # the no_std link check, every test of the workspace (unit, integration,
 # property, doc, and benches in test mode), and a short fuzz smoke run.
 # Non-interactive; run from anywhere.
-#   FUZZ_SECONDS  seconds per fuzz target (default 20; 0 skips fuzzing)
+#   FUZZ_SECONDS  scales the fuzz smoke run: 20 (the default) runs each target
+#                 for its time in scripts/fuzz.sh, 40 twice as long; 0 skips it
+#
+# The no_std check and the fuzz build run in the background at the lowest CPU
+# priority while the tests build and run, so they use only what the tests
+# leave idle. Every step prints its wall time; the summary at the end lists
+# them all.
 set -euo pipefail
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
@@ -12,64 +18,89 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 fuzz_seconds="${FUZZ_SECONDS:-20}"
 
+started_all=$(date +%s)
+summary=()
 step() { printf '\n==> %s\n' "$*"; }
+# Runs a command as a timed step.
 run() {
     step "$*"
+    local started=$(date +%s)
     "$@"
+    local took=$(($(date +%s) - started))
+    printf '==> %ss: %s\n' "$took" "$*"
+    summary+=("$(printf '%5ss  %s' "$took" "$*")")
 }
+
+if [ "${1:-}" = "--background" ]; then
+    started=$(date +%s)
+    echo "no_std check: cargo build --manifest-path ci/nostd-check/Cargo.toml"
+    CARGO_TARGET_DIR="$root/target/nostd-check" \
+        cargo build --manifest-path ci/nostd-check/Cargo.toml
+    echo "no_std check: $(($(date +%s) - started))s"
+    if [ "$fuzz_seconds" != "0" ]; then
+        started=$(date +%s)
+        bash scripts/fuzz.sh build
+        echo "fuzz build: $(($(date +%s) - started))s"
+    fi
+    exit 0
+fi
+background_pid=""
+cleanup() {
+    if [ -n "$background_pid" ]; then
+        kill -- "-$background_pid" 2>/dev/null || true
+        wait "$background_pid" 2>/dev/null || true
+    fi
+    bash "$root/scripts/postgres.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 
 # mpc-core without default features inside a #![no_std] staticlib with its own
 # panic handler: if anything links std, this fails with a duplicate lang item.
-step "no_std check: CARGO_TARGET_DIR=target/nostd-check cargo build --release --manifest-path ci/nostd-check/Cargo.toml"
-CARGO_TARGET_DIR="$root/target/nostd-check" \
-    cargo build --release --manifest-path ci/nostd-check/Cargo.toml
+# Then the fuzz build (cargo-fuzz installed first when missing).
+mkdir -p target
+background_log="$root/target/test-background.log"
+# Its own process group (setsid), so that cleanup stops cargo and rustc too.
+setsid nice -n 19 bash "$root/scripts/test.sh" --background >"$background_log" 2>&1 </dev/null &
+background_pid=$!
+step "background (nice 19): no_std check, fuzz build; log in target/test-background.log"
 
 # A throwaway PostgreSQL for the server's PostgreSQL tests (installed with
 # apt-get when missing), stopped again however this script ends.
 step "scripts/postgres.sh start"
 eval "$(bash scripts/postgres.sh start)"
-cleanup() {
-    bash "$root/scripts/postgres.sh" stop >/dev/null 2>&1 || true
-    if [ -n "${scratch:-}" ]; then rm -rf "$scratch"; fi
-}
-trap cleanup EXIT
 
-run cargo test --workspace --all-targets --all-features
+# nextest runs the test binaries side by side (cargo test runs them one after
+# another); plain cargo test where nextest is not installed.
+if cargo nextest --version >/dev/null 2>&1; then
+    run cargo nextest run --workspace --all-targets --all-features \
+        --no-fail-fast --failure-output final
+else
+    run cargo test --workspace --all-targets --all-features
+fi
 run cargo test --workspace --doc --all-features
 
 bash scripts/postgres.sh stop
 
-if [ "$fuzz_seconds" = "0" ]; then
-    step "FUZZ_SECONDS=0: fuzz smoke run skipped"
-    exit 0
-fi
-step "fuzz smoke run (${fuzz_seconds}s per target)"
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    run cargo install cargo-fuzz --locked
-fi
-run cargo +nightly fuzz --version
-
-# New inputs go to a scratch corpus; the committed seeds are read-only input.
-scratch="$(mktemp -d)"
-
-shopt -s nullglob
-targets=(fuzz/fuzz_targets/*.rs)
-if [ "${#targets[@]}" -eq 0 ]; then
-    echo "no fuzz targets found in fuzz/fuzz_targets/" >&2
+step "waiting for the background steps"
+started=$(date +%s)
+status=0
+wait "$background_pid" || status=$?
+background_pid=""
+cat "$background_log"
+summary+=("$(printf '%5ss  %s' "$(($(date +%s) - started))" "waiting for the no_std check and fuzz build")")
+if [ "$status" -ne 0 ]; then
+    echo "the no_std check or the fuzz build failed (log above)" >&2
     exit 1
 fi
-for file in "${targets[@]}"; do
-    target="$(basename "$file" .rs)"
-    corpora=("$scratch/$target")
-    mkdir -p "$scratch/$target"
-    if [ -d "fuzz/corpus/$target" ]; then
-        corpora+=("$root/fuzz/corpus/$target")
-    fi
-    # -O: optimised build (k256's debug assertions make the curve
-    # arithmetic ~8x slower, and the setup targets do a lot of it).
-    step "cargo +nightly fuzz run -O $target -- -max_total_time=$fuzz_seconds"
-    cargo +nightly fuzz run -O "$target" "${corpora[@]}" -- \
-        -max_total_time="$fuzz_seconds"
-done
 
+if [ "$fuzz_seconds" = "0" ]; then
+    step "FUZZ_SECONDS=0: fuzz smoke run skipped"
+else
+    scale="$(awk -v s="$fuzz_seconds" 'BEGIN { print s / 20 }')"
+    run bash scripts/fuzz.sh run "$scale"
+fi
+
+step "step times"
+printf '%s\n' "${summary[@]}"
+printf '%5ss  total\n' "$(($(date +%s) - started_all))"
 step "all tests passed"

@@ -19,7 +19,18 @@ pub(crate) fn build_example(name: &'static str) -> PathBuf {
         dir.pop();
     }
     let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "--quiet", "-p", "mpc-examples", "--example", name]);
+    // The workspace's feature set, as `cargo test --workspace --all-features`
+    // (the test command) resolves it: with `-p mpc-examples` alone, cargo
+    // unifies features over this package only and rebuilds half the
+    // dependency graph a second time.
+    build.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--all-features",
+        "--example",
+        name,
+    ]);
     // The test's own profile, so that the crates it already built are
     // reused rather than rebuilt under `dev`.
     if dir.ends_with("release") {
