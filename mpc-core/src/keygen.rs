@@ -592,3 +592,54 @@ fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<(AwaitConfirmation, 
         out,
     ))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::dkg::Dkg;
+    use crate::local::run_pair;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn own(role: Role, secret: Scalar) -> Own {
+        Own {
+            role,
+            nonce: [0; 32],
+            secret,
+            public: ProjectivePoint::mul_by_generator(&secret),
+            chain_part: [0; 32],
+            salt: [0; 32],
+        }
+    }
+
+    #[test]
+    fn refresh_offset_needs_the_diffie_hellman_secret() {
+        // PROTOCOL.md §18: delta = H2S(sid, a_A*a_B*G, A_A, A_B). Without
+        // the Diffie-Hellman term, anyone holding an old share who saw the
+        // refresh (sid and both opened points are in the transcript) would
+        // compute the new share.
+        let mut rng = ChaCha20Rng::seed_from_u64(71);
+        let mut dkg_a = Dkg::new(Role::A, b"refresh offset test");
+        let mut dkg_b = Dkg::new(Role::B, b"refresh offset test");
+        let (old_a, old_b, _) = run_pair(&mut rng, &mut dkg_a, &mut dkg_b).unwrap();
+        let sid = [9u8; 32];
+        let (a_a, a_b) = (Scalar::random(&mut rng), Scalar::random(&mut rng));
+        let (own_a, own_b) = (own(Role::A, a_a), own(Role::B, a_b));
+        let new_a = agree(Mode::Refresh(&old_a), &sid, &own_a, own_b.public, &[0; 32]).unwrap();
+        let new_b = agree(Mode::Refresh(&old_b), &sid, &own_b, own_a.public, &[0; 32]).unwrap();
+        let delta = new_a.secret - old_a.secret;
+        assert_eq!(old_b.secret - new_b.secret, delta);
+
+        let (point_a, point_b) = (encode_point(&own_a.public), encode_point(&own_b.public));
+        let shared = encode_point(&(ProjectivePoint::mul_by_generator(&a_a) * a_b));
+        let expected = crate::transcript::hash_to_scalar(
+            tags::REFRESH_DELTA,
+            &[&sid, &shared, &point_a, &point_b],
+        );
+        assert_eq!(delta, expected);
+        let eavesdropped =
+            crate::transcript::hash_to_scalar(tags::REFRESH_DELTA, &[&sid, &point_a, &point_b]);
+        assert_ne!(delta, eavesdropped);
+    }
+}

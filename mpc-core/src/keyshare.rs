@@ -337,3 +337,63 @@ impl KeyShareRecord {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::dkg::Dkg;
+    use crate::local::run_pair;
+    use alloc::boxed::Box;
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn pair() -> (KeyShare, KeyShare) {
+        let mut rng = ChaCha20Rng::seed_from_u64(81);
+        let mut a = Dkg::new(Role::A, b"keyshare decode test");
+        let mut b = Dkg::new(Role::B, b"keyshare decode test");
+        let (a, b, _) = run_pair(&mut rng, &mut a, &mut b).unwrap();
+        (a, b)
+    }
+
+    /// The share's record, edited, encoded canonically again.
+    fn edited(share: &KeyShare, edit: impl FnOnce(&mut KeyShareRecord)) -> Zeroizing<Vec<u8>> {
+        let mut record: KeyShareRecord =
+            decode_stored_record(&share.to_bytes(), KEY_SHARE_VERSION).unwrap();
+        edit(&mut record);
+        Zeroizing::new(postcard::to_allocvec(&record).unwrap())
+    }
+
+    #[test]
+    fn inconsistent_stored_shares_do_not_load() {
+        // A corrupted or swapped stored share must fail to load rather than
+        // sign with a secret that does not match its public share (the
+        // signature would fail only after the OT material was used).
+        let (a, b) = pair();
+        assert!(KeyShare::from_bytes(&a.to_bytes()).is_ok());
+        let peer_secret = encode_scalar(&b.secret);
+        let mut other = encode_scalar(&(a.secret + Scalar::ONE));
+        let public_b = encode_point(&b.public_share(Role::B)).to_vec();
+        let cases: [(&str, Box<dyn Fn(&mut KeyShareRecord)>); 5] = [
+            ("the peer's secret", Box::new(|r| r.secret = peer_secret)),
+            ("another secret", Box::new(|r| r.secret = other)),
+            ("the other role", Box::new(|r| r.role = Role::B.as_u8())),
+            (
+                "a public share swapped",
+                Box::new(|r| r.public_a = public_b.clone()),
+            ),
+            (
+                "another public key",
+                Box::new(|r| r.public_key = r.public_a.clone()),
+            ),
+        ];
+        for (what, edit) in cases {
+            assert_eq!(
+                KeyShare::from_bytes(&edited(&a, edit)).err(),
+                Some(Error::MalformedKeyShare),
+                "{what}"
+            );
+        }
+        other.zeroize();
+    }
+}

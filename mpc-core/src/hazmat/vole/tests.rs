@@ -216,3 +216,38 @@ fn check_indices_are_the_corrected_ones() {
     }
     assert!(typo_breaks);
 }
+
+#[test]
+fn eta_is_masked_by_fresh_sender_randomness() {
+    // `eta = a_hat + sum theta_i * input_i`: without the fresh pad `a_hat`
+    // (or with a pad that repeats), `eta` is a public linear function of the
+    // sender's inputs, and in signing those inputs include the sender's key
+    // share (PROTOCOL.md §7.2). Same keys, session, receiver message and
+    // inputs twice; only the sender's randomness differs.
+    let (sender_key, receiver_key) = key_pair(31);
+    let mut rng = ChaCha20Rng::seed_from_u64(32);
+    let sid = [7u8; 32];
+    let inputs = random_inputs(&mut rng);
+    let (_receiver, ote_msg) = RvoleReceiver::start(&mut rng, &receiver_key, &sid);
+    let sid_ext = extension_sid(&sender_key.context().keyctx, &sid);
+    let ctx = BatchContext::new(&sid_ext, &ote_msg);
+    let a_tilde_len = XI * RVOLE_WIDTH * SCALAR_BYTES;
+    let mut masks = Vec::new();
+    for seed in [33u64, 34] {
+        let mut sender_rng = ChaCha20Rng::seed_from_u64(seed);
+        let (_, message) = send(&mut sender_rng, &sender_key, &sid, &ote_msg, &inputs).unwrap();
+        let theta = ctx.theta(&message[..a_tilde_len]);
+        for k in 0..RVOLE_CHECKS {
+            let at = a_tilde_len + k * SCALAR_BYTES;
+            let eta = decode_scalar(&message[at..at + SCALAR_BYTES]).unwrap();
+            let mask = (0..RVOLE_INPUTS).fold(eta, |acc, i| acc - theta[i][k] * inputs[i]);
+            assert_ne!(mask, Scalar::ZERO, "eta reveals the inputs");
+            masks.push(mask);
+        }
+    }
+    assert_ne!(
+        masks[..RVOLE_CHECKS],
+        masks[RVOLE_CHECKS..],
+        "the pad repeats"
+    );
+}
