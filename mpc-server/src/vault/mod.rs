@@ -26,6 +26,7 @@ use crate::seal::{self, share_aad, Kek, RecordKind, SealError};
 use crate::store::queries::{self as q, Epochs, KeyTime};
 use crate::store::{commit, Store, Tx};
 
+pub use refresh::RefreshLease;
 pub use crate::store::records::{
     AuditEntry, Event, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
 };
