@@ -56,15 +56,14 @@ pub(crate) async fn renew(
     holder: &str,
     expires_at: i64,
 ) -> Result<bool, VaultError> {
-    let done = sqlx::query(
-        "UPDATE refresh_leases SET expires_at = $3 WHERE key_id = $1 AND holder = $2",
-    )
-    .bind(key_id_text(key_id))
-    .bind(holder)
-    .bind(expires_at)
-    .execute(conn)
-    .await
-    .map_err(|e| db_error("renewing a refresh lease", &e))?;
+    let done =
+        sqlx::query("UPDATE refresh_leases SET expires_at = $3 WHERE key_id = $1 AND holder = $2")
+            .bind(key_id_text(key_id))
+            .bind(holder)
+            .bind(expires_at)
+            .execute(conn)
+            .await
+            .map_err(|e| db_error("renewing a refresh lease", &e))?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -156,9 +155,15 @@ mod tests {
                 let id = key.key_id;
                 racers.push(tokio::spawn(async move {
                     let mut conn = vault.store().acquire().await.unwrap();
-                    take(&mut conn, &id, &format!("holder-{now}-{i}"), now, expires_at)
-                        .await
-                        .unwrap()
+                    take(
+                        &mut conn,
+                        &id,
+                        &format!("holder-{now}-{i}"),
+                        now,
+                        expires_at,
+                    )
+                    .await
+                    .unwrap()
                 }));
             }
             let mut winners = 0;
@@ -194,7 +199,10 @@ mod tests {
             vault.epochs(&key.key_id).await.unwrap(),
             vec![(0, ShareState::Final)]
         );
-        vault.store_refreshed(&lease, &key, &fast, 12).await.unwrap();
+        vault
+            .store_refreshed(&lease, &key, &fast, 12)
+            .await
+            .unwrap();
         assert!(matches!(
             vault.confirm_refreshed(&stale, &fast, 13).await,
             Err(VaultError::Conflict(_))
@@ -233,7 +241,10 @@ mod tests {
         let (_, mine) = refresh(&a0, &b0);
         let (_, theirs) = refresh(&a0, &b0);
         let lease = lease_at(&vault, &key.key_id, 0, 3_600_000).await;
-        vault.store_refreshed(&lease, &key, &theirs, 1).await.unwrap();
+        vault
+            .store_refreshed(&lease, &key, &theirs, 1)
+            .await
+            .unwrap();
         assert!(matches!(
             vault.confirm_refreshed(&lease, &mine, 2).await,
             Err(VaultError::Conflict(_))

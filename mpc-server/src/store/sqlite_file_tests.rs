@@ -32,7 +32,10 @@ async fn no_plaintext_in_sqlite_files() {
     opened.store_presignature(&key, &presig, 2).await.unwrap();
     let (_, next) = refresh(&a, &b);
     let lease = super::testkit::lease_at(&opened, &key.key_id, 0, 3_600_000).await;
-    opened.store_refreshed(&lease, &key, &next, 3).await.unwrap();
+    opened
+        .store_refreshed(&lease, &key, &next, 3)
+        .await
+        .unwrap();
     let secrets = [b.to_bytes(), next.to_bytes(), presig.to_bytes()];
     let public_key = key.public_key;
     // The share encodes the public key and chain code next to each other,

@@ -10,9 +10,7 @@ use mpc_core::wire::SessionId;
 use mpc_core::KeyId;
 use serde_json::json;
 
-use super::testkit::{
-    dkg, kek, lease_at, on_both_backends, presign, refresh, vault, Kind, TestDb,
-};
+use super::testkit::{dkg, kek, lease_at, on_both_backends, presign, refresh, vault, Kind, TestDb};
 use crate::vault::{Event, KeyStatus, ShareState, Vault, VaultError};
 
 on_both_backends!(
@@ -235,7 +233,10 @@ async fn store_refreshed_replaces_leftover_epoch(db: TestDb) {
     let (_, again) = refresh(&a0, &b0);
     assert_ne!(*again.to_bytes(), *cut.to_bytes());
     let lease = lease_at(&vault, &key.key_id, 3, 3_600_000).await;
-    vault.store_refreshed(&lease, &key, &again, 3).await.unwrap();
+    vault
+        .store_refreshed(&lease, &key, &again, 3)
+        .await
+        .unwrap();
     let epochs = vault.epochs(&key.key_id).await.unwrap();
     assert_eq!(epochs, vec![(0, ShareState::Final), (1, ShareState::Ready)]);
     let stored = vault.share(&key, 1).await.unwrap().unwrap();
@@ -258,9 +259,15 @@ async fn finalize_refreshed_refuses_a_replaced_share(db: TestDb) {
     // The first session's lease expires (it hangs) and a second session
     // takes it over and replaces its ready share.
     let stale = lease_at(&vault, &key.key_id, 0, 1).await;
-    vault.store_refreshed(&stale, &key, &first, 0).await.unwrap();
+    vault
+        .store_refreshed(&stale, &key, &first, 0)
+        .await
+        .unwrap();
     let lease = lease_at(&vault, &key.key_id, 2, 3_600_000).await;
-    vault.store_refreshed(&lease, &key, &second, 3).await.unwrap();
+    vault
+        .store_refreshed(&lease, &key, &second, 3)
+        .await
+        .unwrap();
     assert!(matches!(
         vault
             .finalize_refreshed(&stale, &first, event("key.refreshed"), 4)
@@ -376,7 +383,10 @@ async fn replace_share_and_status(db: TestDb) {
     // A refresh clears the ban.
     let (_, next) = refresh(&a, &b);
     let lease = lease_at(&vault, &key.key_id, 0, 3_600_000).await;
-    vault.store_refreshed(&lease, &banned, &next, 4).await.unwrap();
+    vault
+        .store_refreshed(&lease, &banned, &next, 4)
+        .await
+        .unwrap();
     vault
         .finalize_epoch(&key.key_id, 1, event("key.refreshed"), 5)
         .await
