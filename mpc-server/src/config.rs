@@ -15,6 +15,7 @@
 //! | JWT issuer | `--jwt-issuer` | `MPC_JWT_ISSUER` | not checked |
 //! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
+//! | refresh lease (s), longer than the session timeout | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -71,6 +72,11 @@ pub struct Cli {
     /// Longest wait for the peer's next message, in seconds.
     #[arg(long, env = "MPC_MESSAGE_TIMEOUT", default_value_t = 30)]
     pub message_timeout: u64,
+    /// How long a key's refresh lease runs without renewal, in seconds
+    /// (PROTOCOL.md §18.1); must exceed the session timeout. Default: the
+    /// session timeout plus 60.
+    #[arg(long, env = "MPC_REFRESH_LEASE")]
+    pub refresh_lease: Option<u64>,
     /// Longest a REST request may take, in seconds.
     #[arg(long, env = "MPC_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
@@ -195,6 +201,11 @@ pub struct ServerConfig {
     pub rest: crate::rest::RestConfig,
     /// Webhook delivery, if configured.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// How long a key's refresh lease runs without renewal (PROTOCOL.md
+    /// §18.1). Longer than `transport.session_timeout`, so that a live
+    /// refresh session never loses it; after a crash the next refresh of
+    /// the key waits at most this long.
+    pub refresh_lease: Duration,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -280,9 +291,20 @@ impl ServerConfig {
             (None, _) => None,
         };
         let mut transport = TransportConfig::default();
-        transport.session_timeout = Duration::from_secs(cli.session_timeout.max(1));
+        let session_timeout = cli.session_timeout.max(1);
+        transport.session_timeout = Duration::from_secs(session_timeout);
         transport.message_timeout =
-            Duration::from_secs(cli.message_timeout.clamp(1, cli.session_timeout.max(1)));
+            Duration::from_secs(cli.message_timeout.clamp(1, session_timeout));
+        let refresh_lease = match cli.refresh_lease {
+            None => session_timeout.saturating_add(60),
+            Some(lease) if lease > session_timeout => lease,
+            Some(lease) => {
+                return Err(format!(
+                    "MPC_REFRESH_LEASE ({lease} s) must exceed MPC_SESSION_TIMEOUT \
+                     ({session_timeout} s): a live refresh would lose its lease"
+                ))
+            }
+        };
         Ok(Self {
             ws_addr: cli.ws_addr,
             rest_addr: cli.rest_addr,
@@ -299,6 +321,7 @@ impl ServerConfig {
             max_sessions_per_owner: cli.max_sessions_per_owner.max(1),
             rest,
             webhook,
+            refresh_lease: Duration::from_secs(refresh_lease),
         })
     }
 
@@ -419,6 +442,24 @@ mod tests {
             assert!(!format!("{config:?}").contains(secret));
         }
         assert!(line.contains("postgres://mpc:***@db:5432/mpc"), "{line}");
+    }
+
+    #[test]
+    fn refresh_lease_outlives_the_session() {
+        let secrets = env(&[
+            ("MPC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("MPC_MASTER_KEY", KEY_HEX),
+        ]);
+        let config = ServerConfig::from_cli(&cli(&["--session-timeout", "30"]), &secrets).unwrap();
+        assert_eq!(config.refresh_lease, Duration::from_secs(90));
+        let args = ["--session-timeout", "30", "--refresh-lease", "31"];
+        let config = ServerConfig::from_cli(&cli(&args), &secrets).unwrap();
+        assert_eq!(config.refresh_lease, Duration::from_secs(31));
+        for lease in ["30", "5"] {
+            let args = ["--session-timeout", "30", "--refresh-lease", lease];
+            let error = ServerConfig::from_cli(&cli(&args), &secrets).err().unwrap();
+            assert!(error.contains("MPC_REFRESH_LEASE"), "{error}");
+        }
     }
 
     #[test]

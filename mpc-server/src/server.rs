@@ -5,7 +5,6 @@
 //! [`Server::ws_router`] (and [`Server::rest_router`]) in your own axum
 //! application, or call [`Server::run`] with listeners.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +17,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use mpc_core::KeyId;
 use mpc_transport_ws::server::bearer_token;
 use mpc_transport_ws::{serve, TransportConfig};
 use tokio::net::TcpListener;
@@ -54,34 +52,6 @@ pub enum ServerError {
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Keys with a refresh running in this process (a second concurrent refresh
-/// of one key is refused, since both would write the same next epoch).
-#[derive(Default)]
-pub(crate) struct RefreshLocks(Mutex<HashSet<KeyId>>);
-
-/// Releases a key's refresh lock on drop.
-pub(crate) struct RefreshGuard<'a> {
-    locks: &'a RefreshLocks,
-    key_id: KeyId,
-}
-
-impl RefreshLocks {
-    pub(crate) fn try_lock(&self, key_id: &KeyId) -> Option<RefreshGuard<'_>> {
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        held.insert(*key_id).then(|| RefreshGuard {
-            locks: self,
-            key_id: *key_id,
-        })
-    }
-}
-
-impl Drop for RefreshGuard<'_> {
-    fn drop(&mut self) {
-        let mut held = self.locks.0.lock().unwrap_or_else(PoisonError::into_inner);
-        held.remove(&self.key_id);
-    }
 }
 
 /// Counts open WebSocket sessions, in total and per owner.
@@ -128,7 +98,8 @@ pub struct AppState {
     pub(crate) transport: TransportConfig,
     pub(crate) max_sessions: usize,
     pub(crate) max_sessions_per_owner: usize,
-    pub(crate) refresh_locks: RefreshLocks,
+    /// How long a refresh lease runs without renewal (PROTOCOL.md §18.1).
+    pub(crate) refresh_lease: Duration,
     pub(crate) sessions: SessionCounter,
     pub(crate) metrics: crate::rest::metrics::Metrics,
     pub(crate) rest: crate::rest::RestConfig,
@@ -196,7 +167,7 @@ impl Server {
             transport: config.transport.clone(),
             max_sessions: config.max_sessions,
             max_sessions_per_owner: config.max_sessions_per_owner,
-            refresh_locks: RefreshLocks::default(),
+            refresh_lease: config.refresh_lease,
             sessions: SessionCounter::default(),
             metrics: crate::rest::metrics::Metrics::new(),
             limiters: crate::rest::limits::Limiters::new(config.rest.limits),

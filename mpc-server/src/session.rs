@@ -7,9 +7,10 @@
 //! - presign stores the presignature before the outcome;
 //! - online sign claims (marks used, erases) the presignature before the
 //!   server's only message leaves;
-//! - refresh stores the new share as ready before round 4 leaves, as
-//!   confirmed before round 5 leaves, and finalizes (deletes the old epoch)
-//!   only after the peer's round 5.
+//! - refresh runs under the key's lease (one refresh per key across every
+//!   server process), stores the new share as ready before round 4 leaves,
+//!   as confirmed before round 5 leaves, and finalizes (deletes the old
+//!   epoch) only after the peer's round 5.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::crash;
 use crate::server::{now_ms, AppState};
-use crate::vault::{Event, KeyRecord, KeyStatus, ShareState, StoredShare};
+use crate::vault::{Event, KeyRecord, KeyStatus, RefreshLease, StoredShare};
 
 /// Close codes (application range) this server sends, beyond the
 /// transport's own (`mpc_transport_ws::CloseCode`).
@@ -350,16 +351,45 @@ async fn refresh<F: Frames>(
     key_id: KeyId,
     epoch: u64,
 ) -> Result<Traffic, TransportError> {
-    // Locked before the key and share are read: a refresh that finalized
-    // meanwhile has deleted the epoch this one would start from.
-    let Some(_guard) = state.refresh_locks.try_lock(&key_id) else {
-        return Err(session.reject(codes::REFRESH_IN_PROGRESS).await);
+    // Ownership first: another owner gets 4006 exactly as for a missing
+    // key, never 4106, which would tell that the key exists and is busy.
+    let (_, session) = usable_key(state, owner, &key_id, Purpose::Refresh, session).await?;
+    let lease = match state
+        .vault
+        .take_refresh_lease(&key_id, state.refresh_lease, now_ms())
+        .await
+    {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return Err(session.reject(codes::REFRESH_IN_PROGRESS).await),
+        Err(e) => {
+            return Err(session
+                .reject(storage_failed("take refresh lease", &e))
+                .await)
+        }
     };
+    let result = leased_refresh(state, owner, session, epoch, &lease).await;
+    if let Err(e) = lease.release().await {
+        warn!(%key_id, error = %e, "could not release the refresh lease; it will expire");
+    }
+    result
+}
+
+/// The refresh proper, under the key's lease (PROTOCOL.md §18.1).
+async fn leased_refresh<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    session: ServerSession<F>,
+    epoch: u64,
+    lease: &RefreshLease,
+) -> Result<Traffic, TransportError> {
+    let key_id = *lease.key_id();
+    // Read again under the lease: a refresh that finalized meanwhile has
+    // deleted the epoch this one would start from.
     let (record, session) = usable_key(state, owner, &key_id, Purpose::Refresh, session).await?;
     let (stored, mut session) = share_of(state, &record, epoch, session).await?;
     let context = session.opening().context().to_vec();
     let mut protocol = Refresh::new(&stored.share, &context);
-    let mut hook = DurableRefresh::new(state, &record);
+    let mut hook = DurableRefresh::new(state, &record, lease);
     let new_share = session
         .run_with(&mut protocol, &mut OsRng, &mut hook)
         .await?;
@@ -371,7 +401,7 @@ async fn refresh<F: Frames>(
     };
     if let Err(e) = state
         .vault
-        .finalize_refreshed(&new_share, event, now_ms())
+        .finalize_refreshed(lease, &new_share, event, now_ms())
         .await
     {
         return Err(session.reject(storage_failed("finalize epoch", &e)).await);
@@ -383,65 +413,75 @@ async fn refresh<F: Frames>(
 
 /// The refresh's [`BeforeSend`](mpc_transport_ws::BeforeSend) hook: stores
 /// the new share when it first exists and its confirmation when it first
-/// holds, each before the next message leaves (PROTOCOL.md §18.1).
-struct DurableRefresh {
+/// holds, each before the next message leaves and each under the session's
+/// lease (PROTOCOL.md §18.1).
+struct DurableRefresh<'l> {
     vault: crate::vault::Vault,
     record: KeyRecord,
-    stored: Option<ShareState>,
+    lease: &'l RefreshLease,
+    /// The new share, once stored as ready.
+    ready: Option<Arc<KeyShare>>,
+    confirmed: bool,
 }
 
-impl DurableRefresh {
-    fn new(state: &AppState, record: &KeyRecord) -> Self {
+impl<'l> DurableRefresh<'l> {
+    fn new(state: &AppState, record: &KeyRecord, lease: &'l RefreshLease) -> Self {
         Self {
             vault: state.vault.clone(),
             record: record.clone(),
-            stored: None,
+            lease,
+            ready: None,
+            confirmed: false,
         }
     }
 }
 
-impl<'a> mpc_transport_ws::BeforeSend<Refresh<'a>> for DurableRefresh {
+impl<'a> mpc_transport_ws::BeforeSend<Refresh<'a>> for DurableRefresh<'_> {
     fn before_send(
         &mut self,
         protocol: &Refresh<'a>,
     ) -> impl std::future::Future<Output = Result<(), Rejection>> + Send {
         enum Action {
             None,
-            Ready(Box<Result<KeyShare, mpc_core::Error>>),
-            Confirm(u64),
+            Ready(Arc<KeyShare>),
+            Confirm(Arc<KeyShare>),
+            Failed,
         }
-        let action = match (self.stored, protocol.ready_share()) {
-            (None, Some(share)) => {
-                self.stored = Some(ShareState::Ready);
-                // The share is not `Clone`: copy it through its encoding.
-                Action::Ready(Box::new(KeyShare::from_bytes(&share.to_bytes())))
-            }
-            (Some(ShareState::Ready), Some(share)) if protocol.is_confirmed() => {
-                self.stored = Some(ShareState::Confirmed);
-                Action::Confirm(share.epoch())
+        let action = match (&self.ready, protocol.ready_share()) {
+            // The share is not `Clone`: copy it through its encoding.
+            (None, Some(share)) => match KeyShare::from_bytes(&share.to_bytes()) {
+                Ok(copy) => {
+                    let copy = Arc::new(copy);
+                    self.ready = Some(Arc::clone(&copy));
+                    Action::Ready(copy)
+                }
+                Err(_) => Action::Failed,
+            },
+            (Some(ready), Some(_)) if !self.confirmed && protocol.is_confirmed() => {
+                self.confirmed = true;
+                Action::Confirm(Arc::clone(ready))
             }
             _ => Action::None,
         };
         let vault = self.vault.clone();
         let record = self.record.clone();
+        let lease = self.lease;
         async move {
             match action {
                 Action::None => Ok(()),
-                Action::Ready(ready) => {
-                    let Ok(share) = *ready else {
-                        return Err(Rejection::INTERNAL);
-                    };
+                Action::Failed => Err(Rejection::INTERNAL),
+                Action::Ready(share) => {
                     crash::point("refresh:before-ready");
                     vault
-                        .store_refreshed(&record, &share, now_ms())
+                        .store_refreshed(lease, &record, &share, now_ms())
                         .await
                         .map_err(|e| storage_failed("store refreshed share", &e))?;
                     crash::point("refresh:after-ready");
                     Ok(())
                 }
-                Action::Confirm(epoch) => {
+                Action::Confirm(share) => {
                     vault
-                        .confirm_refreshed(&record.key_id, epoch)
+                        .confirm_refreshed(lease, &share, now_ms())
                         .await
                         .map_err(|e| storage_failed("confirm refreshed share", &e))?;
                     crash::point("refresh:after-confirm");

@@ -112,23 +112,44 @@ const REFRESH_POINTS: [&str; 5] = [
     "refresh:after-finalize",
 ];
 
+/// Refresh crashes run with a short refresh lease (seconds; longer than the
+/// session timeout): the crashed session's lease outlives the process
+/// (PROTOCOL.md §18.1), so the next refresh of the key waits for it.
+fn short_lease(launch: Launch<'_>) -> Launch<'_> {
+    launch
+        .env("MPC_SESSION_TIMEOUT", "3")
+        .env("MPC_MESSAGE_TIMEOUT", "3")
+        .env("MPC_REFRESH_LEASE", "4")
+}
+
 async fn refresh_crashes(db: &Db) {
     for point in REFRESH_POINTS {
         let share = fresh_key(db, "max").await;
         let shares = Arc::new(Mutex::new(ClientShares::new(&share)));
-        let server = crashing(db, point);
+        let server = short_lease(Launch::new(db))
+            .env("MPC_CRASH_AT", point)
+            .start();
         let result = ClientShares::refresh(&shares, &server.client("max")).await;
         assert!(result.is_err(), "{point}: refresh succeeded");
         assert!(server.wait_crashed(), "{point}: not reached");
 
         // The client signs with the epoch its storage rules picked; the
         // restarted server holds it.
-        let server = Launch::new(db).start();
+        let server = short_lease(Launch::new(db)).start();
         let client = server.client("max");
         let current = shares.lock().unwrap().current();
         sign_and_verify(&client, &current, point.as_bytes()).await;
-        // And a new refresh from there completes and signs.
-        let refreshed = ClientShares::refresh(&shares, &client).await.unwrap();
+        // And a new refresh from there completes (once the dead session's
+        // lease expired: 4106 until then) and signs.
+        let refreshed = loop {
+            match ClientShares::refresh(&shares, &client).await {
+                Ok(refreshed) => break refreshed,
+                Err(e) => {
+                    assert_eq!(e.close_code(), Some(CloseCode(4106)), "{point}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        };
         assert!(refreshed.epoch() > current.epoch());
         assert_eq!(refreshed.public_key(), share.public_key());
         sign_and_verify(&client, &refreshed, b"refreshed after the crash").await;

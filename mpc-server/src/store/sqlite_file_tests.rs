@@ -31,7 +31,11 @@ async fn no_plaintext_in_sqlite_files() {
     let presig = presign(&a, &b);
     opened.store_presignature(&key, &presig, 2).await.unwrap();
     let (_, next) = refresh(&a, &b);
-    opened.store_refreshed(&key, &next, 3).await.unwrap();
+    let lease = super::testkit::lease_at(&opened, &key.key_id, 0, 3_600_000).await;
+    opened
+        .store_refreshed(&lease, &key, &next, 3)
+        .await
+        .unwrap();
     let secrets = [b.to_bytes(), next.to_bytes(), presig.to_bytes()];
     let public_key = key.public_key;
     // The share encodes the public key and chain code next to each other,

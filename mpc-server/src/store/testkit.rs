@@ -163,3 +163,18 @@ pub(crate) fn presign(a: &KeyShare, b: &KeyShare) -> Presignature {
     let (_, server, _) = run_pair(&mut OsRng, &mut Presign::new(a), &mut Presign::new(b)).unwrap();
     server
 }
+
+/// Takes the refresh lease of `key_id` at `now` for `ttl_ms`; panics if it
+/// is held.
+pub(crate) async fn lease_at(
+    vault: &Vault,
+    key_id: &mpc_core::KeyId,
+    now: i64,
+    ttl_ms: u64,
+) -> crate::vault::RefreshLease {
+    vault
+        .take_refresh_lease(key_id, std::time::Duration::from_millis(ttl_ms), now)
+        .await
+        .unwrap()
+        .expect("the refresh lease is free")
+}

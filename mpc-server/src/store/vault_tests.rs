@@ -10,7 +10,7 @@ use mpc_core::wire::SessionId;
 use mpc_core::KeyId;
 use serde_json::json;
 
-use super::testkit::{dkg, kek, on_both_backends, presign, refresh, vault, Kind, TestDb};
+use super::testkit::{dkg, kek, lease_at, on_both_backends, presign, refresh, vault, Kind, TestDb};
 use crate::vault::{Event, KeyStatus, ShareState, Vault, VaultError};
 
 on_both_backends!(
@@ -144,18 +144,20 @@ async fn refresh_sequence(db: TestDb) {
 
     let (a1, b1) = refresh(&a0, &b0);
     assert_eq!(b1.epoch(), 1);
-    vault.store_refreshed(&key, &b1, 4).await.unwrap();
+    let lease = lease_at(&vault, &key.key_id, 0, 3_600_000).await;
+    vault.store_refreshed(&lease, &key, &b1, 4).await.unwrap();
     let epochs = vault.epochs(&key.key_id).await.unwrap();
     assert_eq!(epochs, vec![(0, ShareState::Final), (1, ShareState::Ready)]);
-    vault.confirm_refreshed(&key.key_id, 1).await.unwrap();
-    vault.confirm_refreshed(&key.key_id, 1).await.unwrap();
+    vault.confirm_refreshed(&lease, &b1, 4).await.unwrap();
+    vault.confirm_refreshed(&lease, &b1, 4).await.unwrap();
     let epochs = vault.epochs(&key.key_id).await.unwrap();
     assert_eq!(
         epochs,
         vec![(0, ShareState::Final), (1, ShareState::Confirmed)]
     );
+    let (_, b2) = refresh(&a1, &b1);
     assert!(matches!(
-        vault.confirm_refreshed(&key.key_id, 7).await,
+        vault.confirm_refreshed(&lease, &b2, 4).await,
         Err(VaultError::NotFound)
     ));
     // A presignature of the new epoch survives finalization.
@@ -213,7 +215,7 @@ async fn refresh_sequence(db: TestDb) {
     ));
     // An old-epoch share can no longer be stored as a refresh.
     assert!(matches!(
-        vault.store_refreshed(&after, &b0, 10).await,
+        vault.store_refreshed(&lease, &after, &b0, 10).await,
         Err(VaultError::Conflict(_))
     ));
 }
@@ -223,19 +225,25 @@ async fn store_refreshed_replaces_leftover_epoch(db: TestDb) {
     let (a0, b0) = dkg();
     let key = vault.create_key("alice", &b0, 1).await.unwrap();
     let (_, cut) = refresh(&a0, &b0);
-    vault.store_refreshed(&key, &cut, 2).await.unwrap();
-    vault.confirm_refreshed(&key.key_id, 1).await.unwrap();
+    let first = lease_at(&vault, &key.key_id, 0, 3_600_000).await;
+    vault.store_refreshed(&first, &key, &cut, 2).await.unwrap();
+    vault.confirm_refreshed(&first, &cut, 2).await.unwrap();
+    first.release().await.unwrap();
     // The refresh was cut; a new one from epoch 0 gives another epoch-1 share.
     let (_, again) = refresh(&a0, &b0);
     assert_ne!(*again.to_bytes(), *cut.to_bytes());
-    vault.store_refreshed(&key, &again, 3).await.unwrap();
+    let lease = lease_at(&vault, &key.key_id, 3, 3_600_000).await;
+    vault
+        .store_refreshed(&lease, &key, &again, 3)
+        .await
+        .unwrap();
     let epochs = vault.epochs(&key.key_id).await.unwrap();
     assert_eq!(epochs, vec![(0, ShareState::Final), (1, ShareState::Ready)]);
     let stored = vault.share(&key, 1).await.unwrap().unwrap();
     assert_eq!(*stored.share.to_bytes(), *again.to_bytes());
     let (_, other_key) = dkg();
     assert!(matches!(
-        vault.store_refreshed(&key, &other_key, 4).await,
+        vault.store_refreshed(&lease, &key, &other_key, 4).await,
         Err(VaultError::Conflict(_))
     ));
 }
@@ -248,11 +256,28 @@ async fn finalize_refreshed_refuses_a_replaced_share(db: TestDb) {
     // second replaces the first's ready share.
     let (_, first) = refresh(&a0, &b0);
     let (_, second) = refresh(&a0, &b0);
-    vault.store_refreshed(&key, &first, 2).await.unwrap();
-    vault.store_refreshed(&key, &second, 3).await.unwrap();
+    // The first session's lease expires (it hangs) and a second session
+    // takes it over and replaces its ready share.
+    let stale = lease_at(&vault, &key.key_id, 0, 1).await;
+    vault
+        .store_refreshed(&stale, &key, &first, 0)
+        .await
+        .unwrap();
+    let lease = lease_at(&vault, &key.key_id, 2, 3_600_000).await;
+    vault
+        .store_refreshed(&lease, &key, &second, 3)
+        .await
+        .unwrap();
     assert!(matches!(
         vault
-            .finalize_refreshed(&first, event("key.refreshed"), 4)
+            .finalize_refreshed(&stale, &first, event("key.refreshed"), 4)
+            .await,
+        Err(VaultError::Conflict(_))
+    ));
+    // Even under a held lease, only the stored share is finalized.
+    assert!(matches!(
+        vault
+            .finalize_refreshed(&lease, &first, event("key.refreshed"), 4)
             .await,
         Err(VaultError::Conflict(_))
     ));
@@ -261,7 +286,7 @@ async fn finalize_refreshed_refuses_a_replaced_share(db: TestDb) {
         vec![(0, ShareState::Final), (1, ShareState::Ready)]
     );
     vault
-        .finalize_refreshed(&second, event("key.refreshed"), 5)
+        .finalize_refreshed(&lease, &second, event("key.refreshed"), 5)
         .await
         .unwrap();
     assert_eq!(
@@ -278,7 +303,8 @@ async fn revoke_deletes_secrets(db: TestDb) {
     let session = presig.session_id();
     vault.store_presignature(&key, &presig, 2).await.unwrap();
     let (_, next) = refresh(&a, &b);
-    vault.store_refreshed(&key, &next, 3).await.unwrap();
+    let lease = lease_at(&vault, &key.key_id, 0, 3_600_000).await;
+    vault.store_refreshed(&lease, &key, &next, 3).await.unwrap();
 
     vault
         .revoke(&key.key_id, event("key.revoked"), 4)
@@ -356,7 +382,11 @@ async fn replace_share_and_status(db: TestDb) {
 
     // A refresh clears the ban.
     let (_, next) = refresh(&a, &b);
-    vault.store_refreshed(&banned, &next, 4).await.unwrap();
+    let lease = lease_at(&vault, &key.key_id, 0, 3_600_000).await;
+    vault
+        .store_refreshed(&lease, &banned, &next, 4)
+        .await
+        .unwrap();
     vault
         .finalize_epoch(&key.key_id, 1, event("key.refreshed"), 5)
         .await
@@ -529,6 +559,7 @@ fn futures_are_send(
     key: &crate::vault::KeyRecord,
     share: &mpc_core::KeyShare,
     presignature: &mpc_core::Presignature,
+    lease: &crate::vault::RefreshLease,
 ) {
     fn send<T: Send>(_: T) {}
     let id = &key.key_id;
@@ -539,8 +570,10 @@ fn futures_are_send(
     send(vault.keys_of("owner"));
     send(vault.share(key, 0));
     send(vault.epochs(id));
-    send(vault.store_refreshed(key, share, 0));
-    send(vault.confirm_refreshed(id, 0));
+    send(vault.take_refresh_lease(id, std::time::Duration::ZERO, 0));
+    send(vault.store_refreshed(lease, key, share, 0));
+    send(vault.confirm_refreshed(lease, share, 0));
+    send(vault.finalize_refreshed(lease, share, event("e"), 0));
     send(vault.finalize_epoch(id, 0, event("e"), 0));
     send(vault.replace_share(key, share, KeyStatus::Active, event("e"), 0));
     send(vault.set_status(id, KeyStatus::Banned, event("e"), 0));

@@ -186,7 +186,11 @@ async fn ciphertext_moved_between_rows_is_corrupt(db: TestDb) {
 
     // The same share's record moved to another epoch's row.
     let (_, b1_next) = refresh(&a1, &b1);
-    vault.store_refreshed(&k1, &b1_next, 2).await.unwrap();
+    let lease = super::testkit::lease_at(&vault, &k1.key_id, 0, 3_600_000).await;
+    vault
+        .store_refreshed(&lease, &k1, &b1_next, 2)
+        .await
+        .unwrap();
     set_raw_share(&vault, &k1.key_id, 1, sealed1).await;
     assert!(matches!(
         vault.share(&k1, 1).await,

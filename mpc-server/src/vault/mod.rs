@@ -29,6 +29,7 @@ use crate::store::{commit, Store, Tx};
 pub use crate::store::records::{
     AuditEntry, Event, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
 };
+pub use refresh::RefreshLease;
 
 const KEK_CHECK_NAME: &str = "kek_check";
 const KEK_CHECK_PLAINTEXT: &[u8] = b"mpc-server master key check v1";
