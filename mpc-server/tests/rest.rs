@@ -1,8 +1,9 @@
 //! The REST service on the real binary: every route without a token, with
-//! an expired one, with another owner's, and (backup, export) without
-//! step-up; backup, export, rotation and revocation end to end; rate
-//! limits; the OpenAPI document, and every response code it documents
-//! reached here.
+//! an expired one, with another owner's, and (backup, export, revoke)
+//! without step-up; backup, export, rotation and revocation end to end;
+//! rate limits; the OpenAPI document, and every response code it documents
+//! reached here. The step-up rules themselves (single use, binding, the
+//! revoke confirmation) are attacked in `step_up.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;

@@ -144,3 +144,117 @@ impl Claims {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn step_up_claims(now: i64) -> Claims {
+        let mut claims = Claims::new("alice", now + 600);
+        claims.amr = vec!["pwd".to_owned(), "otp".to_owned()];
+        claims.auth_time = Some(now - 10);
+        claims.token_id = Some("jti-1".to_owned());
+        claims
+    }
+
+    const POLICY: StepUpPolicy = StepUpPolicy {
+        max_age_seconds: 300,
+        require_binding: false,
+        retention_seconds: 630,
+    };
+
+    #[test]
+    fn step_up_use_names_token_operation_key_and_retention() {
+        let now = 1_700_000_000;
+        let key = KeyId([0xab; 32]);
+        let spend = step_up_claims(now)
+            .step_up(&POLICY, StepUpOp::Export, &key, now)
+            .unwrap();
+        assert_eq!(
+            spend,
+            StepUpUse {
+                subject: "alice".to_owned(),
+                token_id: "jti-1".to_owned(),
+                operation: StepUpOp::Export,
+                key_id: key,
+                retain_until: now + 600 + 630,
+            }
+        );
+    }
+
+    #[test]
+    fn step_up_refusals() {
+        let now = 1_700_000_000;
+        let key = KeyId([0xab; 32]);
+        let other = KeyId([0xcd; 32]);
+        let check = |claims: &Claims, policy: &StepUpPolicy, op: StepUpOp, key: &KeyId| {
+            claims.step_up(policy, op, key, now).map(|_| ())
+        };
+        // No second factor, stale, or no jti.
+        let mut c = step_up_claims(now);
+        c.amr = vec!["pwd".to_owned()];
+        assert_eq!(
+            check(&c, &POLICY, StepUpOp::Backup, &key),
+            Err(StepUpError::NoRecentSecondFactor)
+        );
+        let mut c = step_up_claims(now);
+        c.auth_time = Some(now - 301);
+        assert_eq!(
+            check(&c, &POLICY, StepUpOp::Backup, &key),
+            Err(StepUpError::NoRecentSecondFactor)
+        );
+        let mut c = step_up_claims(now);
+        c.token_id = None;
+        assert_eq!(
+            check(&c, &POLICY, StepUpOp::Revoke, &key),
+            Err(StepUpError::MissingTokenId)
+        );
+        // Bound to another operation or key; the key id in either case.
+        let mut c = step_up_claims(now);
+        c.step_up_operation = Some("export".to_owned());
+        c.step_up_key_id = Some("AB".repeat(32));
+        assert!(check(&c, &POLICY, StepUpOp::Export, &key).is_ok());
+        assert_eq!(
+            check(&c, &POLICY, StepUpOp::Revoke, &key),
+            Err(StepUpError::WrongBinding)
+        );
+        assert_eq!(
+            check(&c, &POLICY, StepUpOp::Backup, &key),
+            Err(StepUpError::WrongBinding)
+        );
+        assert_eq!(
+            check(&c, &POLICY, StepUpOp::Export, &other),
+            Err(StepUpError::WrongBinding)
+        );
+        for bad in ["ab", "not hex", "Export"] {
+            let mut c = step_up_claims(now);
+            c.step_up_key_id = Some(bad.to_owned());
+            c.step_up_operation = Some(bad.to_owned());
+            assert_eq!(
+                check(&c, &POLICY, StepUpOp::Export, &key),
+                Err(StepUpError::WrongBinding),
+                "{bad}"
+            );
+        }
+        // Only one of the two binding claims: checked as given, but a policy
+        // requiring binding wants both.
+        let strict = StepUpPolicy {
+            require_binding: true,
+            ..POLICY
+        };
+        let mut c = step_up_claims(now);
+        assert_eq!(
+            check(&c, &strict, StepUpOp::Export, &key),
+            Err(StepUpError::Unbound)
+        );
+        c.step_up_operation = Some("export".to_owned());
+        assert!(check(&c, &POLICY, StepUpOp::Export, &key).is_ok());
+        assert_eq!(
+            check(&c, &strict, StepUpOp::Export, &key),
+            Err(StepUpError::Unbound)
+        );
+        c.step_up_key_id = Some(key.to_string());
+        assert!(check(&c, &strict, StepUpOp::Export, &key).is_ok());
+    }
+}
