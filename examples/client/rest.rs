@@ -92,6 +92,12 @@ fn problem_failure(status: reqwest::StatusCode, body: &[u8], token: &str) -> Fai
              authenticate again with your second factor and pass the new token \
              in MPC_TOKEN or --token ({message})"
         );
+    } else if status == reqwest::StatusCode::FORBIDDEN && code == "step_up_token_used" {
+        message = format!(
+            "this step-up token was already used (each one works once): \
+             authenticate again with your second factor and pass the new token \
+             in MPC_TOKEN or --token ({message})"
+        );
     }
     Failure::remote(code, message)
 }

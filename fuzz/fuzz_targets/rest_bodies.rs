@@ -1,6 +1,6 @@
 //! The server's REST request parsing (`mpc_api`, which the server's body
 //! extractor and path handling call): arbitrary bytes as an export body, a
-//! backup body and a key id.
+//! backup body, a revoke body and a key id.
 //!
 //! Must hold: no panic; a body either parses or is refused as syntax (not
 //! JSON) or shape (wrong fields), and bytes that are not JSON are never
@@ -10,7 +10,9 @@
 
 use k256::elliptic_curve::sec1::ToEncodedPoint;
 use libfuzzer_sys::fuzz_target;
-use mpc_api::{parse_body, parse_key_id, parse_point, BackupRequest, BodyError, ExportRequest};
+use mpc_api::{
+    parse_body, parse_key_id, parse_point, BackupRequest, BodyError, ExportRequest, RevokeRequest,
+};
 
 fn check_point(text: &str) {
     if let Some(key) = parse_point(text) {
@@ -36,6 +38,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(is_json);
             if let Some(text) = &request.recovery_public_key {
                 check_point(text);
+            }
+        }
+        Err(BodyError::Shape(_)) => assert!(is_json),
+        Err(BodyError::Syntax(_)) => assert!(!is_json),
+    }
+    match parse_body::<RevokeRequest>(data) {
+        Ok(request) => {
+            assert!(is_json);
+            if let Some(key_id) = parse_key_id(&request.confirm) {
+                assert_eq!(hex::encode(key_id.0), request.confirm.to_ascii_lowercase());
             }
         }
         Err(BodyError::Shape(_)) => assert!(is_json),

@@ -31,6 +31,17 @@ pub struct ExportRequest {
     pub epoch: Option<u64>,
 }
 
+/// A revocation request (`DELETE /v1/keys/{key_id}`): the caller names
+/// the key again, so that a mistaken or forged path alone cannot destroy a
+/// share.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The id of the key to revoke (64 hex characters): must equal the
+    /// key id in the path.
+    pub confirm: String,
+}
+
 /// Why a body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
@@ -129,6 +140,16 @@ mod tests {
             parse_body::<BackupRequest>(b"{}"),
             Ok(BackupRequest::default())
         );
+        let revoke: RevokeRequest = parse_body(br#"{"confirm":"ab"}"#).unwrap();
+        assert_eq!(revoke.confirm, "ab");
+        assert!(matches!(
+            parse_body::<RevokeRequest>(b"{}"),
+            Err(BodyError::Shape(_))
+        ));
+        assert!(matches!(
+            parse_body::<RevokeRequest>(br#"{"confirm":"ab","force":true}"#),
+            Err(BodyError::Shape(_))
+        ));
         assert!(parse_key_id(&"ab".repeat(32)).is_some());
         assert!(parse_key_id("ab").is_none());
     }

@@ -13,6 +13,9 @@
 //! | JWT public keys (ES256/EdDSA) | `--jwt-public-keys` | `MPC_JWT_PUBLIC_KEYS` (PEM file path) | none |
 //! | JWT audience | `--jwt-audience` | `MPC_JWT_AUDIENCE` | `mpc-server` |
 //! | JWT issuer | `--jwt-issuer` | `MPC_JWT_ISSUER` | not checked |
+//! | longest token lifetime (s): `exp` further ahead is refused | `--jwt-max-lifetime` | `MPC_JWT_MAX_LIFETIME` | 86400 |
+//! | step-up: how recent `auth_time` must be (s) | `--step-up-max-age` | `MPC_STEP_UP_MAX_AGE` | 300 |
+//! | step-up: tokens must carry `mpc_op` and `mpc_key_id` | `--step-up-require-binding` | `MPC_STEP_UP_REQUIRE_BINDING` | false |
 //! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
 //! | refresh lease (s), longer than the session timeout | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
@@ -60,6 +63,10 @@ pub struct Cli {
     /// Required `iss` claim, if set.
     #[arg(long, env = "MPC_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Longest accepted token lifetime, in seconds: a token whose `exp` is
+    /// further ahead is refused.
+    #[arg(long, env = "MPC_JWT_MAX_LIFETIME", default_value_t = crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)]
+    pub jwt_max_lifetime: u64,
     /// Most WebSocket sessions open at once.
     #[arg(long, env = "MPC_MAX_SESSIONS", default_value_t = 256)]
     pub max_sessions: usize,
@@ -81,9 +88,13 @@ pub struct Cli {
     #[arg(long, env = "MPC_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
     /// How recent (seconds) the second factor (`auth_time`) must be for
-    /// backup and export.
+    /// backup, export and revoke.
     #[arg(long, env = "MPC_STEP_UP_MAX_AGE", default_value_t = 300)]
     pub step_up_max_age: u64,
+    /// Require step-up tokens to name their operation (`mpc_op`) and key
+    /// (`mpc_key_id`).
+    #[arg(long, env = "MPC_STEP_UP_REQUIRE_BINDING", default_value_t = false)]
+    pub step_up_require_binding: bool,
     /// Recovery public key for backups (SEC1 compressed, hex).
     #[arg(long, env = "MPC_BACKUP_RECOVERY_KEY")]
     pub backup_recovery_key: Option<String>,
@@ -96,7 +107,7 @@ pub struct Cli {
     /// REST requests per minute per client IP.
     #[arg(long, env = "MPC_RATE_LIMIT_IP_PER_MINUTE", default_value_t = 1200)]
     pub rate_limit_ip_per_minute: u32,
-    /// Backup and export requests per hour per token subject.
+    /// Backup, export and revoke requests per hour per token subject.
     #[arg(long, env = "MPC_SENSITIVE_RATE_LIMIT_PER_HOUR", default_value_t = 10)]
     pub sensitive_rate_limit_per_hour: u32,
     /// Webhook endpoint of the backend (events are signed with
@@ -266,6 +277,7 @@ impl ServerConfig {
         };
         let rest = crate::rest::RestConfig {
             step_up_max_age: Duration::from_secs(cli.step_up_max_age),
+            step_up_require_binding: cli.step_up_require_binding,
             recovery_key,
             allow_request_recovery_key: cli.backup_allow_request_key,
             limits: crate::rest::RateLimits {
@@ -312,7 +324,8 @@ impl ServerConfig {
             auth: AuthConfig {
                 audience: cli.jwt_audience.clone(),
                 issuer: cli.jwt_issuer.clone(),
-                leeway_seconds: 30,
+                leeway_seconds: crate::auth::DEFAULT_LEEWAY_SECONDS,
+                max_lifetime_seconds: cli.jwt_max_lifetime,
                 key,
             },
             kek: Arc::new(kek),

@@ -1,8 +1,9 @@
 //! The REST service on the real binary: every route without a token, with
-//! an expired one, with another owner's, and (backup, export) without
-//! step-up; backup, export, rotation and revocation end to end; rate
-//! limits; the OpenAPI document, and every response code it documents
-//! reached here.
+//! an expired one, with another owner's, and (backup, export, revoke)
+//! without step-up; backup, export, rotation and revocation end to end;
+//! rate limits; the OpenAPI document, and every response code it documents
+//! reached here. The step-up rules themselves (single use, binding, the
+//! revoke confirmation) are attacked in `step_up.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -32,11 +33,16 @@ fn now() -> i64 {
     .unwrap()
 }
 
+/// A fresh step-up token: each is spent by its first successful use.
 fn step_up_token(subject: &str) -> String {
+    use rand_core::{OsRng, RngCore};
+    let mut jti = [0u8; 16];
+    OsRng.fill_bytes(&mut jti);
     TokenBuilder::new(subject, AUDIENCE)
         .expires_in(600)
         .amr(&["pwd", "otp"])
         .auth_time(now() - 10)
+        .token_id(hex::encode(jti))
         .sign_hs256(JWT_SECRET.as_bytes())
         .unwrap()
 }
@@ -152,10 +158,14 @@ const ROTATE: &str = "/v1/keys/{key_id}/rotate";
 const AUDIT: &str = "/v1/keys/{key_id}/audit";
 
 /// Every keyed route, with a harmless body.
-fn keyed_routes() -> Vec<(Method, &'static str, Body)> {
+fn keyed_routes(key_id: &str) -> Vec<(Method, &'static str, Body)> {
     vec![
         (Method::GET, KEY, Body::None),
-        (Method::DELETE, KEY, Body::None),
+        (
+            Method::DELETE,
+            KEY,
+            Body::Json(json!({ "confirm": key_id })),
+        ),
         (Method::POST, ROTATE, Body::None),
         (Method::GET, AUDIT, Body::None),
         (Method::POST, BACKUP, Body::Json(json!({}))),
@@ -209,7 +219,7 @@ async fn refused_without_valid_tokens(rest: &Rest, key: &KeyShare) {
         .get("/v1/keys", "", Some(&expired_token("alice")))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    for (method, route, body) in keyed_routes() {
+    for (method, route, body) in keyed_routes(&id) {
         let body_again = || match &body {
             Body::Json(v) => Body::Json(v.clone()),
             _ => Body::None,
@@ -235,14 +245,19 @@ async fn refused_without_valid_tokens(rest: &Rest, key: &KeyShare) {
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {route}: {problem}");
         assert_eq!(problem["code"], "key_not_found");
     }
-    // Backup and export without step-up.
-    for route in [BACKUP, EXPORT] {
-        let body = if route == BACKUP {
-            json!({})
-        } else {
-            json!({ "onetime_public_key": onetime_hex() })
-        };
-        let (status, problem) = rest.post(route, &id, Some(&token("alice")), body).await;
+    // Backup, export and revoke without step-up.
+    for (method, route, body) in [
+        (Method::POST, BACKUP, json!({})),
+        (
+            Method::POST,
+            EXPORT,
+            json!({ "onetime_public_key": onetime_hex() }),
+        ),
+        (Method::DELETE, KEY, json!({ "confirm": id })),
+    ] {
+        let (status, problem) = rest
+            .call(method, route, &id, Some(&token("alice")), Body::Json(body))
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{route}");
         assert_eq!(problem["code"], "step_up_required");
     }
@@ -340,7 +355,11 @@ fn recovered_share_signs(key: &KeyShare, recovered: &k256::SecretKey, full: &k25
 async fn body_errors(rest: &Rest, key: &KeyShare) {
     let id = key.key_id().to_string();
     let step_up = step_up_token("alice");
-    for route in [BACKUP, EXPORT] {
+    for (method, route) in [
+        (Method::POST, BACKUP),
+        (Method::POST, EXPORT),
+        (Method::DELETE, KEY),
+    ] {
         let cases: Vec<(Body, u16)> = vec![
             (Body::Raw("application/json", b"{".to_vec()), 400),
             (Body::Raw("", b"{}".to_vec()), 415),
@@ -358,10 +377,24 @@ async fn body_errors(rest: &Rest, key: &KeyShare) {
         ];
         for (body, want) in cases {
             let (status, problem) = rest
-                .call(Method::POST, route, &id, Some(&step_up), body)
+                .call(method.clone(), route, &id, Some(&step_up), body)
                 .await;
-            assert_eq!(status.as_u16(), want, "{route}: {problem}");
+            assert_eq!(status.as_u16(), want, "{method} {route}: {problem}");
         }
+    }
+    // Revocation names the key again.
+    for confirm in ["not-hex".to_owned(), "ab".repeat(32)] {
+        let (status, problem) = rest
+            .call(
+                Method::DELETE,
+                KEY,
+                &id,
+                Some(&step_up),
+                Body::Json(json!({ "confirm": confirm })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["code"], "invalid_request");
     }
     let (status, problem) = rest
         .post(
@@ -427,9 +460,15 @@ async fn revocation(rest: &Rest, server: &TestServer) {
     let doomed = client.keygen().await.unwrap();
     let id = doomed.key_id().to_string();
     let (status, view) = rest
-        .call(Method::DELETE, KEY, &id, Some(&token("alice")), Body::None)
+        .call(
+            Method::DELETE,
+            KEY,
+            &id,
+            Some(&step_up_token("alice")),
+            Body::Json(json!({ "confirm": id })),
+        )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["status"], "revoked");
     let e = client
         .sign(&doomed, Prehash::sha256(b"revoked"))
@@ -486,7 +525,7 @@ async fn rate_limits(seen: &Seen) {
     let problem = limited.expect("no 429 within the quota + 10 requests");
     let retry_after = problem["retry_after"].as_u64().unwrap();
     assert!((1..=2).contains(&retry_after), "{problem}");
-    for (method, route, body) in keyed_routes() {
+    for (method, route, body) in keyed_routes(&id) {
         let (status, _) = rest.call(method, route, &id, Some(&rita), body).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{route}");
     }

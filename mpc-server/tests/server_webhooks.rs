@@ -109,6 +109,12 @@ fn step_up(subject: &str) -> String {
         .expires_in(600)
         .amr(&["otp"])
         .auth_time(now)
+        .token_id(hex::encode({
+            use rand_core::RngCore;
+            let mut jti = [0u8; 16];
+            rand_core::OsRng.fill_bytes(&mut jti);
+            jti
+        }))
         .sign_hs256(JWT_SECRET.as_bytes())
         .unwrap()
 }
@@ -152,7 +158,8 @@ async fn every_event_arrives_signed_despite_failures_and_restarts() {
         assert!(sign_maliciously(&client, &refreshed).await.is_ban());
         let status = http
             .delete(rest(""))
-            .bearer_auth(token("wes"))
+            .bearer_auth(step_up("wes"))
+            .json(&json!({ "confirm": id }))
             .send()
             .await
             .unwrap()

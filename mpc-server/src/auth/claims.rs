@@ -4,7 +4,7 @@
 use jsonwebtoken::errors::ErrorKind;
 use serde::{Deserialize, Deserializer};
 
-use super::{AuthError, Authenticator, Claims, JwtAlgorithm, MAX_SUBJECT_LEN};
+use super::{AuthError, Authenticator, Claims, JwtAlgorithm, MAX_SUBJECT_LEN, MAX_TOKEN_ID_LEN};
 
 impl Authenticator {
     pub(super) fn check_claims(&self, raw: RawClaims, now: i64) -> Result<Claims, AuthError> {
@@ -18,6 +18,22 @@ impl Authenticator {
             if now.saturating_add(inner.leeway) < nbf {
                 return Err(AuthError::NotYetValid);
             }
+        }
+        // A token "issued" in the future, or valid for longer than the
+        // issuer is allowed to mint, is a forged or mis-minted one; the
+        // lifetime bound also bounds how long a spent step-up `jti` must be
+        // remembered (PROTOCOL.md §19).
+        if let Some(iat) = raw.iat {
+            if now.saturating_add(inner.leeway) < iat {
+                return Err(AuthError::IssuedInFuture);
+            }
+        }
+        if exp
+            > now
+                .saturating_add(inner.max_lifetime)
+                .saturating_add(inner.leeway)
+        {
+            return Err(AuthError::LifetimeTooLong);
         }
 
         let aud = raw.aud.ok_or(AuthError::MissingClaim("aud"))?;
@@ -33,11 +49,24 @@ impl Authenticator {
         }
 
         let subject = raw.sub.ok_or(AuthError::MissingSubject)?;
-        if subject.is_empty()
-            || subject.len() > MAX_SUBJECT_LEN
-            || subject.chars().any(char::is_control)
-        {
+        if !is_clean_text(&subject, MAX_SUBJECT_LEN) {
             return Err(AuthError::MissingSubject);
+        }
+
+        if let Some(jti) = &raw.jti {
+            if !is_clean_text(jti, MAX_TOKEN_ID_LEN) {
+                return Err(AuthError::Malformed);
+            }
+        }
+        if let Some(key_id) = &raw.mpc_key_id {
+            if !is_clean_text(key_id, MAX_TOKEN_ID_LEN) {
+                return Err(AuthError::Malformed);
+            }
+        }
+        if let Some(op) = &raw.mpc_op {
+            if !is_clean_text(op, MAX_TOKEN_ID_LEN) {
+                return Err(AuthError::Malformed);
+            }
         }
 
         Ok(Claims {
@@ -45,10 +74,17 @@ impl Authenticator {
             expires_at: exp,
             issued_at: raw.iat,
             auth_time: raw.auth_time,
-            amr: raw.amr.map(OneOrMany::into_vec).unwrap_or_default(),
+            amr: raw.amr.unwrap_or_default(),
             token_id: raw.jti,
+            step_up_operation: raw.mpc_op,
+            step_up_key_id: raw.mpc_key_id,
         })
     }
+}
+
+/// Non-empty, at most `max_len` bytes, no control characters.
+fn is_clean_text(text: &str, max_len: usize) -> bool {
+    !text.is_empty() && text.len() <= max_len && !text.chars().any(char::is_control)
 }
 
 /// Rejects tokens whose header is not JSON naming exactly the configured
@@ -143,13 +179,22 @@ pub(super) struct RawClaims {
     aud: Option<OneOrMany>,
     #[serde(default)]
     iss: Option<String>,
+    /// RFC 8176 makes `amr` an array of strings; a lone string (which some
+    /// issuers emit) is refused with the whole token rather than guessed at.
     #[serde(default)]
-    amr: Option<OneOrMany>,
+    amr: Option<Vec<String>>,
     #[serde(default)]
     jti: Option<String>,
+    /// Step-up binding (PROTOCOL.md §19): the one operation the token may
+    /// be spent on.
+    #[serde(default)]
+    mpc_op: Option<String>,
+    /// Step-up binding: the one key the token may be spent on.
+    #[serde(default)]
+    mpc_key_id: Option<String>,
 }
 
-/// A string or an array of strings (`aud`, and `amr` from lenient issuers).
+/// A string or an array of strings (`aud`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
@@ -162,13 +207,6 @@ impl OneOrMany {
         match self {
             Self::One(s) => s == wanted,
             Self::Many(v) => v.iter().any(|s| s == wanted),
-        }
-    }
-
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            Self::One(s) => vec![s],
-            Self::Many(v) => v,
         }
     }
 }

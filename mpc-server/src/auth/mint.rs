@@ -27,6 +27,8 @@ pub struct TokenBuilder {
     auth_time: Option<i64>,
     amr: Vec<String>,
     token_id: Option<String>,
+    operation: Option<String>,
+    key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +53,10 @@ struct MintedClaims<'a> {
     amr: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     jti: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpc_op: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpc_key_id: Option<&'a str>,
 }
 
 impl TokenBuilder {
@@ -66,6 +72,8 @@ impl TokenBuilder {
             auth_time: None,
             amr: Vec::new(),
             token_id: None,
+            operation: None,
+            key_id: None,
         }
     }
 
@@ -114,6 +122,19 @@ impl TokenBuilder {
     /// Sets `jti`.
     pub fn token_id(mut self, id: impl Into<String>) -> Self {
         self.token_id = Some(id.into());
+        self
+    }
+
+    /// Binds a step-up token to one operation (`mpc_op`: `backup`, `export`
+    /// or `revoke`; PROTOCOL.md §19).
+    pub fn step_up_operation(mut self, operation: impl Into<String>) -> Self {
+        self.operation = Some(operation.into());
+        self
+    }
+
+    /// Binds a step-up token to one key (`mpc_key_id`, 64 hex characters).
+    pub fn step_up_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
         self
     }
 
@@ -188,6 +209,8 @@ impl TokenBuilder {
             auth_time: self.auth_time,
             amr: &self.amr,
             jti: self.token_id.as_deref(),
+            mpc_op: self.operation.as_deref(),
+            mpc_key_id: self.key_id.as_deref(),
         };
         jsonwebtoken::encode(&Header::new(alg), &claims, key)
             .map_err(|e| AuthConfigError::Signing(e.to_string()))

@@ -15,19 +15,30 @@
 //!
 //! * `exp` is required and must not have passed (with a configurable leeway);
 //! * `nbf`, when present, must have been reached (same leeway);
+//! * `iat`, when present, must not be in the future (same leeway);
+//! * `exp` must not be more than [`AuthConfig::max_lifetime_seconds`] ahead
+//!   (plus the leeway): a long-lived token is refused, whatever signed it;
 //! * `aud` is required and must contain the configured audience;
 //! * `iss` is required and must match when an issuer is configured;
 //! * `sub` is required, non-empty, at most [`MAX_SUBJECT_LEN`] bytes and free
 //!   of control characters: it names the key owner.
 //!
-//! `amr`, `auth_time`, `iat` and `jti` are carried through in [`Claims`] for
-//! step-up checks (see [`Claims::has_recent_second_factor`]).
+//! * `amr`, when present, must be an array of strings (RFC 8176); `jti`,
+//!   `mpc_op` and `mpc_key_id`, when present, must be non-empty strings of
+//!   at most [`MAX_TOKEN_ID_LEN`] bytes without control characters.
+//!
+//! `amr`, `auth_time`, `iat`, `jti`, `mpc_op` and `mpc_key_id` are carried
+//! through in [`Claims`] for step-up checks ([`Claims::step_up`],
+//! PROTOCOL.md §19). Every rejection is one [`AuthError`]; the REST and
+//! WebSocket layers answer all of them with the same 401, so a caller
+//! cannot probe which check failed.
 //!
 //! [`TokenBuilder`] mints tokens for dev mode and tests.
 
 mod claims;
 mod keys;
 mod mint;
+mod step_up;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
@@ -45,6 +56,7 @@ use zeroize::Zeroizing;
 use claims::{check_header, map_decode_error, RawClaims};
 use keys::load_public_keys;
 pub use mint::{generate_dev_secret, TokenBuilder};
+pub use step_up::{StepUpError, StepUpOp, StepUpPolicy, StepUpUse, SPENT_TOKEN_MARGIN_SECONDS};
 
 /// Default audience expected in the `aud` claim.
 pub const DEFAULT_AUDIENCE: &str = "mpc-server";
@@ -57,6 +69,13 @@ pub const MIN_HS256_SECRET_LEN: usize = 32;
 
 /// Maximum length, in bytes, of the `sub` claim.
 pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// Maximum length, in bytes, of the `jti`, `mpc_op` and `mpc_key_id`
+/// claims.
+pub const MAX_TOKEN_ID_LEN: usize = 256;
+
+/// Default for [`AuthConfig::max_lifetime_seconds`]: one day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 24 * 3600;
 
 /// Maximum accepted length of an encoded token, in bytes. Longer inputs are
 /// rejected as [`AuthError::Malformed`] before any decoding.
@@ -158,9 +177,13 @@ pub struct AuthConfig {
     pub audience: String,
     /// Issuer the token's `iss` claim must equal; `None` skips the check.
     pub issuer: Option<String>,
-    /// Clock-skew leeway for `exp` and `nbf`, in seconds
+    /// Clock-skew leeway for `exp`, `nbf` and `iat`, in seconds
     /// (default [`DEFAULT_LEEWAY_SECONDS`]).
     pub leeway_seconds: u64,
+    /// The furthest ahead `exp` may be, in seconds from now (default
+    /// [`DEFAULT_MAX_TOKEN_LIFETIME_SECONDS`]). It also bounds how long a
+    /// stolen token works and how long spent step-up `jti`s are kept.
+    pub max_lifetime_seconds: u64,
     /// Verification key; its variant selects the accepted algorithm.
     pub key: VerificationKey,
 }
@@ -173,6 +196,7 @@ impl AuthConfig {
             audience: DEFAULT_AUDIENCE.to_owned(),
             issuer: None,
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            max_lifetime_seconds: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
             key,
         }
     }
@@ -197,6 +221,12 @@ pub enum AuthError {
     /// `nbf` has not been reached yet (beyond the leeway).
     #[error("token is not valid yet")]
     NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token is issued in the future")]
+    IssuedInFuture,
+    /// `exp` is further ahead than the configured maximum lifetime.
+    #[error("token lifetime exceeds the configured maximum")]
+    LifetimeTooLong,
     /// `aud` does not contain the configured audience.
     #[error("token audience does not match")]
     WrongAudience,
@@ -222,6 +252,8 @@ impl AuthError {
             Self::WrongAlgorithm => "token_wrong_algorithm",
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
+            Self::IssuedInFuture => "token_issued_in_future",
+            Self::LifetimeTooLong => "token_lifetime_too_long",
             Self::WrongAudience => "token_wrong_audience",
             Self::WrongIssuer => "token_wrong_issuer",
             Self::MissingSubject => "token_missing_subject",
@@ -305,8 +337,14 @@ pub struct Claims {
     pub auth_time: Option<i64>,
     /// `amr` (authentication methods references, RFC 8176); empty if absent.
     pub amr: Vec<String>,
-    /// `jti`, if present.
+    /// `jti`, if present: spent once by a step-up operation.
     pub token_id: Option<String>,
+    /// `mpc_op`, if present: the one step-up operation the token may be
+    /// spent on (`backup`, `export` or `revoke`).
+    pub step_up_operation: Option<String>,
+    /// `mpc_key_id`, if present: the one key (64 hex characters) the token
+    /// may be spent on by a step-up operation.
+    pub step_up_key_id: Option<String>,
 }
 
 impl Claims {
@@ -320,6 +358,8 @@ impl Claims {
             auth_time: None,
             amr: Vec::new(),
             token_id: None,
+            step_up_operation: None,
+            step_up_key_id: None,
         }
     }
 
@@ -350,6 +390,7 @@ struct Inner {
     audience: String,
     issuer: Option<String>,
     leeway: i64,
+    max_lifetime: i64,
     keys: Vec<DecodingKey>,
     validation: Validation,
 }
@@ -361,6 +402,7 @@ impl fmt::Debug for Authenticator {
             .field("audience", &self.inner.audience)
             .field("issuer", &self.inner.issuer)
             .field("leeway_seconds", &self.inner.leeway)
+            .field("max_lifetime_seconds", &self.inner.max_lifetime)
             .field("keys", &self.inner.keys.len())
             .finish_non_exhaustive()
     }
@@ -412,6 +454,7 @@ impl Authenticator {
                 audience: config.audience,
                 issuer: config.issuer,
                 leeway: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
+                max_lifetime: i64::try_from(config.max_lifetime_seconds).unwrap_or(i64::MAX),
                 keys,
                 validation,
             }),
@@ -421,6 +464,13 @@ impl Authenticator {
     /// The accepted algorithm.
     pub fn algorithm(&self) -> JwtAlgorithm {
         self.inner.algorithm
+    }
+
+    /// The clock-skew leeway, in seconds: a token is accepted until its
+    /// `exp` plus this.
+    #[must_use]
+    pub fn leeway_seconds(&self) -> u64 {
+        u64::try_from(self.inner.leeway).unwrap_or(0)
     }
 
     /// Verifies a compact JWS token (without the `Bearer ` prefix) and

@@ -337,7 +337,7 @@ fn malformed_tokens_are_rejected() {
 fn fractional_numeric_dates_are_accepted() {
     let exp = unix_now() + 60;
     let token = sign_json(&serde_json::json!({
-        "sub": "a", "aud": AUD, "exp": exp as f64 + 0.5, "amr": "otp"
+        "sub": "a", "aud": AUD, "exp": exp as f64 + 0.5, "amr": ["otp"]
     }));
     let claims = hs_auth().verify(&token).unwrap();
     assert_eq!(claims.expires_at, exp);
@@ -636,4 +636,117 @@ fn base64url_decoder() {
 fn authenticator_is_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Authenticator>();
+}
+
+// ---- iat, lifetime, amr shape, jti and the step-up checks (issue 12) ----
+
+#[test]
+fn issued_in_the_future_is_refused_beyond_the_leeway() {
+    let auth = hs_auth();
+    let now = unix_now();
+    let token = |iat: i64| {
+        TokenBuilder::new("alice", AUD)
+            .issued_at(iat)
+            .expires_at(now + 600)
+            .sign_hs256(SECRET)
+            .unwrap()
+    };
+    // Within the 30 s leeway: clock skew.
+    assert!(auth.verify_at(&token(now + 30), now).is_ok());
+    assert_eq!(
+        auth.verify_at(&token(now + 31), now),
+        Err(AuthError::IssuedInFuture)
+    );
+    assert_eq!(
+        auth.verify_at(&token(i64::MAX), now),
+        Err(AuthError::IssuedInFuture)
+    );
+}
+
+#[test]
+fn lifetime_beyond_the_maximum_is_refused() {
+    let now = unix_now();
+    let auth = Authenticator::new(AuthConfig {
+        max_lifetime_seconds: 3600,
+        ..hs_config()
+    })
+    .unwrap();
+    let token = |exp: i64| {
+        TokenBuilder::new("alice", AUD)
+            .expires_at(exp)
+            .sign_hs256(SECRET)
+            .unwrap()
+    };
+    assert!(auth.verify_at(&token(now + 3600 + 30), now).is_ok());
+    assert_eq!(
+        auth.verify_at(&token(now + 3600 + 31), now),
+        Err(AuthError::LifetimeTooLong)
+    );
+    assert_eq!(
+        auth.verify_at(&token(i64::MAX), now),
+        Err(AuthError::LifetimeTooLong)
+    );
+    // The default is one day.
+    assert_eq!(
+        hs_auth().verify_at(
+            &token(now + DEFAULT_MAX_TOKEN_LIFETIME_SECONDS as i64 + 31),
+            now
+        ),
+        Err(AuthError::LifetimeTooLong)
+    );
+    assert!(hs_auth()
+        .verify_at(&token(now + DEFAULT_MAX_TOKEN_LIFETIME_SECONDS as i64), now)
+        .is_ok());
+}
+
+#[test]
+fn amr_must_be_an_array_of_strings() {
+    let exp = unix_now() + 60;
+    for amr in [
+        serde_json::json!("otp"),
+        serde_json::json!("otp mfa"),
+        serde_json::json!([1]),
+        serde_json::json!({"otp": true}),
+        serde_json::json!(true),
+    ] {
+        let token = sign_json(&serde_json::json!({
+            "sub": "a", "aud": AUD, "exp": exp, "amr": amr, "auth_time": exp - 60, "jti": "j"
+        }));
+        assert_eq!(hs_auth().verify(&token), Err(AuthError::Malformed), "{amr}");
+    }
+    let token = sign_json(&serde_json::json!({
+        "sub": "a", "aud": AUD, "exp": exp, "amr": ["pwd", "otp"]
+    }));
+    assert_eq!(hs_auth().verify(&token).unwrap().amr, ["pwd", "otp"]);
+}
+
+#[test]
+fn jti_and_binding_claims_must_be_clean_strings() {
+    let exp = unix_now() + 60;
+    for (name, value) in [
+        ("jti", serde_json::json!("")),
+        ("jti", serde_json::json!("a\nb")),
+        ("jti", serde_json::json!("x".repeat(MAX_TOKEN_ID_LEN + 1))),
+        ("jti", serde_json::json!(7)),
+        ("mpc_op", serde_json::json!(["export"])),
+        ("mpc_op", serde_json::json!("")),
+        ("mpc_key_id", serde_json::json!("\u{0}")),
+    ] {
+        let mut claims = serde_json::json!({"sub": "a", "aud": AUD, "exp": exp});
+        claims[name] = value.clone();
+        assert_eq!(
+            hs_auth().verify(&sign_json(&claims)),
+            Err(AuthError::Malformed),
+            "{name}: {value}"
+        );
+    }
+    let token = TokenBuilder::new("a", AUD)
+        .token_id("x".repeat(MAX_TOKEN_ID_LEN))
+        .step_up_operation("export")
+        .step_up_key_id("ab".repeat(32))
+        .sign_hs256(SECRET)
+        .unwrap();
+    let claims = hs_auth().verify(&token).unwrap();
+    assert_eq!(claims.step_up_operation.as_deref(), Some("export"));
+    assert_eq!(claims.step_up_key_id, Some("ab".repeat(32)));
 }

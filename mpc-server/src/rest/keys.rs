@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
-use mpc_api::{BackupRequest, ExportRequest};
+use mpc_api::{BackupRequest, ExportRequest, RevokeRequest};
 use mpc_core::backup::Backup;
 use mpc_core::export::export_share;
 use mpc_core::{ExtendedPublicKey, KeyId};
@@ -19,8 +19,9 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::problem::{Code, Problem};
 use super::{Caller, JsonBody};
+use crate::auth::{StepUpError, StepUpOp, StepUpPolicy, StepUpUse, SPENT_TOKEN_MARGIN_SECONDS};
 use crate::server::{now_ms, AppState};
-use crate::vault::{AuditEntry, Event, KeyRecord, KeyStatus};
+use crate::vault::{AuditEntry, Event, KeyRecord, KeyStatus, NewBackup};
 
 /// A key as its owner sees it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -181,20 +182,57 @@ fn not_revoked(record: &KeyRecord) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Backup and export: a recent second factor, and the stricter limit.
-fn step_up(state: &AppState, caller: &Caller) -> Result<(), Problem> {
+/// Backup, export and revoke: a step-up token for this operation on this
+/// key (PROTOCOL.md §19), and the stricter limit. The returned use is spent
+/// by the vault in the operation's own transaction.
+fn step_up(
+    state: &AppState,
+    caller: &Caller,
+    operation: StepUpOp,
+    record: &KeyRecord,
+) -> Result<StepUpUse, Problem> {
     let now = now_ms() / 1000;
     let max_age = state.rest.step_up_max_age.as_secs();
-    if !caller.0.has_recent_second_factor(now, max_age) {
-        return Err(Problem::new(
-            Code::StepUpRequired,
-            format!(
-                "this operation needs a token with amr containing otp or mfa and auth_time \
-                 within {max_age} s"
+    let policy = StepUpPolicy {
+        max_age_seconds: max_age,
+        require_binding: state.rest.step_up_require_binding,
+        retention_seconds: state
+            .auth
+            .leeway_seconds()
+            .saturating_add(SPENT_TOKEN_MARGIN_SECONDS),
+    };
+    let spend = caller
+        .0
+        .step_up(&policy, operation, &record.key_id, now)
+        .map_err(|e| match e {
+            StepUpError::WrongBinding => Problem::new(
+                Code::StepUpBindingMismatch,
+                format!(
+                    "the token's mpc_op or mpc_key_id names another operation or key than \
+                     {operation} of this key"
+                ),
             ),
-        ));
-    }
-    state.limiters.check_sensitive(&caller.0.subject)
+            StepUpError::MissingTokenId => Problem::new(
+                Code::StepUpRequired,
+                "this operation needs a single-use step-up token: the token has no jti",
+            ),
+            StepUpError::Unbound => Problem::new(
+                Code::StepUpRequired,
+                format!(
+                    "this server needs step-up tokens bound to one operation and key: \
+                     mpc_op \"{operation}\" and mpc_key_id"
+                ),
+            ),
+            _ => Problem::new(
+                Code::StepUpRequired,
+                format!(
+                    "this operation needs a token with amr containing otp or mfa, auth_time \
+                     within {max_age} s, and a jti"
+                ),
+            ),
+        })?;
+    state.limiters.check_sensitive(&caller.0.subject)?;
+    Ok(spend)
 }
 
 fn parse_point(text: &str, what: &str) -> Result<k256::PublicKey, Problem> {
@@ -265,26 +303,48 @@ pub(crate) async fn get_key(
 }
 
 /// Revokes the key: its shares and presignatures are destroyed; nothing
-/// signs with it again. Repeating it is harmless.
+/// signs with it again, and the funds are lost unless the owner holds an
+/// export or backup. Needs a single-use step-up token (`amr` array with
+/// `otp` or `mfa`, recent `auth_time`, `jti`; optionally `mpc_op`
+/// `"revoke"` and `mpc_key_id`) and the body `{"confirm": "<key_id>"}`.
+/// Repeating it on a revoked key changes nothing (and spends no token).
 #[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "Key id, 64 hex characters")),
+    request_body(content = RevokeRequest, description = "`confirm` must be the key id"),
     responses(
         (status = 200, description = "The revoked key", body = KeyView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No step-up token for this operation and key (`step_up_required`, `step_up_binding_mismatch`), or the token was already used (`step_up_token_used`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No `confirm`, or it is not this key's id", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn revoke_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(key_id): Path<String>,
+    JsonBody(request): JsonBody<RevokeRequest>,
 ) -> Result<Json<KeyView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
+    let spend = step_up(&state, &caller, StepUpOp::Revoke, &record)?;
+    if mpc_api::parse_key_id(&request.confirm) != Some(record.key_id) {
+        return Err(Problem::with_status(
+            Code::InvalidRequest,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirm must be the id of the key to revoke",
+        ));
+    }
     let event = Event {
         name: "key.revoked",
         detail: json!({ "via": "rest" }),
     };
-    state.vault.revoke(&record.key_id, event, now_ms()).await?;
+    state
+        .vault
+        .revoke_spending(&record.key_id, event, now_ms(), Some(&spend))
+        .await?;
     let record = owned_key(&state, &caller, &key_id).await?;
     Ok(Json(KeyView::of(&record)))
 }
@@ -344,14 +404,16 @@ pub(crate) async fn audit_log(
 }
 
 /// A verifiable backup of the server share to the recovery key; recorded.
-/// Needs a step-up token.
+/// Needs a single-use step-up token (as for revoke, `mpc_op` `"backup"`).
+/// A backup to a recovery key named in the request (where allowed) counts
+/// as an export: the key is marked exported and `key.exported` is emitted.
 #[utoipa::path(post, path = "/v1/keys/{key_id}/backup", tag = "keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "Key id, 64 hex characters")),
     request_body(content = BackupRequest, description = "Optional; `{}` uses the configured recovery key"),
     responses(
         (status = 200, description = "The backup", body = BackupView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "No recent second factor, or a recovery key in the request where not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No step-up token for this operation and key (`step_up_required`, `step_up_binding_mismatch`), the token was already used (`step_up_token_used`), or a recovery key in the request where not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Revoked, or no recovery key configured", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
@@ -367,7 +429,7 @@ pub(crate) async fn backup_key(
     JsonBody(request): JsonBody<BackupRequest>,
 ) -> Result<Json<BackupView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    step_up(&state, &caller)?;
+    let spend = step_up(&state, &caller, StepUpOp::Backup, &record)?;
     not_revoked(&record)?;
     let recovery_key = match (
         &request.recovery_public_key,
@@ -406,9 +468,15 @@ pub(crate) async fn backup_key(
         .try_into()
         .map_err(|_| Problem::internal(&"recovery key encoding"))?;
     let now = now_ms();
+    let new = NewBackup {
+        epoch: record.epoch,
+        recovery_key: &recovery_bytes,
+        backup: &bytes,
+        counts_as_export: request.recovery_public_key.is_some(),
+    };
     state
         .vault
-        .record_backup(&record, record.epoch, &recovery_bytes, &bytes, now)
+        .record_backup_spending(&record, &new, now, Some(&spend))
         .await?;
     Ok(Json(BackupView {
         key_id: record.key_id.to_string(),
@@ -422,14 +490,15 @@ pub(crate) async fn backup_key(
 }
 
 /// The server share encrypted to the owner's one-time key; the key is
-/// marked exported. Needs a step-up token.
+/// marked exported. Needs a single-use step-up token (as for revoke,
+/// `mpc_op` `"export"`).
 #[utoipa::path(post, path = "/v1/keys/{key_id}/export", tag = "keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "Key id, 64 hex characters")),
     request_body = ExportRequest,
     responses(
         (status = 200, description = "The encrypted server share", body = ExportView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "No recent second factor", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No step-up token for this operation and key (`step_up_required`, `step_up_binding_mismatch`), or the token was already used (`step_up_token_used`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Revoked, or no share of that epoch", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
@@ -445,7 +514,7 @@ pub(crate) async fn export_key(
     JsonBody(request): JsonBody<ExportRequest>,
 ) -> Result<Json<ExportView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    step_up(&state, &caller)?;
+    let spend = step_up(&state, &caller, StepUpOp::Export, &record)?;
     not_revoked(&record)?;
     let onetime = parse_point(&request.onetime_public_key, "onetime_public_key")?;
     let epoch = request.epoch.unwrap_or(record.epoch);
@@ -463,7 +532,7 @@ pub(crate) async fn export_key(
     };
     state
         .vault
-        .mark_exported(&record.key_id, event, now_ms())
+        .mark_exported_spending(&record.key_id, event, now_ms(), Some(&spend))
         .await?;
     Ok(Json(ExportView {
         key_id: record.key_id.to_string(),
@@ -478,10 +547,15 @@ pub(crate) async fn export_key(
     info(
         title = "mpc-server REST API",
         description = "Key status, backup, export, rotation and audit for two-party ECDSA keys \
-                       (the server's share P2). Errors are RFC 9457 problem details with a stable `code`."
+                       (the server's share P2). Errors are RFC 9457 problem details with a stable `code`. \
+                       Backup, export and revoke need a step-up token: a JWT whose `amr` (a JSON array) \
+                       contains `otp` or `mfa`, whose `auth_time` is recent, and which carries a `jti`; \
+                       each token is spent by the first successful use (a second use gets 403 \
+                       `step_up_token_used`, on any replica). Optional claims `mpc_op` (`backup`, `export` \
+                       or `revoke`) and `mpc_key_id` (64 hex) bind the token to one operation and key."
     ),
     paths(healthz, readyz, list_keys, get_key, revoke_key, rotate_key, audit_log, backup_key, export_key),
-    components(schemas(Problem, KeyView, KeyList, BackupRequest, BackupView, ExportRequest, ExportView, AuditLog, AuditView, Health)),
+    components(schemas(Problem, KeyView, KeyList, BackupRequest, BackupView, ExportRequest, ExportView, RevokeRequest, AuditLog, AuditView, Health)),
     modifiers(&BearerAuth),
     tags(
         (name = "keys", description = "The caller's keys"),

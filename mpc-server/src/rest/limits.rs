@@ -1,5 +1,5 @@
 //! Rate limits per token subject and per client IP, with a stricter quota
-//! for backup and export.
+//! for backup, export and revoke.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -18,7 +18,7 @@ pub struct RateLimits {
     /// REST requests per minute per client IP (counted before
     /// authentication, so token guessing is limited too).
     pub per_ip_per_minute: u32,
-    /// Backup and export requests per hour per token subject.
+    /// Backup, export and revoke requests per hour per token subject.
     pub sensitive_per_subject_per_hour: u32,
 }
 
@@ -86,7 +86,7 @@ impl Limiters {
         check(
             &self.sensitive,
             &subject.to_owned(),
-            "too many backup or export requests for this user",
+            "too many backup, export or revoke requests for this user",
         )
     }
 }

@@ -7,7 +7,8 @@
 //! when well-formed, else generated), echoed in the response and in every
 //! log line of the request. Limits: request body 16 KiB, request timeout
 //! (default 30 s), rate limits per client IP (before authentication) and
-//! per token subject, stricter for backup and export ([`limits`]).
+//! per token subject, stricter for backup, export and revoke
+//! ([`limits`]).
 
 pub mod keys;
 pub mod limits;
@@ -42,9 +43,12 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// REST settings.
 #[derive(Debug, Clone)]
 pub struct RestConfig {
-    /// How recent the second factor (`auth_time`) must be for backup and
-    /// export.
+    /// How recent the second factor (`auth_time`) must be for backup,
+    /// export and revoke.
     pub step_up_max_age: Duration,
+    /// Whether step-up tokens must be bound to one operation and key
+    /// (`mpc_op` and `mpc_key_id` claims; PROTOCOL.md §19).
+    pub step_up_require_binding: bool,
     /// The recovery public key backups are made to, if configured.
     pub recovery_key: Option<k256::PublicKey>,
     /// Whether a request may name its own recovery key.
@@ -59,6 +63,7 @@ impl Default for RestConfig {
     fn default() -> Self {
         Self {
             step_up_max_age: Duration::from_secs(300),
+            step_up_require_binding: false,
             recovery_key: None,
             allow_request_recovery_key: false,
             limits: RateLimits::default(),
@@ -194,10 +199,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = mpc_transport_ws::server::bearer_token(&parts.headers)
-            .ok_or_else(|| Problem::new(Code::Unauthorized, "a bearer token is required"))?;
+        // One answer for every failure: which check failed (expired, wrong
+        // issuer, lifetime, ...) would help whoever forges or replays
+        // tokens; the reason goes to the log only.
+        let refused = || Problem::new(Code::Unauthorized, "a valid bearer token is required");
+        let token = mpc_transport_ws::server::bearer_token(&parts.headers).ok_or_else(refused)?;
         let claims = state.auth.verify(token).map_err(|e| {
-            Problem::new(Code::Unauthorized, format!("invalid token ({})", e.code()))
+            tracing::info!(reason = e.code(), "bearer token refused");
+            refused()
         })?;
         state.limiters.check_subject(&claims.subject)?;
         Ok(Self(claims))

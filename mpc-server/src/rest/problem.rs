@@ -31,8 +31,14 @@ pub struct Problem {
 pub enum Code {
     /// 401: missing, malformed, expired or otherwise invalid bearer token.
     Unauthorized,
-    /// 403: backup and export need a recent second factor in the token.
+    /// 403: backup, export and revoke need a step-up token: a recent
+    /// second factor and a `jti` (PROTOCOL.md §19).
     StepUpRequired,
+    /// 403: the step-up token was already spent on an operation.
+    StepUpTokenUsed,
+    /// 403: the step-up token is bound (`mpc_op`, `mpc_key_id`) to another
+    /// operation or key.
+    StepUpBindingMismatch,
     /// 403: the request names a recovery key, which this server does not
     /// accept.
     RecoveryKeyNotAllowed,
@@ -67,6 +73,8 @@ impl Code {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::StepUpRequired => "step_up_required",
+            Self::StepUpTokenUsed => "step_up_token_used",
+            Self::StepUpBindingMismatch => "step_up_binding_mismatch",
             Self::RecoveryKeyNotAllowed => "recovery_key_not_allowed",
             Self::KeyNotFound => "key_not_found",
             Self::NotFound => "not_found",
@@ -88,6 +96,8 @@ impl Code {
         match self {
             Self::Unauthorized => "Authentication required",
             Self::StepUpRequired => "Second factor required",
+            Self::StepUpTokenUsed => "Step-up token already used",
+            Self::StepUpBindingMismatch => "Step-up token bound to another operation or key",
             Self::RecoveryKeyNotAllowed => "Recovery key not allowed in the request",
             Self::KeyNotFound => "Key not found",
             Self::NotFound => "Not found",
@@ -108,7 +118,10 @@ impl Code {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::StepUpRequired | Self::RecoveryKeyNotAllowed => StatusCode::FORBIDDEN,
+            Self::StepUpRequired
+            | Self::StepUpTokenUsed
+            | Self::StepUpBindingMismatch
+            | Self::RecoveryKeyNotAllowed => StatusCode::FORBIDDEN,
             Self::KeyNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::KeyRevoked | Self::EpochUnavailable | Self::RecoveryKeyNotConfigured => {
@@ -187,6 +200,10 @@ impl From<crate::vault::VaultError> for Problem {
             VaultError::Conflict("the key is revoked") => {
                 Self::new(Code::KeyRevoked, "the key is revoked")
             }
+            VaultError::TokenSpent => Self::new(
+                Code::StepUpTokenUsed,
+                "this step-up token was already used: authenticate again for a new one",
+            ),
             VaultError::Database(_) => {
                 tracing::error!(%error, "database error");
                 Self::new(Code::Unavailable, "the database is unavailable")

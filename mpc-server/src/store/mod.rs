@@ -24,6 +24,9 @@ pub(crate) mod queries;
 pub(crate) mod records;
 #[cfg(test)]
 mod sqlite_file_tests;
+pub(crate) mod step_up;
+#[cfg(test)]
+mod step_up_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]

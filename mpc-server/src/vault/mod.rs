@@ -22,8 +22,10 @@ use k256::elliptic_curve::sec1::ToEncodedPoint;
 use mpc_core::{KeyId, KeyShare};
 use serde_json::json;
 
+use crate::auth::StepUpUse;
 use crate::seal::{self, share_aad, Kek, RecordKind, SealError};
 use crate::store::queries::{self as q, Epochs, KeyTime};
+use crate::store::step_up as spent;
 use crate::store::{commit, Store, Tx};
 
 pub use crate::store::records::{
@@ -59,6 +61,10 @@ pub enum VaultError {
     /// Sealing failed (key-encryption key backend, randomness).
     #[error("sealing failed: {0}")]
     Seal(SealError),
+    /// The step-up token was already spent (PROTOCOL.md §19); nothing was
+    /// changed.
+    #[error("the step-up token was already used")]
+    TokenSpent,
 }
 
 /// The server's storage: cheap to clone (shared pool and key).
@@ -114,6 +120,31 @@ fn same_owner(current: &KeyRecord, given: &KeyRecord) -> Result<(), VaultError> 
             "the key record does not match the stored key",
         ))
     }
+}
+
+/// Spends the step-up token, if any, inside `tx`: the operation that
+/// commits `tx` is the one the token was used for, and if `tx` rolls back
+/// the token stays unspent.
+async fn spend(tx: &mut Tx, token: Option<&StepUpUse>, now: i64) -> Result<(), VaultError> {
+    match token {
+        Some(token) if !spent::spend(tx, token, now).await? => Err(VaultError::TokenSpent),
+        _ => Ok(()),
+    }
+}
+
+/// A backup to record ([`Vault::record_backup_spending`]); all public data.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBackup<'a> {
+    /// The share's epoch.
+    pub epoch: u64,
+    /// The recovery key it is encrypted to, SEC1 compressed.
+    pub recovery_key: &'a [u8; 33],
+    /// The backup (`Backup::to_bytes`).
+    pub backup: &'a [u8],
+    /// The recovery key came from the request, not the configuration: the
+    /// share left the operator's control, so this counts as an export
+    /// (`exported_at`, `key.exported`).
+    pub counts_as_export: bool,
 }
 
 fn key_payload(key: &KeyRecord) -> serde_json::Value {
@@ -439,7 +470,26 @@ impl Vault {
         event: Event<'_>,
         now: i64,
     ) -> Result<(), VaultError> {
+        self.revoke_spending(key_id, event, now, None).await
+    }
+
+    /// [`revoke`](Self::revoke), spending the step-up `token` (if any) in
+    /// the same transaction. Revoking a revoked key does nothing and leaves
+    /// the token unspent.
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke`](Self::revoke); [`VaultError::TokenSpent`] if the token
+    /// was spent before (nothing changes).
+    pub async fn revoke_spending(
+        &self,
+        key_id: &KeyId,
+        event: Event<'_>,
+        now: i64,
+        token: Option<&StepUpUse>,
+    ) -> Result<(), VaultError> {
         let mut tx = self.store().begin().await?;
+        spend(&mut tx, token, now).await?;
         let key = q::lock_key(&mut tx, key_id)
             .await?
             .ok_or(VaultError::NotFound)?;
@@ -451,7 +501,9 @@ impl Vault {
         q::delete_presignatures(&mut tx, key_id, Epochs::All).await?;
         q::insert_audit(&mut tx, key_id, &key.owner, now, event.name, &event.detail).await?;
         q::insert_outbox(&mut tx, "key.revoked", key_id, key_payload(&key), now).await?;
-        commit(tx).await
+        commit(tx).await?;
+        self.prune_spent(token, now).await;
+        Ok(())
     }
 
     /// Records a use of the key (`last_used_at = now`).
@@ -509,12 +561,60 @@ impl Vault {
         event: Event<'_>,
         now: i64,
     ) -> Result<(), VaultError> {
+        self.mark_exported_spending(key_id, event, now, None).await
+    }
+
+    /// [`mark_exported`](Self::mark_exported), spending the step-up `token`
+    /// (if any) in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`mark_exported`](Self::mark_exported);
+    /// [`VaultError::TokenSpent`] if the token was spent before (nothing
+    /// changes).
+    pub async fn mark_exported_spending(
+        &self,
+        key_id: &KeyId,
+        event: Event<'_>,
+        now: i64,
+        token: Option<&StepUpUse>,
+    ) -> Result<(), VaultError> {
         let mut tx = self.store().begin().await?;
+        spend(&mut tx, token, now).await?;
         let key = q::lock_live_key(&mut tx, key_id).await?;
-        q::set_time(&mut tx, key_id, KeyTime::Exported, now).await?;
-        q::insert_audit(&mut tx, key_id, &key.owner, now, event.name, &event.detail).await?;
-        q::insert_outbox(&mut tx, "key.exported", key_id, key_payload(&key), now).await?;
-        commit(tx).await
+        Self::apply_export(&mut tx, &key, event, now).await?;
+        commit(tx).await?;
+        self.prune_spent(token, now).await;
+        Ok(())
+    }
+
+    async fn apply_export(
+        tx: &mut Tx,
+        key: &KeyRecord,
+        event: Event<'_>,
+        now: i64,
+    ) -> Result<(), VaultError> {
+        let key_id = &key.key_id;
+        q::set_time(tx, key_id, KeyTime::Exported, now).await?;
+        q::insert_audit(tx, key_id, &key.owner, now, event.name, &event.detail).await?;
+        q::insert_outbox(tx, "key.exported", key_id, key_payload(key), now).await
+    }
+
+    /// Forgets spent step-up tokens whose retention ended (after a spend,
+    /// outside its transaction: pruning takes row locks that concurrent
+    /// spends on other keys would otherwise queue behind). A failure only
+    /// delays pruning, so it is logged, not returned.
+    async fn prune_spent(&self, token: Option<&StepUpUse>, now: i64) {
+        if token.is_none() {
+            return;
+        }
+        let pruned = match self.store().acquire().await {
+            Ok(mut conn) => spent::prune(&mut conn, now).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pruned {
+            tracing::warn!(error = %e, "pruning spent step-up tokens failed");
+        }
     }
 
     /// Records a backup (public data: `backup` is encrypted to
@@ -534,7 +634,41 @@ impl Vault {
         backup: &[u8],
         now: i64,
     ) -> Result<(), VaultError> {
+        let new = NewBackup {
+            epoch,
+            recovery_key,
+            backup,
+            counts_as_export: false,
+        };
+        self.record_backup_spending(key, &new, now, None).await
+    }
+
+    /// [`record_backup`](Self::record_backup), spending the step-up `token`
+    /// (if any) in the same transaction; a backup that
+    /// [counts as an export](NewBackup::counts_as_export) also sets
+    /// `exported_at` with the audit entry and webhook event `key.exported`,
+    /// in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`record_backup`](Self::record_backup);
+    /// [`VaultError::TokenSpent`] if the token was spent before (nothing
+    /// changes).
+    pub async fn record_backup_spending(
+        &self,
+        key: &KeyRecord,
+        new: &NewBackup<'_>,
+        now: i64,
+        token: Option<&StepUpUse>,
+    ) -> Result<(), VaultError> {
+        let NewBackup {
+            epoch,
+            recovery_key,
+            backup,
+            counts_as_export,
+        } = *new;
         let mut tx = self.store().begin().await?;
+        spend(&mut tx, token, now).await?;
         let current = q::lock_live_key(&mut tx, &key.key_id).await?;
         let key_id = &key.key_id;
         q::insert_backup(&mut tx, key_id, epoch, now, recovery_key, backup).await?;
@@ -557,6 +691,19 @@ impl Vault {
             now,
         )
         .await?;
-        commit(tx).await
+        if counts_as_export {
+            let event = Event {
+                name: "key.exported",
+                detail: json!({
+                    "epoch": epoch,
+                    "via": "backup",
+                    "recovery_key": hex::encode(recovery_key),
+                }),
+            };
+            Self::apply_export(&mut tx, &current, event, now).await?;
+        }
+        commit(tx).await?;
+        self.prune_spent(token, now).await;
+        Ok(())
     }
 }
