@@ -329,9 +329,10 @@ impl ServerConfig {
             self.max_sessions_per_owner,
             self.transport.session_timeout.as_secs(),
             self.transport.message_timeout.as_secs(),
-            self.webhook
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), crate::webhook::WebhookConfig::url_for_log),
+            self.webhook.as_ref().map_or_else(
+                || "-".to_owned(),
+                crate::webhook::WebhookConfig::url_for_log
+            ),
             if self.rest.recovery_key.is_some() {
                 "configured"
             } else {
@@ -367,7 +368,10 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once(':') else {
         return "***".to_owned();
     };
-    let valid_scheme = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+    let valid_scheme = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
@@ -384,7 +388,11 @@ pub fn redact_url(url: &str) -> String {
             match hierarchical.rsplit_once('@') {
                 Some((userinfo, host)) => {
                     let user = userinfo.split(':').next().unwrap_or_default();
-                    let user = if user.contains(['/', '?', '#']) { "***" } else { user };
+                    let user = if user.contains(['/', '?', '#']) {
+                        "***"
+                    } else {
+                        user
+                    };
                     out.push_str(&format!("{user}:***@"));
                     host
                 }
@@ -509,7 +517,10 @@ mod tests {
     #[test]
     fn the_log_line_hides_the_webhook_url_credentials_and_query() {
         let config = ServerConfig::from_cli(
-            &cli(&["--webhook-url", "https://hook:pw5ecret@hooks.example/p4th?token=t0k3n"]),
+            &cli(&[
+                "--webhook-url",
+                "https://hook:pw5ecret@hooks.example/p4th?token=t0k3n",
+            ]),
             &env(&[
                 ("MPC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
                 ("MPC_MASTER_KEY", KEY_HEX),

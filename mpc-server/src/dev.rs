@@ -88,9 +88,11 @@ pub fn check_allowed(
         }
     }
     if jwt_public_keys.is_some() {
-        return Err("--dev refuses to start: MPC_JWT_PUBLIC_KEYS is set (production token \
+        return Err(
+            "--dev refuses to start: MPC_JWT_PUBLIC_KEYS is set (production token \
                     verification); unset it or run without --dev"
-            .to_owned());
+                .to_owned(),
+        );
     }
     for (what, addr) in [("WebSocket", ws_addr), ("REST", rest_addr)] {
         if !addr.ip().is_loopback() {
@@ -206,8 +208,8 @@ mod tests {
         assert!(check_allowed(local, local6, None, &env(&[])).is_ok());
         for name in PRODUCTION_SECRETS {
             for variable in [name.to_owned(), format!("{name}_FILE")] {
-                let error = check_allowed(local, local, None, &env(&[(&variable, "s3cr3t")]))
-                    .unwrap_err();
+                let error =
+                    check_allowed(local, local, None, &env(&[(&variable, "s3cr3t")])).unwrap_err();
                 assert!(error.contains(&variable), "{error}");
                 assert!(!error.contains("s3cr3t"), "{error}");
             }
@@ -217,7 +219,10 @@ mod tests {
         for public in ["0.0.0.0:0", "[::]:0", "192.0.2.1:80"] {
             let public: SocketAddr = public.parse().unwrap();
             let error = check_allowed(public, local, None, &env(&[])).unwrap_err();
-            assert!(error.contains("WebSocket") && error.contains("loopback"), "{error}");
+            assert!(
+                error.contains("WebSocket") && error.contains("loopback"),
+                "{error}"
+            );
             let error = check_allowed(local, public, None, &env(&[])).unwrap_err();
             assert!(error.contains("REST"), "{error}");
         }

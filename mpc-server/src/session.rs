@@ -113,7 +113,11 @@ async fn keygen<F: Frames>(
     crash::point("keygen:before-store");
     // Pending until the client confirms it holds the key too (§18.3): a
     // client that fails its last check or vanishes leaves no active key.
-    let record = match state.vault.create_pending_key(owner, &share, now_ms()).await {
+    let record = match state
+        .vault
+        .create_pending_key(owner, &share, now_ms())
+        .await
+    {
         Ok(record) => record,
         Err(e) => return Err(session.reject(storage_failed("create key", &e)).await),
     };

@@ -47,9 +47,8 @@ async fn secret_url_logs(format: &str) -> Vec<String> {
     // accepted and ignored, and the server starts for real.
     let db = Db::postgres().await;
     let url = format!("{}?password={DB_PASSWORD}", db.url());
-    let hook = format!(
-        "http://hookuser:{HOOK_PASSWORD}@127.0.0.1:9/{HOOK_PATH_TOKEN}?token={HOOK_TOKEN}"
-    );
+    let hook =
+        format!("http://hookuser:{HOOK_PASSWORD}@127.0.0.1:9/{HOOK_PATH_TOKEN}?token={HOOK_TOKEN}");
     let launch = Launch::new(&db)
         .env("MPC_DATABASE_URL", &url)
         .env("MPC_WEBHOOK_URL", &hook)
@@ -72,7 +71,8 @@ async fn secret_url_logs(format: &str) -> Vec<String> {
     let mut keygen_done = false;
     loop {
         let line = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(60)))
-            .expect("the server stopped logging");
+            .unwrap_or_else(|e| panic!("{e:?}; the server logged:\n{}", lines.join("\n")));
+        let line = strip_ansi(&line);
         let ws = ws_addr(&line);
         let failed = line.contains("webhook delivery failed");
         lines.push(line);
@@ -90,8 +90,28 @@ async fn secret_url_logs(format: &str) -> Vec<String> {
     }
     let _ = child.kill();
     let _ = child.wait();
-    lines.extend(rx.try_iter());
+    lines.extend(rx.try_iter().map(|line| strip_ansi(&line)));
     lines
+}
+
+/// `line` without ANSI colour sequences (the text format colours field
+/// names), so that a secret split by one would still be found.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, then a final byte in '@'..='~'.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The WebSocket address of a "listening" line, text or JSON.
@@ -166,7 +186,10 @@ async fn dev_mode_refuses_production_secrets_and_public_listeners() {
     let text = dev_refusal(dev().env("MPC_WEBHOOK_SECRET_FILE", "/nonexistent"));
     assert!(text.contains("MPC_WEBHOOK_SECRET_FILE"), "{text}");
     let text = dev_refusal(dev().env("MPC_WS_ADDR", "0.0.0.0:0"));
-    assert!(text.contains("0.0.0.0:0") && text.contains("loopback"), "{text}");
+    assert!(
+        text.contains("0.0.0.0:0") && text.contains("loopback"),
+        "{text}"
+    );
     let text = dev_refusal(dev().env("MPC_REST_ADDR", "[::]:0"));
     assert!(text.contains("REST") && text.contains("loopback"), "{text}");
     // Refused before anything was written to the data directory.

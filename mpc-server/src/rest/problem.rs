@@ -119,9 +119,7 @@ impl Code {
             Self::KeyRevoked
             | Self::KeyPending
             | Self::EpochUnavailable
-            | Self::RecoveryKeyNotConfigured => {
-                StatusCode::CONFLICT
-            }
+            | Self::RecoveryKeyNotConfigured => StatusCode::CONFLICT,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,

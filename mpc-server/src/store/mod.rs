@@ -240,7 +240,9 @@ fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, VaultError> {
     let path = options.get_filename();
     let in_memory = sqlite_mode(url) == Some("memory")
         || path.as_os_str().is_empty()
-        || path.to_str().is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
+        || path
+            .to_str()
+            .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
     Ok((!in_memory).then(|| path.to_path_buf()))
 }
 
@@ -422,7 +424,11 @@ mod tests {
             file("sqlite://a%3Fb.db"),
             Some(std::path::PathBuf::from("a?b.db"))
         );
-        for memory in ["sqlite::memory:", "sqlite://?mode=memory", "sqlite://x?mode=memory"] {
+        for memory in [
+            "sqlite::memory:",
+            "sqlite://?mode=memory",
+            "sqlite://x?mode=memory",
+        ] {
             assert_eq!(file(memory), None, "{memory}");
         }
     }

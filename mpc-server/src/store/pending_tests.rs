@@ -118,7 +118,10 @@ async fn reaper_deletes_old_pending_keys_only(db: TestDb) {
         .store_presignature(&old, &presignature, 1_001)
         .await
         .unwrap();
-    let young = vault.create_pending_key("pat", &young, 5_000).await.unwrap();
+    let young = vault
+        .create_pending_key("pat", &young, 5_000)
+        .await
+        .unwrap();
     let active = vault.create_key("pat", &active, 500).await.unwrap();
     let reaped = vault.reap_pending_keys(2_000, 9_000).await.unwrap();
     assert_eq!(reaped, [old.key_id]);
@@ -133,7 +136,11 @@ async fn reaper_deletes_old_pending_keys_only(db: TestDb) {
         assert!(vault.share(kept, kept.epoch).await.unwrap().is_some());
     }
     // Nothing left to reap.
-    assert!(vault.reap_pending_keys(2_000, 9_001).await.unwrap().is_empty());
+    assert!(vault
+        .reap_pending_keys(2_000, 9_001)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn reaper_and_activation_race(db: TestDb) {

@@ -18,7 +18,8 @@ use crate::vault::{AuditEntry, KeyRecord, KeyStatus, OutboxEvent, ShareState, Va
 /// Longest `last_error` kept for an outbox event, in characters.
 const MAX_ERROR_CHARS: usize = 1000;
 
-pub(super) const KEY_COLUMNS: &str = "key_id, owner, public_key, chain_code, epoch, status, created_at, \
+pub(super) const KEY_COLUMNS: &str =
+    "key_id, owner, public_key, chain_code, epoch, status, created_at, \
                            last_used_at, exported_at, backed_up_at";
 
 pub(super) fn err(context: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {

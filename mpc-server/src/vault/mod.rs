@@ -26,11 +26,11 @@ use crate::seal::{self, share_aad, Kek, RecordKind, SealError};
 use crate::store::queries::{self as q, Epochs, KeyTime};
 use crate::store::{commit, Store, Tx};
 
-pub(crate) use keys::spawn_reaper;
-pub use keys::Confirmation;
 pub use crate::store::records::{
     AuditEntry, Event, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
 };
+pub(crate) use keys::spawn_reaper;
+pub use keys::Confirmation;
 
 const KEK_CHECK_NAME: &str = "kek_check";
 const KEK_CHECK_PLAINTEXT: &[u8] = b"mpc-server master key check v1";
