@@ -2,10 +2,12 @@
 //! activation writes `key.created` once however many confirm at once, the
 //! reaper deletes only old pending keys, and never one activated meanwhile.
 
-use super::testkit::{dkg, on_both_backends, presign, vault, TestDb};
+use super::testkit::{dkg, on_both_backends, presign, vault, Kind, TestDb};
+use super::{queries as q, Store};
 use crate::vault::{Confirmation, KeyStatus, Vault, VaultError};
 
 on_both_backends!(
+    migration_keeps_existing_keys,
     pending_until_activated_once,
     concurrent_activations_write_one_event,
     reaper_deletes_old_pending_keys_only,
@@ -167,4 +169,76 @@ async fn reaper_and_activation_race(db: TestDb) {
             other => panic!("round {round}: {other:?}"),
         }
     }
+}
+
+/// A database made by the first migration, with keys of every old status
+/// and their shares, migrated to the current schema: statuses and shares
+/// survive (on SQLite the status column is replaced), and the new CHECK
+/// takes `pending` and still refuses anything else.
+async fn migration_keeps_existing_keys(db: TestDb) {
+    let backend = if db.kind == Kind::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let first = tempfile::tempdir().unwrap();
+    let name = "0001_init.sql";
+    let source = format!("{}/migrations/{backend}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(source, first.path().join(name)).unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    let old = sqlx::migrate::Migrator::new(first.path()).await.unwrap();
+    old.run(store.pool()).await.unwrap();
+    let statuses = ["active", "rotation_required", "banned", "revoked"];
+    for (i, status) in statuses.iter().enumerate() {
+        let key_id = hex::encode([u8::try_from(i).unwrap() + 1; 32]);
+        sqlx::query(
+            "INSERT INTO keys (key_id, owner, public_key, chain_code, epoch, status, created_at) \
+             VALUES ($1, 'old', $2, $3, 0, $4, 1)",
+        )
+        .bind(key_id.as_str())
+        .bind(vec![2u8; 33])
+        .bind(vec![0u8; 32])
+        .bind(*status)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO shares (key_id, epoch, state, sealed, created_at) \
+             VALUES ($1, 0, 'final', $2, 1)",
+        )
+        .bind(key_id.as_str())
+        .bind(vec![7u8; 40])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    drop(store);
+
+    let store = Store::open(&db.url).await.unwrap();
+    let mut conn = store.acquire().await.unwrap();
+    for (i, status) in statuses.iter().enumerate() {
+        let key_id = mpc_core::KeyId([u8::try_from(i).unwrap() + 1; 32]);
+        let key = q::key(&mut conn, &key_id).await.unwrap().unwrap();
+        assert_eq!(key.status.as_str(), *status);
+        assert!(q::share(&mut conn, &key_id, 0).await.unwrap().is_some());
+    }
+    let first_key = hex::encode([1u8; 32]);
+    for (status, allowed) in [("pending", true), ("bogus", false)] {
+        let done = sqlx::query("UPDATE keys SET status = $2 WHERE key_id = $1")
+            .bind(first_key.as_str())
+            .bind(status)
+            .execute(&mut *conn)
+            .await;
+        assert_eq!(done.is_ok(), allowed, "{status}");
+    }
+    // The shares' foreign key still points at keys.
+    let orphan = sqlx::query(
+        "INSERT INTO shares (key_id, epoch, state, sealed, created_at) \
+         VALUES ($1, 0, 'final', $2, 1)",
+    )
+    .bind(hex::encode([9u8; 32]))
+    .bind(vec![7u8; 40])
+    .execute(&mut *conn)
+    .await;
+    assert!(orphan.is_err());
 }
