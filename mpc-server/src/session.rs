@@ -2,8 +2,9 @@
 //! epoch, the protocol run, and what is stored when (PROTOCOL.md §18.1).
 //!
 //! Storage order is what makes a crash at any point safe:
-//! - keygen stores the share before the server's outcome tells the client
-//!   that the key exists;
+//! - keygen stores the share (key `pending`) before the server's outcome
+//!   tells the client that the key exists, and activates the key only when
+//!   the client's outcome (or first signature) confirms it (§18.3);
 //! - presign stores the presignature before the outcome;
 //! - online sign claims (marks used, erases) the presignature before the
 //!   server's only message leaves;
