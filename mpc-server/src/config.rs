@@ -19,6 +19,7 @@
 //! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
 //! | refresh lease (s), longer than the session timeout | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
+//! | age (s) at which an unconfirmed (pending) key is deleted | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 86400 |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -118,6 +119,10 @@ pub struct Cli {
     /// (doubling up to 5 minutes).
     #[arg(long, env = "MPC_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
     pub webhook_retry_base_ms: u64,
+    /// Age in seconds at which a key whose keygen the client never
+    /// confirmed (status `pending`) is deleted with its share.
+    #[arg(long, env = "MPC_PENDING_KEY_MAX_AGE", default_value_t = 86_400)]
+    pub pending_key_max_age: u64,
     /// Log format.
     #[arg(long, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -217,6 +222,9 @@ pub struct ServerConfig {
     /// refresh session never loses it; after a crash the next refresh of
     /// the key waits at most this long.
     pub refresh_lease: Duration,
+    /// Age at which a pending (unconfirmed) key is deleted (PROTOCOL.md
+    /// §18.3).
+    pub pending_key_max_age: Duration,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -335,6 +343,7 @@ impl ServerConfig {
             rest,
             webhook,
             refresh_lease: Duration::from_secs(refresh_lease),
+            pending_key_max_age: Duration::from_secs(cli.pending_key_max_age.max(1)),
         })
     }
 
@@ -344,7 +353,7 @@ impl ServerConfig {
     pub fn redacted(&self) -> String {
         format!(
             "ws={} rest={} database={} jwt={}(aud={}, iss={}) kek={} sessions={}/{} per owner \
-             timeouts={}s/{}s webhook={} backup_key={}",
+             timeouts={}s/{}s webhook={} backup_key={} pending_key_max_age={}s",
             self.ws_addr,
             self.rest_addr,
             redact_url(&self.database_url),
@@ -356,12 +365,16 @@ impl ServerConfig {
             self.max_sessions_per_owner,
             self.transport.session_timeout.as_secs(),
             self.transport.message_timeout.as_secs(),
-            self.webhook.as_ref().map_or("-", |w| w.url.as_str()),
+            self.webhook.as_ref().map_or_else(
+                || "-".to_owned(),
+                crate::webhook::WebhookConfig::url_for_log
+            ),
             if self.rest.recovery_key.is_some() {
                 "configured"
             } else {
                 "-"
             },
+            self.pending_key_max_age.as_secs(),
         )
     }
 }
@@ -380,19 +393,73 @@ pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("mpc.db").display())
 }
 
-/// A database URL with any password replaced by `***`.
+/// `url` fit for a log line: the user info's password, every query
+/// parameter's value and any fragment replaced by `***` (a PostgreSQL URL
+/// may carry `?password=...`, a webhook URL a token in its query). Text
+/// that is not a `scheme:` URL (e.g. a libpq `key=value` string) is
+/// replaced whole: it cannot be told apart from a secret.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return "***".to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    let valid_scheme = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid_scheme {
+        return "***".to_owned();
     }
+    let mut out = format!("{scheme}:");
+    let rest = match rest.strip_prefix("//") {
+        Some(hierarchical) => {
+            out.push_str("//");
+            // The last '@' ends the user info even when an unencoded '@',
+            // '/', '?' or '#' sits in the password: over-redacting a host
+            // or path is harmless, a leaked password is not.
+            match hierarchical.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    let user = if user.contains(['/', '?', '#']) {
+                        "***"
+                    } else {
+                        user
+                    };
+                    out.push_str(&format!("{user}:***@"));
+                    host
+                }
+                None => hierarchical,
+            }
+        }
+        None => rest,
+    };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, _)) => (rest, "#***"),
+        None => (rest, ""),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    out.push_str(rest);
+    if let Some(query) = query {
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}=***"),
+                None if pair.is_empty() => String::new(),
+                None => "***".to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&redacted.join("&"));
+    }
+    out.push_str(fragment);
+    out
 }
 
 #[cfg(test)]
@@ -473,6 +540,55 @@ mod tests {
             let error = ServerConfig::from_cli(&cli(&args), &secrets).err().unwrap();
             assert!(error.contains("MPC_REFRESH_LEASE"), "{error}");
         }
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_query_values_and_fragments() {
+        for (url, want) in [
+            (
+                "postgres://mpc@db/mpc?password=hunter2&sslmode=require",
+                "postgres://mpc:***@db/mpc?password=***&sslmode=***",
+            ),
+            (
+                "postgres://mpc:hun@ter2/x@db:5432/mpc",
+                "postgres://mpc:***@db:5432/mpc",
+            ),
+            (
+                "https://user:pw@hooks.example/in?token=t0k3n#frag",
+                "https://user:***@hooks.example/in?token=***#***",
+            ),
+            ("sqlite:///data/mpc.db", "sqlite:///data/mpc.db"),
+            ("sqlite:mpc.db?key=k3y", "sqlite:mpc.db?key=***"),
+            ("postgres://u:pa?ss#w@db/x", "postgres://u:***@db/x"),
+            ("https://h/p?x=a@b", "https://***:***@b"),
+            ("host=db password=hunter2", "***"),
+            ("", "***"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_log_line_hides_the_webhook_url_credentials_and_query() {
+        let config = ServerConfig::from_cli(
+            &cli(&[
+                "--webhook-url",
+                "https://hook:pw5ecret@hooks.example/p4th?token=t0k3n",
+            ]),
+            &env(&[
+                ("MPC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("MPC_MASTER_KEY", KEY_HEX),
+                ("MPC_WEBHOOK_SECRET", "whsec-value"),
+                ("MPC_DATABASE_URL", "postgres://mpc@db/mpc?password=hunter2"),
+            ]),
+        )
+        .unwrap();
+        let line = config.redacted();
+        for secret in ["pw5ecret", "t0k3n", "p4th", "whsec-value", "hunter2"] {
+            assert!(!line.contains(secret), "{line}");
+            assert!(!format!("{config:?}").contains(secret));
+        }
+        assert!(line.contains("https://hooks.example"), "{line}");
     }
 
     #[test]

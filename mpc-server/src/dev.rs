@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,58 @@ impl SecretSource for DevSource<'_> {
             self.generated.get(name).cloned()
         }
     }
+}
+
+/// The secrets of a production deployment: dev mode refuses to start when
+/// any is configured (it would otherwise run production data with a demo
+/// token printed and dev secrets on disk).
+pub const PRODUCTION_SECRETS: [&str; 4] = [
+    "MPC_JWT_SECRET",
+    "MPC_MASTER_KEY",
+    "MPC_DATABASE_URL",
+    "MPC_WEBHOOK_SECRET",
+];
+
+/// Checks that dev mode may start: no production secret configured (as
+/// variable or `_FILE`), no public-key token verification, and both
+/// listeners on loopback addresses (a dev server is reachable from this
+/// machine only).
+///
+/// # Errors
+///
+/// A message naming the first reason to refuse (never a secret value).
+pub fn check_allowed(
+    ws_addr: SocketAddr,
+    rest_addr: SocketAddr,
+    jwt_public_keys: Option<&Path>,
+    base: &dyn SecretSource,
+) -> Result<(), String> {
+    for name in PRODUCTION_SECRETS {
+        for variable in [name.to_owned(), format!("{name}_FILE")] {
+            if base.var(&variable).is_some() {
+                return Err(format!(
+                    "--dev refuses to start: {variable} is set (a production secret); \
+                     unset it or run without --dev"
+                ));
+            }
+        }
+    }
+    if jwt_public_keys.is_some() {
+        return Err(
+            "--dev refuses to start: MPC_JWT_PUBLIC_KEYS is set (production token \
+                    verification); unset it or run without --dev"
+                .to_owned(),
+        );
+    }
+    for (what, addr) in [("WebSocket", ws_addr), ("REST", rest_addr)] {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "--dev refuses to start: the {what} listener {addr} is not a loopback \
+                 address (dev mode serves this machine only)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Loads the dev secrets from `data_dir/dev-secrets.json`, creating the
@@ -134,4 +187,44 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn dev_mode_refuses_production_secrets_and_public_listeners() {
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let local6: SocketAddr = "[::1]:0".parse().unwrap();
+        assert!(check_allowed(local, local6, None, &env(&[])).is_ok());
+        for name in PRODUCTION_SECRETS {
+            for variable in [name.to_owned(), format!("{name}_FILE")] {
+                let error =
+                    check_allowed(local, local, None, &env(&[(&variable, "s3cr3t")])).unwrap_err();
+                assert!(error.contains(&variable), "{error}");
+                assert!(!error.contains("s3cr3t"), "{error}");
+            }
+        }
+        let pem = Path::new("/k.pem");
+        assert!(check_allowed(local, local, Some(pem), &env(&[])).is_err());
+        for public in ["0.0.0.0:0", "[::]:0", "192.0.2.1:80"] {
+            let public: SocketAddr = public.parse().unwrap();
+            let error = check_allowed(public, local, None, &env(&[])).unwrap_err();
+            assert!(
+                error.contains("WebSocket") && error.contains("loopback"),
+                "{error}"
+            );
+            let error = check_allowed(local, public, None, &env(&[])).unwrap_err();
+            assert!(error.contains("REST"), "{error}");
+        }
+    }
 }

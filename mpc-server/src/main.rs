@@ -54,6 +54,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     let env = ProcessEnv;
     let dev_source;
     let source: &dyn SecretSource = if cli.dev {
+        dev::check_allowed(
+            cli.ws_addr,
+            cli.rest_addr,
+            cli.jwt_public_keys.as_deref(),
+            &env,
+        )?;
         dev_source = dev::source(&cli.data_dir, &env)?;
         &dev_source
     } else {

@@ -105,6 +105,7 @@ pub struct AppState {
     pub(crate) rest: crate::rest::RestConfig,
     pub(crate) limiters: crate::rest::limits::Limiters,
     webhook: Option<crate::webhook::WebhookConfig>,
+    pending_key_max_age: Duration,
     pub(crate) webhook_stats: Mutex<Option<Arc<crate::webhook::DeliveryStats>>>,
     shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -173,6 +174,7 @@ impl Server {
             limiters: crate::rest::limits::Limiters::new(config.rest.limits),
             rest: config.rest.clone(),
             webhook: config.webhook.clone(),
+            pending_key_max_age: config.pending_key_max_age,
             webhook_stats: Mutex::new(None),
             shutdown,
             shutdown_tx,
@@ -251,6 +253,11 @@ impl Server {
             }
             None => None,
         };
+        let reaper = crate::vault::spawn_reaper(
+            state.vault.clone(),
+            state.pending_key_max_age,
+            state.shutdown.clone(),
+        );
         let stopper = {
             let state = Arc::clone(&state);
             tokio::spawn(async move {
@@ -285,6 +292,7 @@ impl Server {
         if self.open_sessions() > 0 {
             warn!(open = self.open_sessions(), "sessions still open at exit");
         }
+        let _ = reaper.await;
         if let Some(deliverer) = deliverer {
             // It watches the same shutdown signal; undelivered events stay
             // in the outbox for the next start.

@@ -2,8 +2,9 @@
 //! epoch, the protocol run, and what is stored when (PROTOCOL.md §18.1).
 //!
 //! Storage order is what makes a crash at any point safe:
-//! - keygen stores the share before the server's outcome tells the client
-//!   that the key exists;
+//! - keygen stores the share (key `pending`) before the server's outcome
+//!   tells the client that the key exists, and activates the key only when
+//!   the client's outcome (or first signature) confirms it (§18.3);
 //! - presign stores the presignature before the outcome;
 //! - online sign claims (marks used, erases) the presignature before the
 //!   server's only message leaves;
@@ -24,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::crash;
 use crate::server::{now_ms, AppState};
-use crate::vault::{Event, KeyRecord, KeyStatus, RefreshLease, StoredShare};
+use crate::vault::{Confirmation, Event, KeyRecord, KeyStatus, RefreshLease, StoredShare};
 
 /// Close codes (application range) this server sends, beyond the
 /// transport's own (`mpc_transport_ws::CloseCode`).
@@ -46,6 +47,10 @@ pub mod codes {
     /// 4106: another refresh of this key is in progress.
     pub const REFRESH_IN_PROGRESS: Rejection =
         Rejection::application(4106, "refresh already in progress");
+    /// 4107: the key's keygen is not confirmed yet (PROTOCOL.md §18.3): it
+    /// signs (which confirms it) but is not refreshed.
+    pub const KEY_PENDING: Rejection =
+        Rejection::application(4107, "key pending: sign with it once first");
 }
 
 /// Runs the operation the client's opening asks for, as `owner`. Returns
@@ -108,13 +113,37 @@ async fn keygen<F: Frames>(
     let mut dkg = Dkg::new(Role::B, &context);
     let share = session.run(&mut dkg, &mut OsRng).await?;
     crash::point("keygen:before-store");
-    let record = match state.vault.create_key(owner, &share, now_ms()).await {
+    // Pending until the client confirms it holds the key too (§18.3): a
+    // client that fails its last check or vanishes leaves no active key.
+    let record = match state
+        .vault
+        .create_pending_key(owner, &share, now_ms())
+        .await
+    {
         Ok(record) => record,
         Err(e) => return Err(session.reject(storage_failed("create key", &e)).await),
     };
     crash::point("keygen:after-store");
-    info!(key_id = %record.key_id, owner, "key created");
-    finish(session).await
+    info!(key_id = %record.key_id, owner, "key stored, pending the client's outcome");
+    let traffic = session.traffic();
+    session
+        .finish_with(activate(state, &record, Confirmation::Outcome))
+        .await?;
+    Ok(traffic)
+}
+
+/// Activates a pending key (§18.3). A failure is logged, not fatal: the key
+/// stays pending, and the owner's first signature activates it.
+async fn activate(state: &AppState, record: &KeyRecord, confirmed_by: Confirmation) {
+    match state
+        .vault
+        .activate_key(&record.key_id, &record.owner, confirmed_by, now_ms())
+        .await
+    {
+        Ok(true) => info!(key_id = %record.key_id, owner = %record.owner, "key created"),
+        Ok(false) => {}
+        Err(e) => error!(key_id = %record.key_id, error = %e, "could not activate a pending key"),
+    }
 }
 
 /// The caller's key, if it exists, is theirs, and is in a state that allows
@@ -134,7 +163,8 @@ async fn usable_key<F: Frames>(
     };
     let refused = match (record.status, purpose) {
         (KeyStatus::Revoked, _) => Some(codes::KEY_REVOKED),
-        (KeyStatus::Active, _) | (_, Purpose::Refresh) => None,
+        (KeyStatus::Pending, Purpose::Refresh) => Some(codes::KEY_PENDING),
+        (KeyStatus::Active | KeyStatus::Pending, _) | (_, Purpose::Refresh) => None,
         (KeyStatus::Banned, Purpose::Sign) => Some(codes::KEY_BANNED),
         (KeyStatus::RotationRequired, Purpose::Sign) => Some(codes::ROTATION_REQUIRED),
     };
@@ -190,6 +220,11 @@ async fn ban(state: &AppState, record: &KeyRecord, mut share: KeyShare, error: &
 async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64, event: Event<'_>) {
     let now = now_ms();
     let vault = &state.vault;
+    if record.status == KeyStatus::Pending {
+        // The client's keygen outcome was lost, but it holds the share: the
+        // signature proves it (§18.3).
+        activate(state, record, Confirmation::Signature).await;
+    }
     let result = async {
         vault.touch(&record.key_id, now).await?;
         vault

@@ -179,6 +179,13 @@ impl WebhookConfig {
         }
         Ok(url)
     }
+
+    /// The URL's scheme, host and port, for logs: its user info, path and
+    /// query may hold credentials (e.g. a token in the path).
+    #[must_use]
+    pub fn url_for_log(&self) -> String {
+        url_origin(&self.url)
+    }
 }
 
 /// The scheme, host and port of `url`, for logs.

@@ -163,9 +163,24 @@ impl<F: Frames> ServerSession<F> {
     /// (e.g. its last check failed although ours passed: a new key must
     /// then not be used), or a timeout or connection error. The socket is
     /// closed in every case.
-    pub async fn finish(mut self) -> Result<()> {
+    pub async fn finish(self) -> Result<()> {
+        self.finish_with(std::future::ready(())).await
+    }
+
+    /// [`finish`](Self::finish), running `confirmed` once the client's
+    /// successful outcome has arrived and before the closing handshake:
+    /// e.g. to mark a new key usable only when both sides hold it. The
+    /// client's operation returns after the close, so it observes what
+    /// `confirmed` did. `confirmed` is not run if the outcome does not
+    /// arrive or reports a failure.
+    ///
+    /// # Errors
+    ///
+    /// As [`finish`](Self::finish).
+    pub async fn finish_with(mut self, confirmed: impl Future<Output = ()>) -> Result<()> {
         self.link.send_ok().await?;
         self.link.await_outcome().await?;
+        confirmed.await;
         self.link.close_normal().await;
         Ok(())
     }

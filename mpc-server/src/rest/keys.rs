@@ -36,7 +36,7 @@ pub struct KeyView {
     pub xpub: String,
     /// The current (finalized) share epoch.
     pub epoch: u64,
-    /// `active`, `rotation_required`, `banned` or `revoked`.
+    /// `pending`, `active`, `rotation_required`, `banned` or `revoked`.
     pub status: String,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
@@ -175,11 +175,18 @@ async fn owned_key(state: &AppState, caller: &Caller, key_id: &str) -> Result<Ke
     }
 }
 
+/// Refuses revoked keys, and pending ones (PROTOCOL.md §18.3): a key whose
+/// client never confirmed its keygen is not backed up, exported or rotated
+/// (its owner's first signature confirms it).
 fn not_revoked(record: &KeyRecord) -> Result<(), Problem> {
-    if record.status == KeyStatus::Revoked {
-        return Err(Problem::new(Code::KeyRevoked, "the key is revoked"));
+    match record.status {
+        KeyStatus::Revoked => Err(Problem::new(Code::KeyRevoked, "the key is revoked")),
+        KeyStatus::Pending => Err(Problem::new(
+            Code::KeyPending,
+            "the key is pending: its keygen is not confirmed (sign with it once)",
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Backup, export and revoke: a step-up token for this operation on this
@@ -358,7 +365,7 @@ pub(crate) async fn revoke_key(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked or pending", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn rotate_key(
     State(state): State<Arc<AppState>>,
@@ -415,7 +422,7 @@ pub(crate) async fn audit_log(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "No step-up token for this operation and key (`step_up_required`, `step_up_binding_mismatch`), the token was already used (`step_up_token_used`), or a recovery key in the request where not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Revoked, or no recovery key configured", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Revoked, pending, or no recovery key configured", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -500,7 +507,7 @@ pub(crate) async fn backup_key(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "No step-up token for this operation and key (`step_up_required`, `step_up_binding_mismatch`), or the token was already used (`step_up_token_used`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Revoked, or no share of that epoch", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Revoked, pending, or no share of that epoch", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),

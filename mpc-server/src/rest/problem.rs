@@ -50,6 +50,9 @@ pub enum Code {
     MethodNotAllowed,
     /// 409: the key is revoked.
     KeyRevoked,
+    /// 409: the key is pending: its keygen is not confirmed (PROTOCOL.md
+    /// §18.3).
+    KeyPending,
     /// 409: the server holds no share of the requested epoch.
     EpochUnavailable,
     /// 409: no recovery key is configured and none may be given.
@@ -80,6 +83,7 @@ impl Code {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::KeyRevoked => "key_revoked",
+            Self::KeyPending => "key_pending",
             Self::EpochUnavailable => "epoch_unavailable",
             Self::RecoveryKeyNotConfigured => "recovery_key_not_configured",
             Self::InvalidRequest => "invalid_request",
@@ -103,6 +107,7 @@ impl Code {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::KeyRevoked => "Key revoked",
+            Self::KeyPending => "Key pending",
             Self::EpochUnavailable => "Epoch unavailable",
             Self::RecoveryKeyNotConfigured => "No recovery key configured",
             Self::InvalidRequest => "Invalid request",
@@ -124,9 +129,10 @@ impl Code {
             | Self::RecoveryKeyNotAllowed => StatusCode::FORBIDDEN,
             Self::KeyNotFound | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::KeyRevoked | Self::EpochUnavailable | Self::RecoveryKeyNotConfigured => {
-                StatusCode::CONFLICT
-            }
+            Self::KeyRevoked
+            | Self::KeyPending
+            | Self::EpochUnavailable
+            | Self::RecoveryKeyNotConfigured => StatusCode::CONFLICT,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -20,6 +20,9 @@
 //! server processes.
 
 pub(crate) mod lease;
+pub(crate) mod pending;
+#[cfg(test)]
+mod pending_tests;
 pub(crate) mod queries;
 pub(crate) mod records;
 #[cfg(test)]
@@ -121,6 +124,7 @@ impl Store {
         // Connection-level statement logging would print bound values.
         let options = options.disable_statement_logging();
         if backend == Backend::Sqlite {
+            make_sqlite_files_private(&url)?;
             // A concurrent first open may hold the lock the switch needs.
             let mut attempt = 1;
             while let Err(e) = enable_wal(&options).await {
@@ -223,6 +227,88 @@ pub(crate) async fn commit(tx: Tx) -> Result<(), VaultError> {
     tx.commit()
         .await
         .map_err(|e| db_error("committing a transaction", &e))
+}
+
+/// The value of the `mode=` parameter of a SQLite URL, if any.
+fn sqlite_mode(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| pair.strip_prefix("mode="))
+}
+
+/// The database file of a SQLite URL (as sqlx reads it), `None` for an
+/// in-memory database.
+fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, VaultError> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .map_err(|e| db_error("invalid database URL", &e))?;
+    let path = options.get_filename();
+    let in_memory = sqlite_mode(url) == Some("memory")
+        || path.as_os_str().is_empty()
+        || path
+            .to_str()
+            .is_some_and(|p| p == ":memory:" || p.starts_with("file:"));
+    Ok((!in_memory).then(|| path.to_path_buf()))
+}
+
+/// Makes the SQLite database and its `-wal`, `-shm` and `-journal` files
+/// readable by the server's user only (0600), before SQLite opens them.
+///
+/// A missing database file is created 0600 here (when the URL lets SQLite
+/// create it): SQLite creates the `-wal`, `-shm` and `-journal` files with
+/// the database file's mode, so they are private from their first byte.
+/// Existing files with group or other permission bits are tightened to 0600
+/// with a warning (not refused: an upgrade from a version that created them
+/// 0644 must keep working); a file this user cannot `chmod` is an error.
+#[cfg(unix)]
+fn make_sqlite_files_private(url: &str) -> Result<(), VaultError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Some(path) = sqlite_file(url)? else {
+        return Ok(());
+    };
+    let failed = |what: &str, path: &std::path::Path, e: &std::io::Error| {
+        VaultError::Database(format!(
+            "cannot {what} the SQLite file {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    };
+    if sqlite_mode(url) == Some("rwc") {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed("create", &path, &e)),
+        }
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.clone().into_os_string();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        let mode = match std::fs::metadata(&file) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed("inspect", &file, &e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| failed("restrict", &file, &e))?;
+            tracing::warn!(
+                file = %file.display(),
+                old_mode = format!("{:o}", mode & 0o777),
+                "SQLite file was readable by others: permissions set to 0600"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_sqlite_files_private(_url: &str) -> Result<(), VaultError> {
+    Ok(())
 }
 
 /// Adds `mode=rwc` (create if missing) unless the URL chooses a mode.
@@ -329,6 +415,59 @@ mod tests {
             "sqlite://a.db?cache=private&mode=rwc"
         );
         assert_eq!(sqlite_url("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+    }
+
+    #[test]
+    fn sqlite_file_of_urls() {
+        let file = |url: &str| sqlite_file(url).unwrap();
+        assert_eq!(
+            file("sqlite:///d/mpc.db?mode=rwc"),
+            Some(std::path::PathBuf::from("/d/mpc.db"))
+        );
+        assert_eq!(
+            file("sqlite://a%3Fb.db"),
+            Some(std::path::PathBuf::from("a?b.db"))
+        );
+        for memory in [
+            "sqlite::memory:",
+            "sqlite://?mode=memory",
+            "sqlite://x?mode=memory",
+        ] {
+            assert_eq!(file(memory), None, "{memory}");
+        }
+    }
+
+    /// Files made 0644 by an older version (or a loose umask) are tightened
+    /// on open; new files are private from the start.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.db");
+        let url = format!("sqlite://{}", path.display());
+        let modes = || {
+            ["", "-wal", "-shm"].map(|suffix| {
+                let mut name = path.clone().into_os_string();
+                name.push(suffix);
+                std::fs::metadata(&name).unwrap().permissions().mode() & 0o777
+            })
+        };
+        let store = Store::open(&url).await.unwrap();
+        let mut conn = store.acquire().await.unwrap();
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('x', x'00')")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(modes(), [0o600; 3]);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        drop(conn);
+        let _again = Store::open(&url).await.unwrap();
+        assert_eq!(modes(), [0o600; 3]);
     }
 
     #[tokio::test]

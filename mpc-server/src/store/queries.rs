@@ -18,10 +18,11 @@ use crate::vault::{AuditEntry, KeyRecord, KeyStatus, OutboxEvent, ShareState, Va
 /// Longest `last_error` kept for an outbox event, in characters.
 const MAX_ERROR_CHARS: usize = 1000;
 
-const KEY_COLUMNS: &str = "key_id, owner, public_key, chain_code, epoch, status, created_at, \
+pub(super) const KEY_COLUMNS: &str =
+    "key_id, owner, public_key, chain_code, epoch, status, created_at, \
                            last_used_at, exported_at, backed_up_at";
 
-fn err(context: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {
+pub(super) fn err(context: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {
     move |e| db_error(context, &e)
 }
 
@@ -54,7 +55,7 @@ where
         .map_err(|e| db_error("reading a database row", &e))
 }
 
-fn key_from_row(row: &AnyRow) -> Result<KeyRecord, VaultError> {
+pub(super) fn key_from_row(row: &AnyRow) -> Result<KeyRecord, VaultError> {
     let key_id: String = col(row, "key_id")?;
     let public_key: Vec<u8> = col(row, "public_key")?;
     let chain_code: Vec<u8> = col(row, "chain_code")?;

@@ -8,6 +8,10 @@ use serde::{Serialize, Serializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStatus {
+    /// Made by a keygen whose client has not confirmed it yet (PROTOCOL.md
+    /// §18.3): signs (the first signature activates it), but no refresh,
+    /// rotation, backup or export; deleted if unconfirmed for too long.
+    Pending,
     /// Usable.
     Active,
     /// Must be refreshed before further use.
@@ -20,11 +24,12 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
-    /// The stored and serialized name: `active`, `rotation_required`,
-    /// `banned` or `revoked`.
+    /// The stored and serialized name: `pending`, `active`,
+    /// `rotation_required`, `banned` or `revoked`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Active => "active",
             Self::RotationRequired => "rotation_required",
             Self::Banned => "banned",
@@ -34,6 +39,7 @@ impl KeyStatus {
 
     pub(crate) fn parse(text: &str) -> Option<Self> {
         [
+            Self::Pending,
             Self::Active,
             Self::RotationRequired,
             Self::Banned,

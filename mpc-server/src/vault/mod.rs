@@ -11,6 +11,7 @@
 //! the same transaction as the change itself. Nothing secret is logged or
 //! put in errors; decrypted secrets are held in zeroizing buffers.
 
+mod keys;
 mod outbox;
 mod presignatures;
 mod refresh;
@@ -18,7 +19,6 @@ mod refresh;
 use std::fmt;
 use std::sync::Arc;
 
-use k256::elliptic_curve::sec1::ToEncodedPoint;
 use mpc_core::{KeyId, KeyShare};
 use serde_json::json;
 
@@ -31,6 +31,8 @@ use crate::store::{commit, Store, Tx};
 pub use crate::store::records::{
     AuditEntry, Event, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
 };
+pub(crate) use keys::spawn_reaper;
+pub use keys::Confirmation;
 pub use refresh::RefreshLease;
 
 const KEK_CHECK_NAME: &str = "kek_check";
@@ -233,9 +235,10 @@ impl Vault {
             .map_err(VaultError::Seal)
     }
 
-    /// Stores a new key and its share (state final), with the audit entry
-    /// `key.created` and the webhook event `key.created`, in one
-    /// transaction.
+    /// Stores a new key and its share (state final) as active, with the
+    /// audit entry `key.created` and the webhook event `key.created`, in one
+    /// transaction. (A keygen stores its key pending instead: see
+    /// [`create_pending_key`](Self::create_pending_key).)
     ///
     /// # Errors
     ///
@@ -247,50 +250,8 @@ impl Vault {
         share: &KeyShare,
         now: i64,
     ) -> Result<KeyRecord, VaultError> {
-        let public_key: [u8; 33] = share
-            .public_key()
-            .to_encoded_point(true)
-            .as_bytes()
-            .try_into()
-            .map_err(|_| VaultError::CorruptRecord("public key"))?;
-        let key = KeyRecord {
-            key_id: *share.key_id(),
-            owner: owner.to_owned(),
-            public_key,
-            chain_code: *share.chain_code(),
-            epoch: share.epoch(),
-            status: KeyStatus::Active,
-            created_at: now,
-            last_used_at: None,
-            exported_at: None,
-            backed_up_at: None,
-        };
-        let sealed = self.seal_share(owner, share).await?;
-        let public_hex = hex::encode(public_key);
-        let mut tx = self.store().begin().await?;
-        if !q::insert_key(&mut tx, &key).await? {
-            return Err(VaultError::Conflict("the key exists"));
-        }
-        q::insert_share(
-            &mut tx,
-            &key.key_id,
-            key.epoch,
-            ShareState::Final,
-            &sealed,
-            now,
-        )
-        .await?;
-        let detail = json!({ "epoch": key.epoch, "public_key": public_hex });
-        q::insert_audit(&mut tx, &key.key_id, owner, now, "key.created", &detail).await?;
-        let payload = json!({
-            "key_id": key.key_id.to_string(),
-            "owner": owner,
-            "public_key": public_hex,
-            "epoch": key.epoch,
-        });
-        q::insert_outbox(&mut tx, "key.created", &key.key_id, payload, now).await?;
-        commit(tx).await?;
-        Ok(key)
+        self.store_new_key(owner, share, KeyStatus::Active, now)
+            .await
     }
 
     /// The key's record, if it exists.
