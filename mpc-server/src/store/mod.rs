@@ -22,6 +22,8 @@
 pub(crate) mod queries;
 pub(crate) mod records;
 #[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
 mod sqlite_file_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -29,6 +31,7 @@ pub(crate) mod testkit;
 mod vault_tests;
 #[cfg(test)]
 mod vault_tests_sealed;
+pub(crate) mod tombstones;
 
 use std::time::Duration;
 
