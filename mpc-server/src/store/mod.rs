@@ -27,11 +27,11 @@ mod rollback_tests;
 mod sqlite_file_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub(crate) mod tombstones;
 #[cfg(test)]
 mod vault_tests;
 #[cfg(test)]
 mod vault_tests_sealed;
-pub(crate) mod tombstones;
 
 use std::time::Duration;
 

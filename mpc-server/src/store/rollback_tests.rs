@@ -10,7 +10,8 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::testkit::{dkg, on_both_backends, presign, refresh, vault, Kind, TestDb};
+use super::testkit::{dkg, kek, on_both_backends, presign, refresh, vault, Kind, TestDb};
+use crate::seal::{self, share_aad, RecordKind};
 use crate::vault::{Event, KeyRecord, KeyStatus, Vault, VaultError};
 
 on_both_backends!(
@@ -147,7 +148,10 @@ async fn refresh_and_finalize(
 ) -> (KeyShare, KeyShare) {
     let (a, b) = refresh(a, b);
     vault.store_refreshed(key, &b, 10).await.unwrap();
-    vault.confirm_refreshed(&key.key_id, b.epoch()).await.unwrap();
+    vault
+        .confirm_refreshed(&key.key_id, b.epoch())
+        .await
+        .unwrap();
     vault
         .finalize_refreshed(&b, event("key.refreshed"), 11)
         .await
@@ -247,6 +251,21 @@ async fn restored_old_epoch_share_is_refused(db: TestDb) {
     assert!(is_rolled_back(&loaded), "{loaded:?}");
     // The current epoch is untouched by the incident.
     assert!(vault.share(&current, 1).await.unwrap().is_some());
+
+    // Another ciphertext of the old share (not the deleted bytes): the
+    // epoch floor refuses it.
+    let aad = share_aad(RecordKind::Share, &key.key_id, &key.owner, 0, b"");
+    let other = ShareRow {
+        epoch: 0,
+        state: epoch0.state,
+        sealed: seal::seal(&*kek(1), &b.to_bytes(), &aad).await.unwrap(),
+    };
+    restore_share_row(&vault, &key.key_id, &other).await;
+    let loaded = vault.share(&current, 0).await;
+    assert!(
+        matches!(loaded, Err(VaultError::RolledBack(what)) if what.contains("epoch")),
+        "{loaded:?}"
+    );
 }
 
 async fn restored_key_row_does_not_reenable_old_epoch(db: TestDb) {
@@ -257,7 +276,10 @@ async fn restored_key_row_does_not_reenable_old_epoch(db: TestDb) {
     let old_key = vault.create_key("alice", &b, 1).await.unwrap();
     let epoch0 = copy_share_row(&vault, &old_key.key_id, 0).await;
     let presig = presign(&a, &b);
-    vault.store_presignature(&old_key, &presig, 2).await.unwrap();
+    vault
+        .store_presignature(&old_key, &presig, 2)
+        .await
+        .unwrap();
     let presig_row = copy_presignature_row(&vault, &presig.session_id()).await;
     refresh_and_finalize(&vault, &old_key, &a, &b).await;
 
@@ -297,6 +319,7 @@ async fn restored_pre_burn_share_is_refused(db: TestDb) {
     let vault = vault(&db, 1).await;
     let (_, b) = dkg();
     let key = vault.create_key("alice", &b, 1).await.unwrap();
+    assert!(!b.is_ot_burned());
     let pre_burn = copy_share_row(&vault, &key.key_id, 0).await;
     let mut burned = vault.share(&key, 0).await.unwrap().unwrap().share;
     burned.burn_ot_material();
@@ -315,6 +338,23 @@ async fn restored_pre_burn_share_is_refused(db: TestDb) {
     assert_eq!(key.status, KeyStatus::Active);
     let loaded = vault.share(&key, 0).await;
     assert!(is_rolled_back(&loaded), "{loaded:?}");
+
+    // Another ciphertext of the pre-burn share (one the digest does not
+    // know, as from a transaction that never committed; made here with the
+    // master key): the burned mark refuses it.
+    let aad = share_aad(RecordKind::Share, &key.key_id, &key.owner, 0, b"");
+    let other = seal::seal(&*kek(1), &b.to_bytes(), &aad).await.unwrap();
+    let row = ShareRow {
+        epoch: 0,
+        state: pre_burn.state,
+        sealed: other,
+    };
+    restore_share_row(&vault, &key.key_id, &row).await;
+    let loaded = vault.share(&key, 0).await;
+    assert!(
+        matches!(loaded, Err(VaultError::RolledBack(what)) if what.contains("burned")),
+        "{loaded:?}"
+    );
 }
 
 async fn restored_revoked_key_is_refused(db: TestDb) {

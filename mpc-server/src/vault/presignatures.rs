@@ -6,8 +6,8 @@ use mpc_core::Presignature;
 use super::rollback::rolled_back;
 use super::{open_error, same_owner, KeyRecord, Vault, VaultError};
 use crate::seal::{self, share_aad, RecordKind};
-use crate::store::{commit, tombstones};
 use crate::store::queries as q;
+use crate::store::{commit, tombstones};
 
 impl Vault {
     /// Stores an unused presignature of the key, sealed and bound to its

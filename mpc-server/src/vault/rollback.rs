@@ -65,9 +65,7 @@ impl Vault {
             }
             attempt += 1;
         };
-        let share = self
-            .open_share(key_id, &key.owner, epoch, &sealed)
-            .await?;
+        let share = self.open_share(key_id, &key.owner, epoch, &sealed).await?;
         // Burning only ever removes OT material; a share of a burned epoch
         // that has it is a copy from before the burn.
         if burned && !share.is_ot_burned() {
