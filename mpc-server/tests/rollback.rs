@@ -106,6 +106,14 @@ async fn restored_rows_do_not_sign(db: &Db, first: &TestServer, second: &TestSer
     let error = refused.expect_err("a restored presignature signed a second time");
     assert_eq!(error.close_code(), Some(CloseCode::NOT_FOUND), "{error}");
     assert!(rollback_logged(&[first, second]));
+    // The refused claim erased the restored ciphertext again.
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT sealed FROM presignatures WHERE session_id = $1")
+            .bind(session.as_str())
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(sealed.is_none());
 
     // --- a refreshed-away epoch written back with the key row ---
     let epoch0 = copy_row(

@@ -24,6 +24,7 @@ on_both_backends!(
     restored_revoked_key_is_refused,
     tombstones_are_insert_only,
     concurrent_retirement_is_not_a_rollback,
+    migration_seeds_tombstones_from_existing_rows,
 );
 
 fn event(name: &str) -> Event<'_> {
@@ -469,4 +470,92 @@ async fn concurrent_retirement_is_not_a_rollback(db: TestDb) {
         }
         assert_eq!(b.epoch(), round + 1);
     }
+}
+
+async fn migration_seeds_tombstones_from_existing_rows(db: TestDb) {
+    // A database from before the guard: only the first migration applied,
+    // with a used presignature, a key at epoch 3 and a revoked key.
+    let flavour = if db.kind == Kind::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let old_schema = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        format!(
+            "{}/migrations/{flavour}/0001_init.sql",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        old_schema.path().join("0001_init.sql"),
+    )
+    .unwrap();
+    let (used, unused) = (hex::encode([1u8; 32]), hex::encode([2u8; 32]));
+    let (live, revoked) = (KeyId([7; 32]), KeyId([8; 32]));
+    {
+        let store = super::Store::connect(&db.url).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old_schema.path())
+            .await
+            .unwrap();
+        migrator.run(store.pool()).await.unwrap();
+        for (key_id, epoch, status) in [(&live, 3i64, "active"), (&revoked, 0, "revoked")] {
+            sqlx::query(
+                "INSERT INTO keys (key_id, owner, public_key, chain_code, epoch, status, \
+                 created_at) VALUES ($1, 'alice', $2, $3, $4, $5, 1)",
+            )
+            .bind(key_id.to_string())
+            .bind(vec![2u8; 33])
+            .bind(vec![0u8; 32])
+            .bind(epoch)
+            .bind(status)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        for (session, sealed, used_at) in [
+            (&used, None, Some(5i64)),
+            (&unused, Some(vec![0u8; 8]), None),
+        ] {
+            sqlx::query(
+                "INSERT INTO presignatures (session_id, key_id, epoch, sealed, created_at, \
+                 used_at) VALUES ($1, $2, 3, $3, 1, $4)",
+            )
+            .bind(session.as_str())
+            .bind(live.to_string())
+            .bind(sealed)
+            .bind(used_at)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    }
+
+    let vault = vault(&db, 1).await;
+    let pool = vault.store().pool();
+    let spent: Vec<String> = sqlx::query_scalar("SELECT session_id FROM spent_presignatures")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(spent, vec![used.clone()]);
+    for (key_id, floor) in [(&live, 3i64), (&revoked, i64::MAX)] {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT MAX(epoch) FROM key_tombstones WHERE key_id = $1 AND kind = 'floor'",
+        )
+        .bind(key_id.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(found, floor);
+    }
+    // The presignature used before the upgrade, written back, is refused.
+    sqlx::query("UPDATE presignatures SET sealed = $2, used_at = NULL WHERE session_id = $1")
+        .bind(used.as_str())
+        .bind(vec![0u8; 8])
+        .execute(pool)
+        .await
+        .unwrap();
+    let key = vault.key(&live).await.unwrap().unwrap();
+    let mut session = [0u8; 32];
+    hex::decode_to_slice(&used, &mut session).unwrap();
+    let taken = vault.take_presignature(&key, &SessionId(session), 6).await;
+    assert!(is_rolled_back(&taken), "{taken:?}");
 }
