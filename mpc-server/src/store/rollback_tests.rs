@@ -221,6 +221,9 @@ async fn restored_deleted_presignatures_are_refused(db: TestDb) {
         .unwrap();
     let key = vault.key(&key.key_id).await.unwrap().unwrap();
     assert_eq!(key.epoch, 1);
+    // A deleted presignature's session id is not stored again either.
+    let again = vault.store_presignature(&key, &leftover, 7).await;
+    assert!(matches!(again, Err(VaultError::Conflict(_))), "{again:?}");
 
     for (row, session) in [
         (&old_row, old.session_id()),

@@ -62,6 +62,20 @@ pub(crate) async fn spend_presignature(
     Ok(done.rows_affected() == 1)
 }
 
+/// Whether the presignature of `session_id` (hex) was spent.
+pub(crate) async fn presignature_spent(
+    conn: &mut AnyConnection,
+    session_id: &str,
+) -> Result<bool, VaultError> {
+    let count: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM spent_presignatures WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_one(conn)
+            .await
+            .map_err(err("reading spent presignatures"))?;
+    Ok(count > 0)
+}
+
 /// Tombstones presignatures whose rows were just deleted, by session id
 /// (hex), in multi-row inserts.
 pub(crate) async fn spend_presignatures(

@@ -64,7 +64,7 @@ pub enum VaultError {
     /// database: a row was restored or the database rolled back
     /// (PROTOCOL.md §18.3). The record is refused; names which kind. This
     /// is a security incident, logged as such where it is detected.
-    #[error("rollback detected: a retired {0} is back in the database")]
+    #[error("rollback detected: {0} is back in the database")]
     RolledBack(&'static str),
 }
 

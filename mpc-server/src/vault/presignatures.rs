@@ -17,8 +17,8 @@ impl Vault {
     ///
     /// [`VaultError::NotFound`] if the key does not exist;
     /// [`VaultError::Conflict`] if the presignature is of another key or of
-    /// an epoch older than the key's, its session id is stored already, or
-    /// the key is revoked; [`VaultError::Database`]; [`VaultError::Seal`].
+    /// an epoch older than the key's, its session id is stored or spent
+    /// already, or the key is revoked; [`VaultError::Database`]; [`VaultError::Seal`].
     pub async fn store_presignature(
         &self,
         key: &KeyRecord,
@@ -48,7 +48,11 @@ impl Vault {
                 "the presignature is of a superseded epoch",
             ));
         }
-        if !q::insert_presignature(&mut tx, &session.0, &key.key_id, epoch, &sealed, now).await? {
+        // A session id spent before (its row since deleted) stays spent.
+        if tombstones::presignature_spent(&mut tx, &hex::encode(session.0)).await?
+            || !q::insert_presignature(&mut tx, &session.0, &key.key_id, epoch, &sealed, now)
+                .await?
+        {
             return Err(VaultError::Conflict("the presignature exists"));
         }
         commit(tx).await
@@ -91,13 +95,13 @@ impl Vault {
         // Committed either way: a restored ciphertext is erased too.
         commit(tx).await?;
         if !fresh {
-            return Err(rolled_back(&key.key_id, epoch, "spent presignature"));
+            return Err(rolled_back(&key.key_id, epoch, "a spent presignature"));
         }
         if epoch < floor.max(key.epoch) {
             return Err(rolled_back(
                 &key.key_id,
                 epoch,
-                "presignature of a retired epoch",
+                "a presignature of a retired epoch",
             ));
         }
         let aad = share_aad(

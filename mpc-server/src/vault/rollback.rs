@@ -14,7 +14,7 @@ pub(crate) fn rolled_back(key_id: &KeyId, epoch: u64, what: &'static str) -> Vau
         %key_id,
         epoch,
         record = what,
-        "ROLLBACK DETECTED: a retired {what} is back in the database (rows restored or the \
+        "ROLLBACK DETECTED: {what} is back in the database (rows restored or the \
          database rolled back); refused. Investigate the database before trusting it."
     );
     VaultError::RolledBack(what)
@@ -46,7 +46,7 @@ impl Vault {
             // raises the floor and the key's epoch: a row below either was
             // written back afterwards.
             if epoch < row.floor.max(key.epoch) {
-                return Err(rolled_back(key_id, epoch, "share of a retired epoch"));
+                return Err(rolled_back(key_id, epoch, "a share of a retired epoch"));
             }
             if !tombstones::share_record_retired(&mut conn, &row.sealed).await? {
                 break (row.state, row.sealed, row.burned);
@@ -56,7 +56,11 @@ impl Vault {
             // (then the row was written back).
             let now = crate::store::queries::share(&mut conn, key_id, epoch).await?;
             if now.is_some_and(|(_, current)| current == row.sealed) {
-                return Err(rolled_back(key_id, epoch, "deleted or replaced share"));
+                return Err(rolled_back(
+                    key_id,
+                    epoch,
+                    "a deleted or replaced share record",
+                ));
             }
             if attempt >= LOAD_ATTEMPTS {
                 return Err(VaultError::Database(
@@ -72,7 +76,7 @@ impl Vault {
             return Err(rolled_back(
                 key_id,
                 epoch,
-                "share from before its OT material was burned",
+                "a share from before its OT material was burned",
             ));
         }
         Ok(Some(StoredShare { share, state }))
