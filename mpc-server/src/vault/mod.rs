@@ -5,7 +5,11 @@
 //! sealing every secret with envelope encryption ([`crate::seal`]) under a
 //! key-encryption key. Each sealed record's associated data binds its kind,
 //! key id, owner and epoch (presignatures also their session id), so a
-//! ciphertext copied to another row does not open.
+//! ciphertext copied to another row does not open. A record that leaves
+//! the store (a claimed presignature, a deleted epoch, a share re-sealed
+//! after a burn) leaves an insert-only tombstone in the same transaction,
+//! checked on every load, so that its row written back later is refused
+//! ([`VaultError::RolledBack`], PROTOCOL.md §18.3).
 //!
 //! Every change that has an audit entry or a webhook event writes them in
 //! the same transaction as the change itself. Nothing secret is logged or
