@@ -50,10 +50,19 @@ enum Bind {
     Bytes(Vec<u8>),
 }
 
-fn rollback_logged(servers: &[&TestServer]) -> bool {
-    servers
-        .iter()
-        .any(|s| s.logs().iter().any(|l| l.contains("ROLLBACK DETECTED")))
+/// Whether one of the servers logs the incident; polled for a bounded time
+/// (its stderr is read by another thread, possibly after the close).
+async fn rollback_logged(servers: &[&TestServer]) -> bool {
+    for _ in 0..200 {
+        let logged = servers
+            .iter()
+            .any(|s| s.logs().iter().any(|l| l.contains("ROLLBACK DETECTED")));
+        if logged {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
 }
 
 async fn restored_rows_do_not_sign(db: &Db, first: &TestServer, second: &TestServer) {
@@ -105,7 +114,7 @@ async fn restored_rows_do_not_sign(db: &Db, first: &TestServer, second: &TestSer
         .await;
     let error = refused.expect_err("a restored presignature signed a second time");
     assert_eq!(error.close_code(), Some(CloseCode::NOT_FOUND), "{error}");
-    assert!(rollback_logged(&[first, second]));
+    assert!(rollback_logged(&[first, second]).await);
     // The refused claim erased the restored ciphertext again.
     let sealed: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT sealed FROM presignatures WHERE session_id = $1")
