@@ -99,8 +99,15 @@ async fn finish<F: Frames>(session: ServerSession<F>) -> Result<Traffic, Transpo
 
 /// Logs a storage failure (its text holds no secrets) and gives the
 /// rejection to send.
+///
+/// A detected rollback (the vault has logged the incident) is refused as
+/// not found: for the client the retired record does not exist
+/// (PROTOCOL.md §18.3).
 fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Rejection {
     error!(%error, "storage failed: {what}");
+    if matches!(error, crate::vault::VaultError::RolledBack(_)) {
+        return Rejection::NOT_FOUND;
+    }
     Rejection::INTERNAL
 }
 

@@ -26,12 +26,15 @@ mod pending_tests;
 pub(crate) mod queries;
 pub(crate) mod records;
 #[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
 mod sqlite_file_tests;
 pub(crate) mod step_up;
 #[cfg(test)]
 mod step_up_tests;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub(crate) mod tombstones;
 #[cfg(test)]
 mod vault_tests;
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rand_core::{OsRng, RngCore};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::db_error;
+use super::{db_error, tombstones};
 use crate::seal::SealError;
 use crate::vault::{AuditEntry, KeyRecord, KeyStatus, OutboxEvent, ShareState, VaultError};
 
@@ -304,22 +304,34 @@ impl Epochs {
     }
 }
 
+/// Deletes the key's shares in `epochs`, tombstoning each deleted sealed
+/// record and raising the key's epoch floor (see [`tombstones`]), so that
+/// none of them loads again if its row comes back.
 pub(crate) async fn delete_shares(
     conn: &mut AnyConnection,
     key_id: &KeyId,
     epochs: Epochs,
 ) -> Result<(), VaultError> {
     let sql = match epochs {
-        Epochs::Below(_) => "DELETE FROM shares WHERE key_id = $1 AND epoch < $2",
-        Epochs::From(_) | Epochs::All => "DELETE FROM shares WHERE key_id = $1 AND epoch >= $2",
+        Epochs::Below(_) => {
+            "DELETE FROM shares WHERE key_id = $1 AND epoch < $2 RETURNING epoch, sealed"
+        }
+        Epochs::From(_) | Epochs::All => {
+            "DELETE FROM shares WHERE key_id = $1 AND epoch >= $2 RETURNING epoch, sealed"
+        }
     };
-    sqlx::query(sql)
+    let rows = sqlx::query(sql)
         .bind(key_id_text(key_id))
         .bind(epochs.bound()?)
-        .execute(conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(err("deleting shares"))?;
-    Ok(())
+    for row in &rows {
+        let epoch: i64 = col(row, "epoch")?;
+        let sealed: Vec<u8> = col(row, "sealed")?;
+        tombstones::retire_share_record(conn, key_id, epoch, &sealed).await?;
+    }
+    tombstones::raise_floor(conn, key_id, epochs).await
 }
 
 /// Sets a share's state; `false` if it does not exist. `only_from` limits
@@ -353,13 +365,19 @@ pub(crate) async fn set_share_state(
     Ok(done.rows_affected() > 0)
 }
 
-/// Replaces a share's sealed record; `false` if it does not exist.
+/// Replaces a share's sealed record, tombstoning the one it replaces (see
+/// [`tombstones`]); `false` if it does not exist. Must run inside a
+/// transaction that holds the key's lock.
 pub(crate) async fn reseal_share(
     conn: &mut AnyConnection,
     key_id: &KeyId,
     epoch: u64,
     sealed: &[u8],
 ) -> Result<bool, VaultError> {
+    let Some((_, old)) = share(conn, key_id, epoch).await? else {
+        return Ok(false);
+    };
+    tombstones::retire_share_record(conn, key_id, epoch_to_db(epoch)?, &old).await?;
     let done = sqlx::query("UPDATE shares SET sealed = $3 WHERE key_id = $1 AND epoch = $2")
         .bind(key_id_text(key_id))
         .bind(epoch_to_db(epoch)?)
@@ -439,24 +457,30 @@ pub(crate) async fn claim_presignature(
     Ok(Some((epoch_from_db(epoch)?, sealed)))
 }
 
+/// Deletes the key's presignatures in `epochs`, tombstoning each as spent
+/// (see [`tombstones`]). The rows are deleted first, which takes their
+/// locks: a concurrent claim of one of them finishes (and tombstones it)
+/// before, or finds it gone.
 pub(crate) async fn delete_presignatures(
     conn: &mut AnyConnection,
     key_id: &KeyId,
     epochs: Epochs,
 ) -> Result<(), VaultError> {
     let sql = match epochs {
-        Epochs::Below(_) => "DELETE FROM presignatures WHERE key_id = $1 AND epoch < $2",
+        Epochs::Below(_) => {
+            "DELETE FROM presignatures WHERE key_id = $1 AND epoch < $2 RETURNING session_id"
+        }
         Epochs::From(_) | Epochs::All => {
-            "DELETE FROM presignatures WHERE key_id = $1 AND epoch >= $2"
+            "DELETE FROM presignatures WHERE key_id = $1 AND epoch >= $2 RETURNING session_id"
         }
     };
-    sqlx::query(sql)
+    let sessions: Vec<String> = sqlx::query_scalar(sql)
         .bind(key_id_text(key_id))
         .bind(epochs.bound()?)
-        .execute(conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(err("deleting presignatures"))?;
-    Ok(())
+    tombstones::spend_presignatures(conn, key_id, &sessions).await
 }
 
 // ---- audit log ----

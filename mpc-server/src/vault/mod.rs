@@ -5,7 +5,11 @@
 //! sealing every secret with envelope encryption ([`crate::seal`]) under a
 //! key-encryption key. Each sealed record's associated data binds its kind,
 //! key id, owner and epoch (presignatures also their session id), so a
-//! ciphertext copied to another row does not open.
+//! ciphertext copied to another row does not open. A record that leaves
+//! the store (a claimed presignature, a deleted epoch, a share re-sealed
+//! after a burn) leaves an insert-only tombstone in the same transaction,
+//! checked on every load, so that its row written back later is refused
+//! ([`VaultError::RolledBack`], PROTOCOL.md §18.4).
 //!
 //! Every change that has an audit entry or a webhook event writes them in
 //! the same transaction as the change itself. Nothing secret is logged or
@@ -15,6 +19,7 @@ mod keys;
 mod outbox;
 mod presignatures;
 mod refresh;
+mod rollback;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,7 +31,7 @@ use crate::auth::StepUpUse;
 use crate::seal::{self, share_aad, Kek, RecordKind, SealError};
 use crate::store::queries::{self as q, Epochs, KeyTime};
 use crate::store::step_up as spent;
-use crate::store::{commit, Store, Tx};
+use crate::store::{commit, tombstones, Store, Tx};
 
 pub use crate::store::records::{
     AuditEntry, Event, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
@@ -67,6 +72,13 @@ pub enum VaultError {
     /// changed.
     #[error("the step-up token was already used")]
     TokenSpent,
+    /// A record that was retired (a claimed presignature, a deleted epoch,
+    /// a share from before its OT material was burned) is back in the
+    /// database: a row was restored or the database rolled back
+    /// (PROTOCOL.md §18.4). The record is refused; names which kind. This
+    /// is a security incident, logged as such where it is detected.
+    #[error("rollback detected: {0} is back in the database")]
+    RolledBack(&'static str),
 }
 
 /// The server's storage: cheap to clone (shared pool and key).
@@ -282,24 +294,17 @@ impl Vault {
     ///
     /// [`VaultError::CorruptRecord`] if the record does not open (tampered,
     /// moved from another row, wrong owner in `key`) or does not decode to a
-    /// share of this key and epoch; [`VaultError::Database`];
+    /// share of this key and epoch; [`VaultError::RolledBack`] if the row
+    /// holds a retired record: an epoch below the key's floor, a record
+    /// deleted or replaced earlier, a share from before its OT material was
+    /// burned (PROTOCOL.md §18.4); [`VaultError::Database`];
     /// [`VaultError::Seal`] if the key backend fails.
     pub async fn share(
         &self,
         key: &KeyRecord,
         epoch: u64,
     ) -> Result<Option<StoredShare>, VaultError> {
-        let row = {
-            let mut conn = self.store().acquire().await?;
-            q::share(&mut conn, &key.key_id, epoch).await?
-        };
-        let Some((state, sealed)) = row else {
-            return Ok(None);
-        };
-        let share = self
-            .open_share(&key.key_id, &key.owner, epoch, &sealed)
-            .await?;
-        Ok(Some(StoredShare { share, state }))
+        self.guarded_share(key, epoch).await
     }
 
     /// Opens a sealed share record of `key_id`, `owner` and `epoch`, and
@@ -336,7 +341,9 @@ impl Vault {
     /// Re-seals a changed share of an existing epoch (e.g. after
     /// [`KeyShare::burn_ot_material`]) and sets the key's `status`, with the
     /// audit `event` and, when the key becomes banned, the webhook event
-    /// `key.banned`, in one transaction.
+    /// `key.banned`, in one transaction. The replaced record is tombstoned
+    /// and, for a burned share, its epoch is marked burned, so that the
+    /// record from before the burn never loads again (PROTOCOL.md §18.4).
     ///
     /// # Errors
     ///
@@ -365,6 +372,9 @@ impl Vault {
         same_owner(&current, key)?;
         if !q::reseal_share(&mut tx, &key.key_id, share.epoch(), &sealed).await? {
             return Err(VaultError::NotFound);
+        }
+        if share.is_ot_burned() {
+            tombstones::mark_burned(&mut tx, &key.key_id, share.epoch()).await?;
         }
         self.apply_status(&mut tx, &current, status, event, now)
             .await?;

@@ -3,10 +3,11 @@
 use mpc_core::wire::SessionId;
 use mpc_core::Presignature;
 
+use super::rollback::rolled_back;
 use super::{open_error, same_owner, KeyRecord, Vault, VaultError};
 use crate::seal::{self, share_aad, RecordKind};
-use crate::store::commit;
 use crate::store::queries as q;
+use crate::store::{commit, tombstones};
 
 impl Vault {
     /// Stores an unused presignature of the key, sealed and bound to its
@@ -16,8 +17,8 @@ impl Vault {
     ///
     /// [`VaultError::NotFound`] if the key does not exist;
     /// [`VaultError::Conflict`] if the presignature is of another key or of
-    /// an epoch older than the key's, its session id is stored already, or
-    /// the key is revoked; [`VaultError::Database`]; [`VaultError::Seal`].
+    /// an epoch older than the key's, its session id is stored or spent
+    /// already, or the key is revoked; [`VaultError::Database`]; [`VaultError::Seal`].
     pub async fn store_presignature(
         &self,
         key: &KeyRecord,
@@ -47,21 +48,29 @@ impl Vault {
                 "the presignature is of a superseded epoch",
             ));
         }
-        if !q::insert_presignature(&mut tx, &session.0, &key.key_id, epoch, &sealed, now).await? {
+        // A session id spent before (its row since deleted) stays spent.
+        if tombstones::presignature_spent(&mut tx, &hex::encode(session.0)).await?
+            || !q::insert_presignature(&mut tx, &session.0, &key.key_id, epoch, &sealed, now)
+                .await?
+        {
             return Err(VaultError::Conflict("the presignature exists"));
         }
         commit(tx).await
     }
 
     /// Atomically claims an unused presignature of the key: the row is
-    /// marked used (`used_at = now`) and its ciphertext deleted in one
-    /// transaction, so that of any number of concurrent calls (from any
-    /// number of server processes on one database) exactly one gets it.
-    /// Returns the decrypted presignature; `None` if it is unknown, used,
-    /// or of another key.
+    /// marked used (`used_at = now`), its ciphertext deleted and its
+    /// session id tombstoned as spent in one transaction, so that of any
+    /// number of concurrent calls (from any number of server processes on
+    /// one database) exactly one gets it, and a copy of the row written
+    /// back later is refused (PROTOCOL.md §18.4). Returns the decrypted
+    /// presignature; `None` if it is unknown, used, or of another key.
     ///
     /// # Errors
     ///
+    /// [`VaultError::RolledBack`] if the row found unused is one that was
+    /// spent or deleted before, or is of an epoch below the key's floor
+    /// (the restored ciphertext is erased all the same);
     /// [`VaultError::CorruptRecord`] if the claimed record does not open or
     /// decode to this key's presignature of that session (it is used up
     /// all the same); [`VaultError::Database`]; [`VaultError::Seal`].
@@ -77,7 +86,24 @@ impl Vault {
         else {
             return Ok(None);
         };
+        // After the claim's update, which holds the row: a tombstone already
+        // there cannot be a concurrent claim's, so the row was written back.
+        let fresh =
+            tombstones::spend_presignature(&mut tx, &hex::encode(session_id.0), &key.key_id)
+                .await?;
+        let floor = tombstones::epoch_floor(&mut tx, &key.key_id).await?;
+        // Committed either way: a restored ciphertext is erased too.
         commit(tx).await?;
+        if !fresh {
+            return Err(rolled_back(&key.key_id, epoch, "a spent presignature"));
+        }
+        if epoch < floor.max(key.epoch) {
+            return Err(rolled_back(
+                &key.key_id,
+                epoch,
+                "a presignature of a retired epoch",
+            ));
+        }
         let aad = share_aad(
             RecordKind::Presignature,
             &key.key_id,
