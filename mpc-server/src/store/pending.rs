@@ -4,7 +4,9 @@
 use mpc_core::KeyId;
 use sqlx::AnyConnection;
 
-use super::queries::{err, key_from_row, key_id_text, KEY_COLUMNS};
+use super::queries::{
+    delete_presignatures, delete_shares, err, key_from_row, key_id_text, Epochs, KEY_COLUMNS,
+};
 use crate::vault::{KeyRecord, VaultError};
 
 /// Pending keys created before `cutoff` (unix ms), oldest first, at most
@@ -28,30 +30,35 @@ pub(crate) async fn pending_keys_before(
 
 /// Deletes a pending key's row and everything that references it (shares,
 /// presignatures, backups); `false` if no pending key has this id. The
-/// audit log and outbox keep their rows: they reference no table.
+/// audit log and outbox keep their rows: they reference no table. Shares
+/// and presignatures leave tombstones like every other deletion
+/// (PROTOCOL.md §18.4). Call it with the key's row locked
+/// ([`super::queries::lock_key`]), so that the status read here holds until
+/// the transaction ends.
 pub(crate) async fn delete_pending_key(
     conn: &mut AnyConnection,
     key_id: &KeyId,
 ) -> Result<bool, VaultError> {
-    let id = key_id_text(key_id);
-    // Each child delete re-checks that the key is pending: a caller that
-    // skipped its own check cannot wipe an active key's shares.
-    for (table, what) in [
-        ("presignatures", "deleting presignatures"),
-        ("shares", "deleting shares"),
-        ("backups", "deleting backups"),
-    ] {
-        sqlx::query(&format!(
-            "DELETE FROM {table} WHERE key_id = $1 AND EXISTS \
-             (SELECT 1 FROM keys WHERE key_id = $1 AND status = 'pending')"
-        ))
-        .bind(id.as_str())
+    // Checked here, not only by the caller: a caller that skipped its own
+    // check cannot wipe an active key's shares.
+    let pending = sqlx::query_scalar::<_, String>("SELECT status FROM keys WHERE key_id = $1")
+        .bind(key_id_text(key_id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("reading a key's status"))?
+        .is_some_and(|status| status == "pending");
+    if !pending {
+        return Ok(false);
+    }
+    delete_presignatures(conn, key_id, Epochs::All).await?;
+    delete_shares(conn, key_id, Epochs::All).await?;
+    sqlx::query("DELETE FROM backups WHERE key_id = $1")
+        .bind(key_id_text(key_id))
         .execute(&mut *conn)
         .await
-        .map_err(err(what))?;
-    }
+        .map_err(err("deleting backups"))?;
     let done = sqlx::query("DELETE FROM keys WHERE key_id = $1 AND status = 'pending'")
-        .bind(id.as_str())
+        .bind(key_id_text(key_id))
         .execute(&mut *conn)
         .await
         .map_err(err("deleting a key"))?;
