@@ -204,7 +204,9 @@ async fn persist_ban(
     reason: &str,
 ) -> Result<(), VaultError> {
     if fail_point("ban:persist") {
-        return Err(VaultError::Database("injected failure (ban:persist)".into()));
+        return Err(VaultError::Database(
+            "injected failure (ban:persist)".into(),
+        ));
     }
     let record = vault.key(key_id).await?.ok_or(VaultError::NotFound)?;
     let mut share = vault

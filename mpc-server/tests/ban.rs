@@ -35,7 +35,9 @@ struct Parked<'s> {
 
 /// The server's next protocol message.
 async fn recv_message(socket: &mut Socket) -> Vec<u8> {
-    let frame = recv_binary(socket).await.expect("no message from the server");
+    let frame = recv_binary(socket)
+        .await
+        .expect("no message from the server");
     let Some((FrameKind::Message, theirs)) = decode_frame(&frame) else {
         panic!("expected a protocol message");
     };
@@ -294,17 +296,21 @@ async fn one_tampering_session_stops_every_parked_session() {
         assert_ended_with(&ending, CloseCode::PROTOCOL_BAN.0);
         // Cancelled before the ban's outcome left: they end without a
         // message of theirs.
-        let endings = futures_util::future::join_all(
-            parked.into_iter().map(Parked::ended_by_server),
-        )
-        .await;
+        let endings =
+            futures_util::future::join_all(parked.into_iter().map(Parked::ended_by_server)).await;
         for ending in &endings {
             assert_ended_with(ending, KEY_BANNED);
         }
-        let rejected = format!(r#"mpc_sessions_total{{protocol="sign",outcome="rejected"}} {}"#, SESSIONS - 1);
+        let rejected = format!(
+            r#"mpc_sessions_total{{protocol="sign",outcome="rejected"}} {}"#,
+            SESSIONS - 1
+        );
         let text = metrics_showing(
             &server,
-            &[r#"mpc_sessions_total{protocol="sign",outcome="ban"} 1"#, &rejected],
+            &[
+                r#"mpc_sessions_total{protocol="sign",outcome="ban"} 1"#,
+                &rejected,
+            ],
         )
         .await;
         assert!(!text.contains(r#"outcome="abort""#), "{text}");
@@ -342,10 +348,16 @@ async fn many_tampering_sessions_give_one_evaluation() {
                 assert_ended_with(ending, KEY_BANNED);
             }
         }
-        let rejected = format!(r#"mpc_sessions_total{{protocol="sign",outcome="rejected"}} {}"#, SESSIONS - 1);
+        let rejected = format!(
+            r#"mpc_sessions_total{{protocol="sign",outcome="rejected"}} {}"#,
+            SESSIONS - 1
+        );
         metrics_showing(
             &server,
-            &[r#"mpc_sessions_total{protocol="sign",outcome="ban"} 1"#, &rejected],
+            &[
+                r#"mpc_sessions_total{protocol="sign",outcome="ban"} 1"#,
+                &rejected,
+            ],
         )
         .await;
         assert_eq!(evaluated_bans(&server), 1);

@@ -480,7 +480,11 @@ impl<F: Frames> Link<F> {
         }
     }
 
-    async fn before_send<P, H: SessionHooks<P>>(&mut self, hooks: &mut H, protocol: &P) -> Result<()> {
+    async fn before_send<P, H: SessionHooks<P>>(
+        &mut self,
+        hooks: &mut H,
+        protocol: &P,
+    ) -> Result<()> {
         let (deadline, limit) = self.wait_deadline();
         match timeout_at(deadline, hooks.before_send(protocol)).await {
             Ok(Ok(())) => Ok(()),

@@ -110,10 +110,7 @@ async fn serve_one(
     share: KeyShare,
     mut hooks: Recording,
     config: TransportConfig,
-) -> (
-    String,
-    tokio::task::JoinHandle<Result<(), TransportError>>,
-) {
+) -> (String, tokio::task::JoinHandle<Result<(), TransportError>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -277,7 +274,11 @@ async fn failure_work_is_done_before_the_outcome_leaves() {
         let error = run_client(frames, &opening(&a), &mut sign, &mut OsRng, &test_config())
             .await
             .unwrap_err();
-        assert_eq!(error.close_code(), Some(CloseCode::PROTOCOL_BAN), "{error:?}");
+        assert_eq!(
+            error.close_code(),
+            Some(CloseCode::PROTOCOL_BAN),
+            "{error:?}"
+        );
         let server = server.await.unwrap().unwrap_err();
         assert!(server.is_ban(), "{server:?}");
         let log = log.lock().unwrap().clone();
@@ -323,7 +324,10 @@ async fn a_parked_session_is_cancelled() {
         // The server's first message: it now waits for ours, parked.
         match socket.next().await {
             Some(Ok(Message::Binary(frame))) => {
-                assert!(matches!(decode_frame(&frame), Some((FrameKind::Message, _))));
+                assert!(matches!(
+                    decode_frame(&frame),
+                    Some((FrameKind::Message, _))
+                ));
             }
             other => panic!("{other:?}"),
         }
