@@ -9,7 +9,7 @@
 //! - every session of a key registers in [`KeyGuards`] for its lifetime
 //!   (the entry goes away with the key's last session);
 //! - each protocol step of a key's sessions runs under the key's step lock
-//!   and only after a fresh look at the key's status (the in-memory ban
+//!   (in this process, and on PostgreSQL across replicas) and only after a fresh look at the key's status (the in-memory ban
 //!   below, then the stored status, which another replica on the same
 //!   PostgreSQL may have changed): two sessions of one key never evaluate
 //!   checks at the same time, and none evaluates one after a ban;
@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::server::now_ms;
 use crate::session::{codes, refusal, Purpose};
+use crate::store::{db_error, Backend, Tx};
 use crate::vault::{Event, KeyStatus, Vault, VaultError};
 
 /// The first retry of a failed ban write waits this long; each next one
@@ -299,15 +300,56 @@ impl<'a> BanHooks<'a> {
     }
 }
 
-impl<P> SessionHooks<P> for BanHooks<'_> {
-    type Guard = OwnedMutexGuard<()>;
+/// The key's step lock: this process's, and on PostgreSQL every replica's
+/// (a transaction-scoped advisory lock, released when the transaction is
+/// dropped, i.e. rolled back, at the end of the step).
+pub(crate) struct StepGuard {
+    // Dropped first: the replicas' lock goes before this process's.
+    _shared: Option<Tx>,
+    _local: OwnedMutexGuard<()>,
+}
 
-    async fn before_step(&mut self) -> Result<OwnedMutexGuard<()>, Rejection> {
-        let guard = Arc::clone(&self.session.entry.step).lock_owned().await;
+/// The advisory lock of `key_id` across replicas (key ids are hashes: the
+/// first 8 bytes are as good as any; a collision only serializes two keys).
+async fn lock_across_replicas(vault: &Vault, key_id: &KeyId) -> Result<Option<Tx>, VaultError> {
+    let store = vault.store();
+    if store.backend() != Backend::Postgres {
+        // One process per SQLite file: the local lock is the lock.
+        return Ok(None);
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&key_id.0[..8]);
+    let mut tx = store.begin().await?;
+    // The function returns `void`, which the `Any` driver cannot decode:
+    // select a constant from it instead.
+    sqlx::query("SELECT CAST(1 AS INTEGER) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+        .bind(i64::from_be_bytes(id))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("taking a key's step lock", &e))?;
+    Ok(Some(tx))
+}
+
+impl<P> SessionHooks<P> for BanHooks<'_> {
+    type Guard = StepGuard;
+
+    async fn before_step(&mut self) -> Result<StepGuard, Rejection> {
+        let local = Arc::clone(&self.session.entry.step).lock_owned().await;
         let key_id = &self.session.key_id;
         if self.guards.is_pending(key_id) {
             return Err(codes::KEY_BANNED);
         }
+        let shared = match lock_across_replicas(&self.guards.vault, key_id).await {
+            Ok(shared) => shared,
+            Err(e) => {
+                error!(%key_id, error = %e, "storage failed: key step lock");
+                return Err(Rejection::INTERNAL);
+            }
+        };
+        let guard = StepGuard {
+            _shared: shared,
+            _local: local,
+        };
         // The stored status, fresh: another replica may have banned or
         // revoked the key since this session started.
         match self.guards.vault.key(key_id).await {

@@ -388,7 +388,8 @@ async fn no_signature_after_the_ban() {
 }
 
 /// Two servers on one PostgreSQL: a session parked on replica B is refused
-/// with 4102 on its next message after replica A banned the key.
+/// with 4102 on its next message after replica A banned the key; tampering
+/// sessions spread over both replicas give one evaluation in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_on_one_replica_stops_the_other() {
     if skip_postgres() {
@@ -406,6 +407,29 @@ async fn a_ban_on_one_replica_stops_the_other() {
         assert_eq!(evaluated_bans(&a) + evaluated_bans(&b), 1);
         assert_eq!(bans_in(&audit_events(&b, "di", &share).await), 1);
         signing_refused(&b, "di", &share, KEY_BANNED).await;
+
+        // Tampering sessions on both replicas at once: the step lock spans
+        // the replicas, so the check is still evaluated once in all.
+        let share = key(&b, "di").await;
+        let mut parked = Vec::new();
+        for n in 0..SESSIONS {
+            let server = if n % 2 == 0 { &a } else { &b };
+            parked.push(park(server, "di", &share).await);
+        }
+        let endings =
+            futures_util::future::join_all(parked.into_iter().map(|p| p.resume(true))).await;
+        let banned = endings
+            .iter()
+            .filter(|e| e.failed == Some(CloseCode::PROTOCOL_BAN.0))
+            .count();
+        assert_eq!(banned, 1, "{endings:?}");
+        for ending in &endings {
+            if ending.failed != Some(CloseCode::PROTOCOL_BAN.0) {
+                assert_ended_with(ending, KEY_BANNED);
+            }
+        }
+        assert_eq!(evaluated_bans(&a) + evaluated_bans(&b), 2);
+        assert_eq!(bans_in(&audit_events(&a, "di", &share).await), 1);
     })
     .await;
 }
