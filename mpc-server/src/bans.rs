@@ -339,29 +339,35 @@ impl<P> SessionHooks<P> for BanHooks<'_> {
         if self.guards.is_pending(key_id) {
             return Err(codes::KEY_BANNED);
         }
-        let shared = match lock_across_replicas(&self.guards.vault, key_id).await {
+        let mut shared = match lock_across_replicas(&self.guards.vault, key_id).await {
             Ok(shared) => shared,
             Err(e) => {
                 error!(%key_id, error = %e, "storage failed: key step lock");
                 return Err(Rejection::INTERNAL);
             }
         };
-        let guard = StepGuard {
-            _shared: shared,
-            _local: local,
-        };
         // The stored status, fresh: another replica may have banned or
-        // revoked the key since this session started.
-        match self.guards.vault.key(key_id).await {
-            Ok(Some(record)) => match refusal(record.status, Purpose::Sign) {
-                Some(rejection) => Err(rejection),
-                None => Ok(guard),
-            },
-            Ok(None) => Err(Rejection::NOT_FOUND),
+        // revoked the key since this session started. Read on the lock's
+        // connection when there is one: a step holds at most one pooled
+        // connection, so concurrent steps cannot starve each other.
+        let stored = match shared.as_mut() {
+            Some(tx) => crate::store::queries::key(tx, key_id).await,
+            None => self.guards.vault.key(key_id).await,
+        };
+        let refused = match stored {
+            Ok(Some(record)) => refusal(record.status, Purpose::Sign),
+            Ok(None) => Some(Rejection::NOT_FOUND),
             Err(e) => {
                 error!(%key_id, error = %e, "storage failed: re-check key status");
-                Err(Rejection::INTERNAL)
+                Some(Rejection::INTERNAL)
             }
+        };
+        match refused {
+            Some(rejection) => Err(rejection),
+            None => Ok(StepGuard {
+                _shared: shared,
+                _local: local,
+            }),
         }
     }
 
