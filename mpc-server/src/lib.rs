@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod bans;
 pub mod config;
 pub mod crash;
 pub mod dev;

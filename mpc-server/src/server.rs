@@ -100,6 +100,9 @@ pub struct AppState {
     pub(crate) max_sessions_per_owner: usize,
     /// How long a refresh lease runs without renewal (PROTOCOL.md §18.1).
     pub(crate) refresh_lease: Duration,
+    /// Per-key step locks, ban cancellation and pending bans
+    /// ([`crate::bans`]).
+    pub(crate) key_guards: crate::bans::KeyGuards,
     pub(crate) sessions: SessionCounter,
     pub(crate) metrics: crate::rest::metrics::Metrics,
     pub(crate) rest: crate::rest::RestConfig,
@@ -162,6 +165,7 @@ impl Server {
         let auth = Authenticator::new(config.auth.clone())?;
         let vault = Vault::open(&config.database_url, config.kek.clone()).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let key_guards = crate::bans::KeyGuards::new(vault.clone());
         let state = AppState {
             vault,
             auth,
@@ -169,6 +173,7 @@ impl Server {
             max_sessions: config.max_sessions,
             max_sessions_per_owner: config.max_sessions_per_owner,
             refresh_lease: config.refresh_lease,
+            key_guards,
             sessions: SessionCounter::default(),
             metrics: crate::rest::metrics::Metrics::new(),
             limiters: crate::rest::limits::Limiters::new(config.rest.limits),

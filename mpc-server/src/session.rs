@@ -23,6 +23,7 @@ use rand_core::OsRng;
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use crate::bans::BanHooks;
 use crate::crash;
 use crate::server::{now_ms, AppState};
 use crate::vault::{Confirmation, Event, KeyRecord, KeyStatus, RefreshLease, StoredShare};
@@ -168,12 +169,13 @@ async fn usable_key<F: Frames>(
         Ok(_) => return Err(session.reject(Rejection::NOT_FOUND).await),
         Err(e) => return Err(session.reject(storage_failed("load key", &e)).await),
     };
-    let refused = match (record.status, purpose) {
-        (KeyStatus::Revoked, _) => Some(codes::KEY_REVOKED),
-        (KeyStatus::Pending, Purpose::Refresh) => Some(codes::KEY_PENDING),
-        (KeyStatus::Active | KeyStatus::Pending, _) | (_, Purpose::Refresh) => None,
-        (KeyStatus::Banned, Purpose::Sign) => Some(codes::KEY_BANNED),
-        (KeyStatus::RotationRequired, Purpose::Sign) => Some(codes::ROTATION_REQUIRED),
+    // A ban this process could not store yet refuses signing all the same
+    // (fail closed); a refresh, which replaces the OT material, may run.
+    let pending_ban = matches!(purpose, Purpose::Sign) && state.key_guards.is_pending(key_id);
+    let refused = if pending_ban {
+        Some(codes::KEY_BANNED)
+    } else {
+        refusal(record.status, purpose)
     };
     match refused {
         Some(rejection) => Err(session.reject(rejection).await),
@@ -181,9 +183,23 @@ async fn usable_key<F: Frames>(
     }
 }
 
+/// Why a key in `status` may not be used for `purpose`, if it may not.
+pub(crate) fn refusal(status: KeyStatus, purpose: Purpose) -> Option<Rejection> {
+    match (status, purpose) {
+        (KeyStatus::Revoked, _) => Some(codes::KEY_REVOKED),
+        (KeyStatus::Pending, Purpose::Refresh) => Some(codes::KEY_PENDING),
+        (KeyStatus::Active | KeyStatus::Pending, _) | (_, Purpose::Refresh) => None,
+        (KeyStatus::Banned, Purpose::Sign) => Some(codes::KEY_BANNED),
+        (KeyStatus::RotationRequired, Purpose::Sign) => Some(codes::ROTATION_REQUIRED),
+    }
+}
+
+/// What a session uses a key for.
 #[derive(Clone, Copy)]
-enum Purpose {
+pub(crate) enum Purpose {
+    /// Sign, presign, online sign: the share's OT material is used.
     Sign,
+    /// Refresh: allowed for a banned key (it replaces the OT material).
     Refresh,
 }
 
@@ -198,26 +214,6 @@ async fn share_of<F: Frames>(
         Ok(Some(stored)) => Ok((stored, session)),
         Ok(None) => Err(session.reject(codes::UNKNOWN_EPOCH).await),
         Err(e) => Err(session.reject(storage_failed("load share", &e)).await),
-    }
-}
-
-/// After a ban-class failure: burn the share's OT material and mark the
-/// key banned until a refresh (PROTOCOL.md §18.2).
-async fn ban(state: &AppState, record: &KeyRecord, mut share: KeyShare, error: &TransportError) {
-    share.burn_ot_material();
-    let event = Event {
-        name: "key.banned",
-        detail: json!({ "epoch": share.epoch(), "reason": error.to_string() }),
-    };
-    warn!(key_id = %record.key_id, %error, "ban-class failure: OT material burned");
-    if let Err(e) = state
-        .vault
-        .replace_share(record, &share, KeyStatus::Banned, event, now_ms())
-        .await
-    {
-        // The session already ended; the share on disk still has its OT
-        // material. Say so loudly: an operator must revoke or refresh.
-        error!(key_id = %record.key_id, error = %e, "could not persist the ban");
     }
 }
 
@@ -265,20 +261,24 @@ async fn sign<F: Frames>(
     prehash: Prehash,
     path: DerivationPath,
 ) -> Result<Traffic, TransportError> {
+    // Joined before the key's status is read: a ban from then on reaches
+    // this session (PROTOCOL.md §18.2).
+    let joined = state.key_guards.join(&key_id);
     let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let result = match Sign::with_path(&stored.share, prehash, &path) {
-        Ok(mut protocol) => Some(session.run(&mut protocol, &mut OsRng).await),
+        Ok(mut protocol) => Some(
+            session
+                .run_hooked(&mut protocol, &mut OsRng, &mut hooks)
+                .await,
+        ),
         Err(_) => None,
     };
     match result {
         None => Err(session.reject(codes::INVALID_PATH).await),
-        Some(Err(e)) => {
-            if e.is_ban() {
-                ban(state, &record, stored.share, &e).await;
-            }
-            Err(e)
-        }
+        // A ban-class failure was stored by the hooks before the outcome.
+        Some(Err(e)) => Err(e),
         Some(Ok(_signature)) => {
             crash::point("sign:after-run");
             let event = Event {
@@ -303,20 +303,21 @@ async fn presign<F: Frames>(
     epoch: u64,
     path: DerivationPath,
 ) -> Result<Traffic, TransportError> {
+    let joined = state.key_guards.join(&key_id);
     let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let result = match Presign::with_path(&stored.share, &path) {
-        Ok(mut protocol) => Some(session.run(&mut protocol, &mut OsRng).await),
+        Ok(mut protocol) => Some(
+            session
+                .run_hooked(&mut protocol, &mut OsRng, &mut hooks)
+                .await,
+        ),
         Err(_) => None,
     };
     let presignature = match result {
         None => return Err(session.reject(codes::INVALID_PATH).await),
-        Some(Err(e)) => {
-            if e.is_ban() {
-                ban(state, &record, stored.share, &e).await;
-            }
-            return Err(e);
-        }
+        Some(Err(e)) => return Err(e),
         Some(Ok(presignature)) => presignature,
     };
     crash::point("presign:before-store");
@@ -341,6 +342,7 @@ async fn online_sign<F: Frames>(
     presignature: SessionId,
     prehash: Prehash,
 ) -> Result<Traffic, TransportError> {
+    let joined = state.key_guards.join(&key_id);
     let (record, mut session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     // Claimed (marked used, ciphertext erased) before anything is sent: a
     // crash from here on loses the presignature, never reuses it.
@@ -360,7 +362,13 @@ async fn online_sign<F: Frames>(
     crash::point("online:after-take");
     let epoch = presignature.epoch();
     let mut protocol = OnlineSign::new(presignature, prehash);
-    match session.run(&mut protocol, &mut OsRng).await {
+    // A failed final verification is ban-class: the online step uses no OT
+    // material, but the key's is burned all the same (§8), by the hooks.
+    let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
+    match session
+        .run_hooked(&mut protocol, &mut OsRng, &mut hooks)
+        .await
+    {
         Ok(_signature) => {
             let event = Event {
                 name: "sign",
@@ -373,16 +381,7 @@ async fn online_sign<F: Frames>(
             record_use(state, &record, epoch, event).await;
             finish(session).await
         }
-        Err(e) => {
-            if e.is_ban() {
-                // A failed final verification: the online step uses no OT
-                // material, but the key's is burned all the same (§8).
-                if let Ok(Some(stored)) = state.vault.share(&record, epoch).await {
-                    ban(state, &record, stored.share, &e).await;
-                }
-            }
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 

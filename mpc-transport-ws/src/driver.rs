@@ -93,6 +93,93 @@ fn no_hook<P>(_: &P) -> std::future::Ready<core::result::Result<(), Rejection>> 
     ready(Ok(()))
 }
 
+/// What a server session's handler does around each protocol step: a
+/// guard over the step, work after a failure before its outcome leaves,
+/// and cancellation from outside (PROTOCOL.md §18.2: a ban stops every
+/// session of the key before anyone is told).
+///
+/// The loop of [`ServerSession::run_hooked`](crate::ServerSession::run_hooked):
+///
+/// 1. [`before_step`](Self::before_step) returns a guard, before
+///    `Protocol::start` and before each `Protocol::handle` of a received
+///    message; the guard is held until that step's result is dealt with:
+///    through [`before_send`](Self::before_send) of the message it produced,
+///    or through [`on_protocol_error`](Self::on_protocol_error) of its
+///    error. It is dropped before anything is sent.
+/// 2. [`on_protocol_error`](Self::on_protocol_error) runs after a step
+///    failed with a non-`Ignore` error and before the failed outcome
+///    leaves.
+/// 3. [`cancelled`](Self::cancelled) is raced against every wait for the
+///    peer's next protocol message; when it completes first the session
+///    ends with its [`Rejection`].
+///
+/// Every call is bounded by the message timeout. This crate knows nothing
+/// of what the guard protects: a server uses it, for example, to let one
+/// session of a key at a time evaluate the checks that use the key's OT
+/// material, and to refuse a key that was banned meanwhile.
+pub trait SessionHooks<P> {
+    /// Held while one step runs (e.g. an owned mutex guard); `()` for none.
+    type Guard: Send;
+
+    /// Taken before each protocol step.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`]: the step does not run and the session ends with
+    /// the rejection's close code.
+    fn before_step(
+        &mut self,
+    ) -> impl Future<Output = core::result::Result<Self::Guard, Rejection>> + Send;
+
+    /// As [`BeforeSend::before_send`]; called with the step's guard held.
+    ///
+    /// # Errors
+    ///
+    /// As [`BeforeSend::before_send`].
+    fn before_send(
+        &mut self,
+        protocol: &P,
+    ) -> impl Future<Output = core::result::Result<(), Rejection>> + Send {
+        let _ = protocol;
+        ready(Ok(()))
+    }
+
+    /// Called after a step failed with an `Abort`, `Ban` or `Local`-class
+    /// error, with the step's guard held, before the failed outcome is
+    /// sent. If it does not finish within the message timeout it is
+    /// dropped and the outcome is sent anyway, so work that must not be
+    /// lost belongs in a task of its own.
+    fn on_protocol_error(&mut self, error: &mpc_core::Error) -> impl Future<Output = ()> + Send {
+        let _ = error;
+        ready(())
+    }
+
+    /// Completes (with the close code to end the session with) when the
+    /// session must stop while it waits for the peer. Called afresh for
+    /// each wait, so it must be cancel-safe; the default never completes.
+    fn cancelled(&mut self) -> impl Future<Output = Rejection> + Send {
+        pending()
+    }
+}
+
+/// A [`BeforeSend`] hook as [`SessionHooks`]: no guard, no cancellation.
+struct SendOnly<'h, H>(&'h mut H);
+
+impl<P, H: BeforeSend<P>> SessionHooks<P> for SendOnly<'_, H> {
+    type Guard = ();
+
+    fn before_step(&mut self) -> impl Future<Output = core::result::Result<(), Rejection>> + Send {
+        ready(Ok(()))
+    }
+
+    fn before_send(
+        &mut self,
+        protocol: &P,
+    ) -> impl Future<Output = core::result::Result<(), Rejection>> + Send {
+        self.0.before_send(protocol)
+    }
+}
+
 /// Which side a link is, for logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -311,32 +398,62 @@ impl<F: Frames> Link<F> {
         R: CryptoRngCore,
         H: BeforeSend<P>,
     {
+        self.run_hooked(protocol, rng, &mut SendOnly(hook)).await
+    }
+
+    /// Runs `protocol` until it finishes or fails, with `hooks` around each
+    /// step (see [`SessionHooks`]).
+    pub(crate) async fn run_hooked<P, R, H>(
+        &mut self,
+        protocol: &mut P,
+        rng: &mut R,
+        hooks: &mut H,
+    ) -> Result<P::Output>
+    where
+        P: Protocol,
+        R: CryptoRngCore,
+        H: SessionHooks<P>,
+    {
+        let guard = self.before_step(hooks).await?;
         let first = match protocol.start(rng) {
             Ok(first) => first,
-            Err(error) => return Err(self.protocol_failed(error).await),
+            Err(error) => return Err(self.step_failed(hooks, guard, error).await),
         };
-        self.before_send(hook, protocol).await?;
+        self.before_send(hooks, protocol).await?;
+        drop(guard);
         self.send(FrameKind::Message, &first, Phase::Protocol)
             .await?;
         // The wait for each expected message has one deadline: frames that
         // are dropped meanwhile do not restart it.
         let (mut deadline, mut limit) = self.wait_deadline();
         loop {
-            let frame = self.recv_by(Phase::Protocol, deadline, limit).await?;
+            // Biased: once cancelled, no further frame of the peer is read.
+            let frame = tokio::select! {
+                biased;
+                rejection = hooks.cancelled() => {
+                    return Err(self.reject(rejection.code(), rejection.reason()).await)
+                }
+                frame = self.recv_by(Phase::Protocol, deadline, limit) => frame?,
+            };
             match decode_frame(&frame) {
-                Some((FrameKind::Message, envelope)) => match protocol.handle(rng, envelope) {
-                    Ok(Step::Send(next)) => {
-                        self.before_send(hook, protocol).await?;
-                        self.send(FrameKind::Message, &next, Phase::Protocol)
-                            .await?;
-                        (deadline, limit) = self.wait_deadline();
+                Some((FrameKind::Message, envelope)) => {
+                    let guard = self.before_step(hooks).await?;
+                    match protocol.handle(rng, envelope) {
+                        Ok(Step::Send(next)) => {
+                            self.before_send(hooks, protocol).await?;
+                            drop(guard);
+                            self.send(FrameKind::Message, &next, Phase::Protocol)
+                                .await?;
+                            (deadline, limit) = self.wait_deadline();
+                        }
+                        Ok(Step::Finished(output)) => return Ok(output),
+                        Err(error) if error.class() == AbortClass::Ignore => {
+                            drop(guard);
+                            self.ignore(error.as_str()).await?;
+                        }
+                        Err(error) => return Err(self.step_failed(hooks, guard, error).await),
                     }
-                    Ok(Step::Finished(output)) => return Ok(output),
-                    Err(error) if error.class() == AbortClass::Ignore => {
-                        self.ignore(error.as_str()).await?;
-                    }
-                    Err(error) => return Err(self.protocol_failed(error).await),
-                },
+                }
                 Some((FrameKind::Outcome, body)) => {
                     return Err(self.peer_outcome(body, Phase::Protocol).await)
                 }
@@ -354,13 +471,48 @@ impl<F: Frames> Link<F> {
         }
     }
 
-    async fn before_send<P, H: BeforeSend<P>>(&mut self, hook: &mut H, protocol: &P) -> Result<()> {
+    async fn before_step<P, H: SessionHooks<P>>(&mut self, hooks: &mut H) -> Result<H::Guard> {
         let (deadline, limit) = self.wait_deadline();
-        match timeout_at(deadline, hook.before_send(protocol)).await {
+        match timeout_at(deadline, hooks.before_step()).await {
+            Ok(Ok(guard)) => Ok(guard),
+            Ok(Err(rejection)) => Err(self.reject(rejection.code(), rejection.reason()).await),
+            Err(_) => Err(self.timed_out(Phase::Protocol, limit).await),
+        }
+    }
+
+    async fn before_send<P, H: SessionHooks<P>>(
+        &mut self,
+        hooks: &mut H,
+        protocol: &P,
+    ) -> Result<()> {
+        let (deadline, limit) = self.wait_deadline();
+        match timeout_at(deadline, hooks.before_send(protocol)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(rejection)) => Err(self.reject(rejection.code(), rejection.reason()).await),
             Err(_) => Err(self.timed_out(Phase::Protocol, limit).await),
         }
+    }
+
+    /// A step failed: the handler's work under the step's guard, then the
+    /// failed outcome.
+    async fn step_failed<P, H: SessionHooks<P>>(
+        &mut self,
+        hooks: &mut H,
+        guard: H::Guard,
+        error: mpc_core::Error,
+    ) -> TransportError {
+        let (deadline, _) = self.wait_deadline();
+        if timeout_at(deadline, hooks.on_protocol_error(&error))
+            .await
+            .is_err()
+        {
+            warn!(
+                side = self.side.name(),
+                "the failure hook did not finish in time"
+            );
+        }
+        drop(guard);
+        self.protocol_failed(error).await
     }
 
     /// Sends this side's successful outcome.

@@ -38,7 +38,9 @@
 //! context of a DKG or a refresh is the session handle
 //! ([`Opening::context`]). A [`BeforeSend`] hook runs before each protocol
 //! message leaves, for protocols whose state must be persisted first
-//! (refresh).
+//! (refresh); [`SessionHooks`] add a guard around each step, work after a
+//! failed step before its outcome leaves, and cancellation (a server uses
+//! them to stop every session of a banned key).
 //!
 //! Frames not meant for the current protocol state (an `Ignore`-class error
 //! of `mpc-core`: another session, round or protocol, an undecodable
@@ -103,7 +105,7 @@ pub mod server;
 
 pub use client::{run_client, run_client_with, Client};
 pub use config::TransportConfig;
-pub use driver::{run_protocol, BeforeSend, Traffic};
+pub use driver::{run_protocol, BeforeSend, SessionHooks, Traffic};
 pub use error::{CloseCode, Phase, Rejection, TimeoutKind, TransportError};
 pub use frames::{FrameError, Frames, Incoming};
 pub use opening::{Opening, Operation, Outcome, SessionHandle};

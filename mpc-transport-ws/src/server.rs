@@ -47,7 +47,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::config::TransportConfig;
-use crate::driver::{BeforeSend, Link, Side, Traffic};
+use crate::driver::{BeforeSend, Link, SessionHooks, Side, Traffic};
 pub use crate::error::Rejection;
 use crate::error::{Phase, Result, TimeoutKind, TransportError};
 use crate::frames::{ws_error, FrameError, Frames};
@@ -149,6 +149,30 @@ impl<F: Frames> ServerSession<F> {
         H: BeforeSend<P>,
     {
         self.link.run_with(protocol, rng, hook).await
+    }
+
+    /// [`run`](Self::run) with [`SessionHooks`]: a guard around each step,
+    /// work after a failed step before its outcome leaves, and cancellation
+    /// while waiting for the peer.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run); a [`Rejection`] from
+    /// [`SessionHooks::before_step`], [`SessionHooks::before_send`] or
+    /// [`SessionHooks::cancelled`] ends the session with its code
+    /// ([`TransportError::Rejected`]).
+    pub async fn run_hooked<P, R, H>(
+        &mut self,
+        protocol: &mut P,
+        rng: &mut R,
+        hooks: &mut H,
+    ) -> Result<P::Output>
+    where
+        P: Protocol,
+        R: CryptoRngCore,
+        H: SessionHooks<P>,
+    {
+        self.link.run_hooked(protocol, rng, hooks).await
     }
 
     /// Ends the session successfully: sends the server's outcome, waits for

@@ -1,0 +1,447 @@
+//! A ban stops every session of the key before anyone is told
+//! (PROTOCOL.md §18.2).
+//!
+//! A ban-class failure means the peer may have learnt something about the
+//! key's OT material from whether a check passed (a selective-failure
+//! probe). One probe is unavoidable; a second must never be evaluated.
+//! So, in this process:
+//!
+//! - every session of a key registers in [`KeyGuards`] for its lifetime
+//!   (the entry goes away with the key's last session);
+//! - each protocol step of a key's sessions runs under the key's step lock
+//!   (in this process, and on PostgreSQL across replicas) and only after a fresh look at the key's status (the in-memory ban
+//!   below, then the stored status, which another replica on the same
+//!   PostgreSQL may have changed): two sessions of one key never evaluate
+//!   checks at the same time, and none evaluates one after a ban;
+//! - a ban marks the key banned in memory, cancels every other open session
+//!   of the key (they end with 4102 at once), and persists the ban (burned
+//!   OT material, status, audit row and `key.banned` event in one
+//!   transaction), all before the failed outcome of the banning session
+//!   leaves. If the write fails the key stays refused in memory and the
+//!   write is retried until it succeeds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mpc_core::KeyId;
+use mpc_transport_ws::{Rejection, SessionHooks};
+use serde_json::json;
+use tokio::sync::{oneshot, watch, OwnedMutexGuard};
+use tracing::{error, info, warn};
+
+use crate::server::now_ms;
+use crate::session::{codes, refusal, Purpose};
+use crate::store::{db_error, Backend, Tx};
+use crate::vault::{Event, KeyStatus, Vault, VaultError};
+
+/// The first retry of a failed ban write waits this long; each next one
+/// twice as long, up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// The per-key state of this process's open sessions and pending bans.
+pub(crate) struct KeyGuards {
+    vault: Vault,
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Keys with open sessions: their entry and how many sessions hold it.
+    keys: Mutex<HashMap<KeyId, (Arc<Entry>, usize)>>,
+    /// Keys banned in this process whose ban is not yet stored.
+    pending: Mutex<HashSet<KeyId>>,
+}
+
+struct Entry {
+    /// Held while one session of the key runs a protocol step.
+    step: Arc<tokio::sync::Mutex<()>>,
+    /// Counts the bans of the key while the entry lives; a change cancels
+    /// every open session.
+    bans: watch::Sender<u64>,
+}
+
+impl Inner {
+    fn is_pending(&self, key_id: &KeyId) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key_id)
+    }
+
+    fn set_pending(&self, key_id: &KeyId, pending: bool) {
+        let mut set = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending {
+            set.insert(*key_id);
+        } else {
+            set.remove(key_id);
+        }
+    }
+}
+
+impl KeyGuards {
+    pub(crate) fn new(vault: Vault) -> Self {
+        Self {
+            vault,
+            inner: Arc::default(),
+        }
+    }
+
+    /// Registers a session of `key_id` until the returned handle drops.
+    /// Call it before the key's status is read, so that a ban from then on
+    /// reaches the session.
+    pub(crate) fn join(&self, key_id: &KeyId) -> KeySession {
+        let mut keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (entry, count) = keys.entry(*key_id).or_insert_with(|| {
+            let (bans, _) = watch::channel(0);
+            (
+                Arc::new(Entry {
+                    step: Arc::default(),
+                    bans,
+                }),
+                0,
+            )
+        });
+        *count += 1;
+        let entry = Arc::clone(entry);
+        // Subscribed now: only bans from here on cancel this session.
+        let bans = entry.bans.subscribe();
+        KeySession {
+            inner: Arc::clone(&self.inner),
+            key_id: *key_id,
+            entry,
+            bans,
+        }
+    }
+
+    /// Whether `key_id` is banned in this process but not yet in storage.
+    pub(crate) fn is_pending(&self, key_id: &KeyId) -> bool {
+        self.inner.is_pending(key_id)
+    }
+
+    /// Keys with registered sessions (for tests: entries must not leak).
+    #[cfg(test)]
+    fn open_keys(&self) -> usize {
+        self.inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Bans `key_id` after a ban-class failure of a session of `epoch`:
+    /// refuses the key in memory, cancels its other sessions, and stores
+    /// the ban. Returns once the first write attempt is done; if it failed,
+    /// a task retries until a write succeeds, and the key stays refused in
+    /// memory meanwhile.
+    pub(crate) async fn ban(&self, key_id: &KeyId, epoch: u64, reason: String) {
+        self.inner.set_pending(key_id, true);
+        if let Some((entry, _)) = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+        {
+            entry.bans.send_modify(|bans| *bans += 1);
+        }
+        warn!(%key_id, epoch, reason, "ban-class failure: banning the key");
+        // A task of its own: the write must go on even if this session's
+        // future is dropped (timeout, shutdown).
+        let (first, first_done) = oneshot::channel();
+        let vault = self.vault.clone();
+        let inner = Arc::clone(&self.inner);
+        let key_id = *key_id;
+        tokio::spawn(async move {
+            let mut first = Some(first);
+            let mut delay = FIRST_RETRY_DELAY;
+            loop {
+                let result = persist_ban(&vault, &key_id, epoch, &reason).await;
+                let done = match &result {
+                    Ok(()) => {
+                        info!(%key_id, epoch, "ban stored: OT material burned");
+                        true
+                    }
+                    // Nothing left to ban: the key was revoked or deleted,
+                    // or a refresh replaced the epoch (and its OT material).
+                    Err(e @ (VaultError::NotFound | VaultError::Conflict(_))) => {
+                        warn!(%key_id, epoch, error = %e, "ban not stored: nothing left to ban");
+                        true
+                    }
+                    Err(e) => {
+                        error!(%key_id, epoch, error = %e, "could not store the ban: key refused in memory, retrying");
+                        false
+                    }
+                };
+                if done {
+                    inner.set_pending(&key_id, false);
+                }
+                if let Some(first) = first.take() {
+                    let _ = first.send(());
+                }
+                if done {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        });
+        let _ = first_done.await;
+    }
+}
+
+/// One write: the epoch's share with its OT material burned, status
+/// banned, the audit row and the `key.banned` event, in one transaction
+/// ([`Vault::replace_share`]).
+async fn persist_ban(
+    vault: &Vault,
+    key_id: &KeyId,
+    epoch: u64,
+    reason: &str,
+) -> Result<(), VaultError> {
+    if fail_point("ban:persist") {
+        return Err(VaultError::Database(
+            "injected failure (ban:persist)".into(),
+        ));
+    }
+    let record = vault.key(key_id).await?.ok_or(VaultError::NotFound)?;
+    let mut share = vault
+        .share(&record, epoch)
+        .await?
+        .ok_or(VaultError::NotFound)?
+        .share;
+    share.burn_ot_material();
+    let event = Event {
+        name: "key.banned",
+        detail: json!({ "epoch": epoch, "reason": reason }),
+    };
+    vault
+        .replace_share(&record, &share, KeyStatus::Banned, event, now_ms())
+        .await
+}
+
+/// With the `fault-injection` feature, `MPC_FAIL_AT=<name>` makes the
+/// failure point `<name>` fail: every time, or only the first
+/// `MPC_FAIL_TIMES` times. Points: `ban:persist` (the ban write fails
+/// before it reaches the database).
+#[cfg(feature = "fault-injection")]
+fn fail_point(point: &str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<(Option<String>, Option<u64>)> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let (target, times) = TARGET.get_or_init(|| {
+        (
+            std::env::var("MPC_FAIL_AT").ok(),
+            std::env::var("MPC_FAIL_TIMES")
+                .ok()
+                .and_then(|n| n.parse().ok()),
+        )
+    });
+    if target.as_deref() != Some(point) {
+        return false;
+    }
+    let hit = HITS.fetch_add(1, Ordering::SeqCst);
+    times.is_none_or(|times| hit < times)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fail_point(_point: &str) -> bool {
+    false
+}
+
+/// One session's registration with its key; leaves on drop.
+pub(crate) struct KeySession {
+    inner: Arc<Inner>,
+    key_id: KeyId,
+    entry: Arc<Entry>,
+    bans: watch::Receiver<u64>,
+}
+
+impl Drop for KeySession {
+    fn drop(&mut self) {
+        let mut keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, count)) = keys.get_mut(&self.key_id) {
+            *count -= 1;
+            if *count == 0 {
+                keys.remove(&self.key_id);
+            }
+        }
+    }
+}
+
+/// The [`SessionHooks`] of a session that uses a key's share (sign,
+/// presign, online sign): the key's step lock and a fresh status check
+/// before each step, the ban after a ban-class failure, and cancellation
+/// by a ban from another session.
+pub(crate) struct BanHooks<'a> {
+    guards: &'a KeyGuards,
+    session: KeySession,
+    epoch: u64,
+}
+
+impl<'a> BanHooks<'a> {
+    pub(crate) fn new(guards: &'a KeyGuards, session: KeySession, epoch: u64) -> Self {
+        Self {
+            guards,
+            session,
+            epoch,
+        }
+    }
+}
+
+/// The key's step lock: this process's, and on PostgreSQL every replica's
+/// (a transaction-scoped advisory lock, released when the transaction is
+/// dropped, i.e. rolled back, at the end of the step).
+pub(crate) struct StepGuard {
+    // Dropped first: the replicas' lock goes before this process's.
+    _shared: Option<Tx>,
+    _local: OwnedMutexGuard<()>,
+}
+
+/// The advisory lock of `key_id` across replicas (key ids are hashes: the
+/// first 8 bytes are as good as any; a collision only serializes two keys).
+async fn lock_across_replicas(vault: &Vault, key_id: &KeyId) -> Result<Option<Tx>, VaultError> {
+    let store = vault.store();
+    if store.backend() != Backend::Postgres {
+        // One process per SQLite file: the local lock is the lock.
+        return Ok(None);
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&key_id.0[..8]);
+    let mut tx = store.begin().await?;
+    // The function returns `void`, which the `Any` driver cannot decode:
+    // select a constant from it instead.
+    sqlx::query("SELECT CAST(1 AS INTEGER) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+        .bind(i64::from_be_bytes(id))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("taking a key's step lock", &e))?;
+    Ok(Some(tx))
+}
+
+impl<P> SessionHooks<P> for BanHooks<'_> {
+    type Guard = StepGuard;
+
+    async fn before_step(&mut self) -> Result<StepGuard, Rejection> {
+        let local = Arc::clone(&self.session.entry.step).lock_owned().await;
+        let key_id = &self.session.key_id;
+        if self.guards.is_pending(key_id) {
+            return Err(codes::KEY_BANNED);
+        }
+        let mut shared = match lock_across_replicas(&self.guards.vault, key_id).await {
+            Ok(shared) => shared,
+            Err(e) => {
+                error!(%key_id, error = %e, "storage failed: key step lock");
+                return Err(Rejection::INTERNAL);
+            }
+        };
+        // The stored status, fresh: another replica may have banned or
+        // revoked the key since this session started. Read on the lock's
+        // connection when there is one: a step holds at most one pooled
+        // connection, so concurrent steps cannot starve each other.
+        let stored = match shared.as_mut() {
+            Some(tx) => crate::store::queries::key(tx, key_id).await,
+            None => self.guards.vault.key(key_id).await,
+        };
+        let refused = match stored {
+            Ok(Some(record)) => refusal(record.status, Purpose::Sign),
+            Ok(None) => Some(Rejection::NOT_FOUND),
+            Err(e) => {
+                error!(%key_id, error = %e, "storage failed: re-check key status");
+                Some(Rejection::INTERNAL)
+            }
+        };
+        match refused {
+            Some(rejection) => Err(rejection),
+            None => Ok(StepGuard {
+                _shared: shared,
+                _local: local,
+            }),
+        }
+    }
+
+    async fn on_protocol_error(&mut self, error: &mpc_core::Error) {
+        if error.class() == mpc_core::AbortClass::Ban {
+            let reason = format!("ban-class failure: {}", error.as_str());
+            self.guards
+                .ban(&self.session.key_id, self.epoch, reason)
+                .await;
+        }
+    }
+
+    async fn cancelled(&mut self) -> Rejection {
+        match self.session.bans.changed().await {
+            Ok(()) => codes::KEY_BANNED,
+            // The sender lives as long as the entry this session holds.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::store::testkit::{self, Kind, TestDb};
+    use futures_util::FutureExt;
+
+    async fn guards() -> (KeyGuards, TestDb) {
+        let db = testkit::test_db(Kind::Sqlite)
+            .await
+            .unwrap_or_else(|| panic!("no SQLite test database"));
+        let vault = testkit::vault(&db, 1).await;
+        (KeyGuards::new(vault), db)
+    }
+
+    /// Entries live exactly as long as a session of the key does.
+    #[tokio::test]
+    async fn entries_do_not_leak() {
+        let (guards, _dir) = guards().await;
+        let a = KeyId([1; 32]);
+        let b = KeyId([2; 32]);
+        let one = guards.join(&a);
+        let two = guards.join(&a);
+        let three = guards.join(&b);
+        assert_eq!(guards.open_keys(), 2);
+        drop(one);
+        assert_eq!(guards.open_keys(), 2);
+        drop(two);
+        assert_eq!(guards.open_keys(), 1);
+        drop(three);
+        assert_eq!(guards.open_keys(), 0);
+    }
+
+    /// A ban cancels the key's open sessions, not those of other keys nor
+    /// those that join after it; a ban whose write fails (no such key here)
+    /// does not stay pending forever.
+    #[tokio::test]
+    async fn a_ban_cancels_open_sessions_of_the_key_only() {
+        let (guards, _dir) = guards().await;
+        let a = KeyId([1; 32]);
+        let b = KeyId([2; 32]);
+        let mut open = BanHooks::new(&guards, guards.join(&a), 0);
+        let mut other = BanHooks::new(&guards, guards.join(&b), 0);
+        guards.ban(&a, 0, "test".into()).await;
+        // The ban's signal was sent before `ban` returned: no waiting.
+        let cancelled = SessionHooks::<mpc_core::Sign<'_>>::cancelled(&mut open).now_or_never();
+        assert_eq!(cancelled, Some(codes::KEY_BANNED));
+        let mut later = BanHooks::new(&guards, guards.join(&a), 0);
+        for hooks in [&mut other, &mut later] {
+            let cancelled = SessionHooks::<mpc_core::Sign<'_>>::cancelled(hooks).now_or_never();
+            assert_eq!(cancelled, None, "cancelled without a ban of its key");
+        }
+        // The key does not exist: nothing to ban, so not pending.
+        assert!(!guards.is_pending(&a));
+    }
+}
