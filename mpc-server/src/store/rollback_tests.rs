@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::testkit::{dkg, kek, on_both_backends, presign, refresh, vault, Kind, TestDb};
+use super::testkit::{dkg, kek, lease_at, on_both_backends, presign, refresh, vault, Kind, TestDb};
 use crate::seal::{self, share_aad, RecordKind};
 use crate::vault::{Event, KeyRecord, KeyStatus, Vault, VaultError};
 
@@ -148,15 +148,14 @@ async fn refresh_and_finalize(
     b: &KeyShare,
 ) -> (KeyShare, KeyShare) {
     let (a, b) = refresh(a, b);
-    vault.store_refreshed(key, &b, 10).await.unwrap();
+    let lease = lease_at(vault, &key.key_id, 10, 3_600_000).await;
+    vault.store_refreshed(&lease, key, &b, 10).await.unwrap();
+    vault.confirm_refreshed(&lease, &b, 10).await.unwrap();
     vault
-        .confirm_refreshed(&key.key_id, b.epoch())
+        .finalize_refreshed(&lease, &b, event("key.refreshed"), 11)
         .await
         .unwrap();
-    vault
-        .finalize_refreshed(&b, event("key.refreshed"), 11)
-        .await
-        .unwrap();
+    lease.release().await.unwrap();
     (a, b)
 }
 
@@ -208,17 +207,25 @@ async fn restored_deleted_presignatures_are_refused(db: TestDb) {
     // Unused, made with a refreshed share that a later refresh replaced
     // before it was finalized (a leftover epoch).
     let (a1, b1) = refresh(&a, &b);
-    vault.store_refreshed(&key, &b1, 3).await.unwrap();
+    // That refresh's session ends (cut) and gives its lease back.
+    let cut = lease_at(&vault, &key.key_id, 3, 3_600_000).await;
+    vault.store_refreshed(&cut, &key, &b1, 3).await.unwrap();
+    cut.release().await.unwrap();
     let leftover = presign(&a1, &b1);
     vault.store_presignature(&key, &leftover, 4).await.unwrap();
     let leftover_row = copy_presignature_row(&vault, &leftover.session_id()).await;
     let (_, b1_again) = refresh(&a, &b);
-    vault.store_refreshed(&key, &b1_again, 5).await.unwrap();
-    vault.confirm_refreshed(&key.key_id, 1).await.unwrap();
+    let lease = lease_at(&vault, &key.key_id, 5, 3_600_000).await;
     vault
-        .finalize_refreshed(&b1_again, event("key.refreshed"), 6)
+        .store_refreshed(&lease, &key, &b1_again, 5)
         .await
         .unwrap();
+    vault.confirm_refreshed(&lease, &b1_again, 5).await.unwrap();
+    vault
+        .finalize_refreshed(&lease, &b1_again, event("key.refreshed"), 6)
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
     let key = vault.key(&key.key_id).await.unwrap().unwrap();
     assert_eq!(key.epoch, 1);
     // A deleted presignature's session id is not stored again either.
@@ -305,10 +312,17 @@ async fn restored_leftover_refreshed_share_is_refused(db: TestDb) {
     let (a, b) = dkg();
     let key = vault.create_key("alice", &b, 1).await.unwrap();
     let (_, first) = refresh(&a, &b);
-    vault.store_refreshed(&key, &first, 2).await.unwrap();
+    let cut = lease_at(&vault, &key.key_id, 2, 3_600_000).await;
+    vault.store_refreshed(&cut, &key, &first, 2).await.unwrap();
+    cut.release().await.unwrap();
     let first_row = copy_share_row(&vault, &key.key_id, 1).await;
     let (_, second) = refresh(&a, &b);
-    vault.store_refreshed(&key, &second, 3).await.unwrap();
+    let lease = lease_at(&vault, &key.key_id, 3, 3_600_000).await;
+    vault
+        .store_refreshed(&lease, &key, &second, 3)
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
     let stored = vault.share(&key, 1).await.unwrap().unwrap();
     assert_eq!(stored.share.transcript_hash(), second.transcript_hash());
 
