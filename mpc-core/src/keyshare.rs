@@ -374,7 +374,8 @@ mod tests {
         let peer_secret = encode_scalar(&b.secret);
         let mut other = encode_scalar(&(a.secret + Scalar::ONE));
         let public_b = encode_point(&b.public_share(Role::B)).to_vec();
-        let cases: [(&str, Box<dyn Fn(&mut KeyShareRecord)>); 5] = [
+        type Edit<'a> = Box<dyn Fn(&mut KeyShareRecord) + 'a>;
+        let cases: [(&str, Edit<'_>); 5] = [
             ("the peer's secret", Box::new(|r| r.secret = peer_secret)),
             ("another secret", Box::new(|r| r.secret = other)),
             ("the other role", Box::new(|r| r.role = Role::B.as_u8())),
