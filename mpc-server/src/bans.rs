@@ -20,7 +20,7 @@
 //!   leaves. If the write fails the key stays refused in memory and the
 //!   write is retried until it succeeds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -50,8 +50,10 @@ pub(crate) struct KeyGuards {
 struct Inner {
     /// Keys with open sessions: their entry and how many sessions hold it.
     keys: Mutex<HashMap<KeyId, (Arc<Entry>, usize)>>,
-    /// Keys banned in this process whose ban is not yet stored.
-    pending: Mutex<HashSet<KeyId>>,
+    /// Keys banned in this process whose ban is not yet stored, with how
+    /// many of their bans are: one ban's end (stored, or nothing left to
+    /// ban) never lifts another's refusal.
+    pending: Mutex<HashMap<KeyId, usize>>,
 }
 
 struct Entry {
@@ -67,15 +69,19 @@ impl Inner {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(key_id)
+            .contains_key(key_id)
     }
 
+    /// Counts one more (`pending`) or one fewer unstored ban of the key.
     fn set_pending(&self, key_id: &KeyId, pending: bool) {
-        let mut set = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending {
-            set.insert(*key_id);
-        } else {
-            set.remove(key_id);
+            *map.entry(*key_id).or_insert(0) += 1;
+        } else if let Some(count) = map.get_mut(key_id) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(key_id);
+            }
         }
     }
 }
@@ -320,6 +326,14 @@ async fn lock_across_replicas(vault: &Vault, key_id: &KeyId) -> Result<Option<Tx
     let mut id = [0u8; 8];
     id.copy_from_slice(&key_id.0[..8]);
     let mut tx = store.begin().await?;
+    // The status read after the lock must see what the previous holder
+    // committed: under REPEATABLE READ or SERIALIZABLE (a database default
+    // may say so) the snapshot would be taken by the lock statement itself,
+    // before it blocks. Must be the transaction's first statement.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("setting a step's isolation level", &e))?;
     // The function returns `void`, which the `Any` driver cannot decode:
     // select a constant from it instead.
     sqlx::query("SELECT CAST(1 AS INTEGER) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
@@ -330,15 +344,33 @@ async fn lock_across_replicas(vault: &Vault, key_id: &KeyId) -> Result<Option<Tx
     Ok(Some(tx))
 }
 
+impl BanHooks<'_> {
+    /// Refused by this process's memory: the key has an unstored ban, or
+    /// was banned since this session joined (whatever became of that
+    /// ban's write).
+    fn refused_in_memory(&self) -> Result<(), Rejection> {
+        if self.guards.is_pending(&self.session.key_id)
+            || self.session.bans.has_changed().unwrap_or(true)
+        {
+            return Err(codes::KEY_BANNED);
+        }
+        Ok(())
+    }
+}
+
 impl<P> SessionHooks<P> for BanHooks<'_> {
     type Guard = StepGuard;
 
     async fn before_step(&mut self) -> Result<StepGuard, Rejection> {
+        // Checked before the wait too: a key whose ban holds the step lock
+        // (its write being retried) refuses at once instead of timing out.
+        self.refused_in_memory()?;
         let local = Arc::clone(&self.session.entry.step).lock_owned().await;
+        // Checked again under the lock: a session that queued for the lock
+        // behind the banning step was not reached by the cancel signal
+        // (that only interrupts waits for the peer).
+        self.refused_in_memory()?;
         let key_id = &self.session.key_id;
-        if self.guards.is_pending(key_id) {
-            return Err(codes::KEY_BANNED);
-        }
         let mut shared = match lock_across_replicas(&self.guards.vault, key_id).await {
             Ok(shared) => shared,
             Err(e) => {
@@ -355,6 +387,10 @@ impl<P> SessionHooks<P> for BanHooks<'_> {
             None => self.guards.vault.key(key_id).await,
         };
         let refused = match stored {
+            // A refresh finalized a later epoch: this session's share (and
+            // any ban of it) is gone, its OT material must not be probed
+            // again (PROTOCOL.md §18.2).
+            Ok(Some(record)) if record.epoch > self.epoch => Some(codes::UNKNOWN_EPOCH),
             Ok(Some(record)) => refusal(record.status, Purpose::Sign),
             Ok(None) => Some(Rejection::NOT_FOUND),
             Err(e) => {

@@ -482,3 +482,39 @@ async fn a_ban_that_cannot_be_stored_still_refuses_the_key() {
     })
     .await;
 }
+
+const UNKNOWN_EPOCH: u16 = 4104;
+
+/// Review finding 1: sessions parked at epoch 0, then a refresh to epoch 1
+/// completes (it deletes epoch 0 and its OT material, so a ban of epoch 0
+/// finds nothing to store), then every parked session tampers at once.
+/// The old epoch's OT material must not be probed at all: each session is
+/// refused (4104) before its message reaches the protocol. Before the fix
+/// each ban found "nothing left to ban", lifted the refusal, and the next
+/// queued session evaluated its check: N probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_a_refreshed_away_epoch_are_never_evaluated() {
+    bounded(async {
+        let db = Db::sqlite();
+        let server = Launch::new(&db).start();
+        let share = key(&server, "fa").await;
+        let mut parked = Vec::new();
+        for _ in 0..SESSIONS {
+            parked.push(park(&server, "fa", &share).await);
+        }
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ClientShares::new(&share)));
+        let refreshed = ClientShares::refresh(&state, &server.client("fa"))
+            .await
+            .unwrap();
+        assert_eq!(refreshed.epoch(), share.epoch() + 1);
+        let endings =
+            futures_util::future::join_all(parked.into_iter().map(|p| p.resume(true))).await;
+        for ending in &endings {
+            assert_ended_with(ending, UNKNOWN_EPOCH);
+        }
+        assert_eq!(evaluated_bans(&server), 0);
+        // The new epoch is untouched: it signs.
+        sign_and_verify(&server.client("fa"), &refreshed, b"after the refresh").await;
+    })
+    .await;
+}
