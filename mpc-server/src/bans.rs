@@ -9,18 +9,24 @@
 //! - every session of a key registers in [`KeyGuards`] for its lifetime
 //!   (the entry goes away with the key's last session);
 //! - each protocol step of a key's sessions runs under the key's step lock
-//!   (in this process, and on PostgreSQL across replicas) and only after a fresh look at the key's status (the in-memory ban
-//!   below, then the stored status, which another replica on the same
-//!   PostgreSQL may have changed): two sessions of one key never evaluate
-//!   checks at the same time, and none evaluates one after a ban;
+//!   (in this process, and on PostgreSQL across replicas, in a READ
+//!   COMMITTED transaction) and only after a fresh look at the key: this
+//!   process's bans, then the stored status and epoch, which another
+//!   replica or a refresh may have changed. Two sessions of one key never
+//!   evaluate checks at the same time, none evaluates one after a ban, and
+//!   none of an epoch a refresh finalized away evaluates one at all;
 //! - a ban marks the key banned in memory, cancels every other open session
-//!   of the key (they end with 4102 at once), and persists the ban (burned
-//!   OT material, status, audit row and `key.banned` event in one
-//!   transaction), all before the failed outcome of the banning session
-//!   leaves. If the write fails the key stays refused in memory and the
-//!   write is retried until it succeeds.
+//!   of the key (they end with 4102 at once; one queued for the step lock
+//!   is refused when it gets it), and stores the status (banned, audit
+//!   row, `key.banned` event) on the failed step's own transaction before
+//!   the step lock is released, all before the failed outcome of the
+//!   banning session leaves. If that write fails the step lock stays held
+//!   (here and across replicas) and the key refused in memory while the
+//!   write is retried. Only then is the epoch's share re-sealed with its
+//!   OT material burned (this needs the master-key backend), retried until
+//!   done.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::server::now_ms;
 use crate::session::{codes, refusal, Purpose};
-use crate::store::{db_error, Backend, Tx};
+use crate::store::{commit, db_error, Backend, Tx};
 use crate::vault::{Event, KeyStatus, Vault, VaultError};
 
 /// The first retry of a failed ban write waits this long; each next one
@@ -50,8 +56,10 @@ pub(crate) struct KeyGuards {
 struct Inner {
     /// Keys with open sessions: their entry and how many sessions hold it.
     keys: Mutex<HashMap<KeyId, (Arc<Entry>, usize)>>,
-    /// Keys banned in this process whose ban is not yet stored.
-    pending: Mutex<HashSet<KeyId>>,
+    /// Keys banned in this process whose ban is not yet stored, with how
+    /// many of their bans are: one ban's end (stored, or nothing left to
+    /// ban) never lifts another's refusal.
+    pending: Mutex<HashMap<KeyId, usize>>,
 }
 
 struct Entry {
@@ -67,15 +75,19 @@ impl Inner {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(key_id)
+            .contains_key(key_id)
     }
 
+    /// Counts one more (`pending`) or one fewer unstored ban of the key.
     fn set_pending(&self, key_id: &KeyId, pending: bool) {
-        let mut set = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending {
-            set.insert(*key_id);
-        } else {
-            set.remove(key_id);
+            *map.entry(*key_id).or_insert(0) += 1;
+        } else if let Some(count) = map.get_mut(key_id) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(key_id);
+            }
         }
     }
 }
@@ -134,12 +146,16 @@ impl KeyGuards {
             .len()
     }
 
-    /// Bans `key_id` after a ban-class failure of a session of `epoch`:
-    /// refuses the key in memory, cancels its other sessions, and stores
-    /// the ban. Returns once the first write attempt is done; if it failed,
-    /// a task retries until a write succeeds, and the key stays refused in
-    /// memory meanwhile.
-    pub(crate) async fn ban(&self, key_id: &KeyId, epoch: u64, reason: String) {
+    /// Bans `key_id` after a ban-class failure of a session of `epoch`,
+    /// handed the failed step's `guard`: refuses the key in memory, cancels
+    /// its other sessions, stores the status (banned, audit row,
+    /// `key.banned`) on the guard's transaction and only then releases the
+    /// step lock, then re-seals the epoch's share with its OT material
+    /// burned. Returns once the first status write attempt is done; a task
+    /// retries failed writes, still holding the step lock (in this process
+    /// and across replicas) until the status is stored, and the key stays
+    /// refused in memory meanwhile.
+    pub(crate) async fn ban(&self, key_id: &KeyId, epoch: u64, reason: String, guard: StepGuard) {
         self.inner.set_pending(key_id, true);
         if let Some((entry, _)) = self
             .inner
@@ -151,20 +167,21 @@ impl KeyGuards {
             entry.bans.send_modify(|bans| *bans += 1);
         }
         warn!(%key_id, epoch, reason, "ban-class failure: banning the key");
-        // A task of its own: the write must go on even if this session's
+        // A task of its own: the writes must go on even if this session's
         // future is dropped (timeout, shutdown).
         let (first, first_done) = oneshot::channel();
         let vault = self.vault.clone();
         let inner = Arc::clone(&self.inner);
         let key_id = *key_id;
         tokio::spawn(async move {
+            let mut guard = guard;
             let mut first = Some(first);
             let mut delay = FIRST_RETRY_DELAY;
-            loop {
-                let result = persist_ban(&vault, &key_id, epoch, &reason).await;
+            let stored = loop {
+                let result = write_status(&vault, &mut guard, &key_id, epoch, &reason).await;
                 let done = match &result {
                     Ok(()) => {
-                        info!(%key_id, epoch, "ban stored: OT material burned");
+                        info!(%key_id, epoch, "ban stored");
                         true
                     }
                     // Nothing left to ban: the key was revoked or deleted,
@@ -174,42 +191,121 @@ impl KeyGuards {
                         true
                     }
                     Err(e) => {
-                        error!(%key_id, epoch, error = %e, "could not store the ban: key refused in memory, retrying");
+                        error!(%key_id, epoch, error = %e, "could not store the ban: key refused in memory, step lock held, retrying");
                         false
                     }
                 };
-                if done {
-                    inner.set_pending(&key_id, false);
-                }
                 if let Some(first) = first.take() {
                     let _ = first.send(());
                 }
                 if done {
-                    return;
+                    // The stored status refuses the key from here on, on
+                    // every replica: the step lock may go.
+                    drop(guard);
+                    inner.set_pending(&key_id, false);
+                    break result.is_ok();
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
+            };
+            if stored {
+                burn_until_done(&vault, &key_id, epoch).await;
             }
         });
         let _ = first_done.await;
     }
 }
 
-/// One write: the epoch's share with its OT material burned, status
-/// banned, the audit row and the `key.banned` event, in one transaction
-/// ([`Vault::replace_share`]).
-async fn persist_ban(
+/// The status half of the ban: on the step lock's transaction, then
+/// committed (which releases the replicas' lock with the status stored);
+/// without one (SQLite: the local lock is the lock), in a transaction of
+/// its own. A failed write on the step lock's transaction is rolled back
+/// to a savepoint so that the lock stays held for the retry.
+async fn write_status(
     vault: &Vault,
+    guard: &mut StepGuard,
     key_id: &KeyId,
     epoch: u64,
     reason: &str,
 ) -> Result<(), VaultError> {
+    if fail_point("ban:status") {
+        return Err(VaultError::Database("injected failure (ban:status)".into()));
+    }
+    let event = Event {
+        name: "key.banned",
+        detail: json!({ "epoch": epoch, "reason": reason }),
+    };
+    let Some(mut tx) = guard.shared.take() else {
+        let mut tx = vault.store().begin().await?;
+        vault
+            .ban_in(&mut tx, key_id, epoch, event, now_ms())
+            .await?;
+        return commit(tx).await;
+    };
+    // If the savepoint fails the transaction (and its lock) is lost: the
+    // retry writes in a transaction of its own, under the local lock.
+    execute(&mut tx, "SAVEPOINT ban_status").await?;
+    match vault.ban_in(&mut tx, key_id, epoch, event, now_ms()).await {
+        Ok(()) => commit(tx).await,
+        Err(e) => {
+            if execute(&mut tx, "ROLLBACK TO SAVEPOINT ban_status")
+                .await
+                .is_ok()
+            {
+                guard.shared = Some(tx);
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn execute(tx: &mut Tx, sql: &'static str) -> Result<(), VaultError> {
+    sqlx::query(sql)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+        .map_err(|e| db_error("a ban's savepoint", &e))
+}
+
+/// Re-seals the epoch's share with its OT material burned, retrying until
+/// it is stored or there is nothing left to burn. The key is already
+/// banned in storage, so a slow or failing master-key backend delays only
+/// this.
+async fn burn_until_done(vault: &Vault, key_id: &KeyId, epoch: u64) {
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        match burn(vault, key_id, epoch).await {
+            Ok(()) => {
+                info!(%key_id, epoch, "OT material burned");
+                return;
+            }
+            Err(e @ (VaultError::NotFound | VaultError::Conflict(_))) => {
+                warn!(%key_id, epoch, error = %e, "OT material not burned: nothing left to burn");
+                return;
+            }
+            Err(e) => {
+                error!(%key_id, epoch, error = %e, "could not burn the OT material: key banned, retrying");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+}
+
+/// One write: the epoch's share with its OT material burned, with the
+/// audit row `key.ot_burned`, in one transaction
+/// ([`Vault::replace_share`]); the status stays banned.
+async fn burn(vault: &Vault, key_id: &KeyId, epoch: u64) -> Result<(), VaultError> {
     if fail_point("ban:persist") {
         return Err(VaultError::Database(
             "injected failure (ban:persist)".into(),
         ));
     }
     let record = vault.key(key_id).await?.ok_or(VaultError::NotFound)?;
+    if record.epoch > epoch || record.status != KeyStatus::Banned {
+        // Refreshed since: the epoch is gone or about to be.
+        return Err(VaultError::NotFound);
+    }
     let mut share = vault
         .share(&record, epoch)
         .await?
@@ -217,8 +313,8 @@ async fn persist_ban(
         .share;
     share.burn_ot_material();
     let event = Event {
-        name: "key.banned",
-        detail: json!({ "epoch": epoch, "reason": reason }),
+        name: "key.ot_burned",
+        detail: json!({ "epoch": epoch }),
     };
     vault
         .replace_share(&record, &share, KeyStatus::Banned, event, now_ms())
@@ -227,8 +323,9 @@ async fn persist_ban(
 
 /// With the `fault-injection` feature, `MPC_FAIL_AT=<name>` makes the
 /// failure point `<name>` fail: every time, or only the first
-/// `MPC_FAIL_TIMES` times. Points: `ban:persist` (the ban write fails
-/// before it reaches the database).
+/// `MPC_FAIL_TIMES` times. Points: `ban:status` (the ban's status write
+/// fails before it reaches the database), `ban:persist` (the re-seal of the
+/// burned share fails, as if the master-key backend were down).
 #[cfg(feature = "fault-injection")]
 fn fail_point(point: &str) -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -305,7 +402,7 @@ impl<'a> BanHooks<'a> {
 /// dropped, i.e. rolled back, at the end of the step).
 pub(crate) struct StepGuard {
     // Dropped first: the replicas' lock goes before this process's.
-    _shared: Option<Tx>,
+    shared: Option<Tx>,
     _local: OwnedMutexGuard<()>,
 }
 
@@ -320,6 +417,14 @@ async fn lock_across_replicas(vault: &Vault, key_id: &KeyId) -> Result<Option<Tx
     let mut id = [0u8; 8];
     id.copy_from_slice(&key_id.0[..8]);
     let mut tx = store.begin().await?;
+    // The status read after the lock must see what the previous holder
+    // committed: under REPEATABLE READ or SERIALIZABLE (a database default
+    // may say so) the snapshot would be taken by the lock statement itself,
+    // before it blocks. Must be the transaction's first statement.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("setting a step's isolation level", &e))?;
     // The function returns `void`, which the `Any` driver cannot decode:
     // select a constant from it instead.
     sqlx::query("SELECT CAST(1 AS INTEGER) FROM (SELECT pg_advisory_xact_lock($1)) AS l")
@@ -330,15 +435,33 @@ async fn lock_across_replicas(vault: &Vault, key_id: &KeyId) -> Result<Option<Tx
     Ok(Some(tx))
 }
 
+impl BanHooks<'_> {
+    /// Refused by this process's memory: the key has an unstored ban, or
+    /// was banned since this session joined (whatever became of that
+    /// ban's write).
+    fn refused_in_memory(&self) -> Result<(), Rejection> {
+        if self.guards.is_pending(&self.session.key_id)
+            || self.session.bans.has_changed().unwrap_or(true)
+        {
+            return Err(codes::KEY_BANNED);
+        }
+        Ok(())
+    }
+}
+
 impl<P> SessionHooks<P> for BanHooks<'_> {
     type Guard = StepGuard;
 
     async fn before_step(&mut self) -> Result<StepGuard, Rejection> {
+        // Checked before the wait too: a key whose ban holds the step lock
+        // (its write being retried) refuses at once instead of timing out.
+        self.refused_in_memory()?;
         let local = Arc::clone(&self.session.entry.step).lock_owned().await;
+        // Checked again under the lock: a session that queued for the lock
+        // behind the banning step was not reached by the cancel signal
+        // (that only interrupts waits for the peer).
+        self.refused_in_memory()?;
         let key_id = &self.session.key_id;
-        if self.guards.is_pending(key_id) {
-            return Err(codes::KEY_BANNED);
-        }
         let mut shared = match lock_across_replicas(&self.guards.vault, key_id).await {
             Ok(shared) => shared,
             Err(e) => {
@@ -355,6 +478,10 @@ impl<P> SessionHooks<P> for BanHooks<'_> {
             None => self.guards.vault.key(key_id).await,
         };
         let refused = match stored {
+            // A refresh finalized a later epoch: this session's share (and
+            // any ban of it) is gone, its OT material must not be probed
+            // again (PROTOCOL.md §18.2).
+            Ok(Some(record)) if record.epoch > self.epoch => Some(codes::UNKNOWN_EPOCH),
             Ok(Some(record)) => refusal(record.status, Purpose::Sign),
             Ok(None) => Some(Rejection::NOT_FOUND),
             Err(e) => {
@@ -365,17 +492,17 @@ impl<P> SessionHooks<P> for BanHooks<'_> {
         match refused {
             Some(rejection) => Err(rejection),
             None => Ok(StepGuard {
-                _shared: shared,
+                shared,
                 _local: local,
             }),
         }
     }
 
-    async fn on_protocol_error(&mut self, error: &mpc_core::Error) {
+    async fn on_protocol_error(&mut self, guard: StepGuard, error: &mpc_core::Error) {
         if error.class() == mpc_core::AbortClass::Ban {
             let reason = format!("ban-class failure: {}", error.as_str());
             self.guards
-                .ban(&self.session.key_id, self.epoch, reason)
+                .ban(&self.session.key_id, self.epoch, reason, guard)
                 .await;
         }
     }
@@ -432,7 +559,12 @@ mod tests {
         let b = KeyId([2; 32]);
         let mut open = BanHooks::new(&guards, guards.join(&a), 0);
         let mut other = BanHooks::new(&guards, guards.join(&b), 0);
-        guards.ban(&a, 0, "test".into()).await;
+        let step = Arc::new(tokio::sync::Mutex::new(())).lock_owned().await;
+        let guard = StepGuard {
+            shared: None,
+            _local: step,
+        };
+        guards.ban(&a, 0, "test".into(), guard).await;
         // The ban's signal was sent before `ban` returned: no waiting.
         let cancelled = SessionHooks::<mpc_core::Sign<'_>>::cancelled(&mut open).now_or_never();
         assert_eq!(cancelled, Some(codes::KEY_BANNED));

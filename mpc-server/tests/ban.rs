@@ -434,16 +434,16 @@ async fn a_ban_on_one_replica_stops_the_other() {
     .await;
 }
 
-/// The ban's write fails (an injected storage failure): the key is refused
-/// all the same, by this process's memory, and the write is retried until
-/// it is stored.
+/// The ban's status write fails (an injected storage failure): the key is
+/// refused all the same, by this process's memory, and the write is
+/// retried until it is stored.
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_that_cannot_be_stored_still_refuses_the_key() {
     bounded(async {
         // Every write fails: only the process's memory refuses the key.
         let db = Db::sqlite();
-        let server = Launch::new(&db).env("MPC_FAIL_AT", "ban:persist").start();
+        let server = Launch::new(&db).env("MPC_FAIL_AT", "ban:status").start();
         let share = key(&server, "ed").await;
         let parked = park(&server, "ed", &share).await;
         let tamperer = park(&server, "ed", &share).await;
@@ -461,7 +461,7 @@ async fn a_ban_that_cannot_be_stored_still_refuses_the_key() {
         // The first two writes fail: the retry stores the ban.
         let db = Db::sqlite();
         let server = Launch::new(&db)
-            .env("MPC_FAIL_AT", "ban:persist")
+            .env("MPC_FAIL_AT", "ban:status")
             .env("MPC_FAIL_TIMES", "2")
             .start();
         let share = key(&server, "ed").await;
@@ -479,6 +479,131 @@ async fn a_ban_that_cannot_be_stored_still_refuses_the_key() {
         assert!(stored, "the ban was never stored");
         assert_eq!(bans_in(&audit_events(&server, "ed", &share).await), 1);
         signing_refused(&server, "ed", &share, KEY_BANNED).await;
+    })
+    .await;
+}
+
+const UNKNOWN_EPOCH: u16 = 4104;
+
+/// Review finding 1: sessions parked at epoch 0, then a refresh to epoch 1
+/// completes (it deletes epoch 0 and its OT material, so a ban of epoch 0
+/// finds nothing to store), then every parked session tampers at once.
+/// The old epoch's OT material must not be probed at all: each session is
+/// refused (4104) before its message reaches the protocol. Before the fix
+/// each ban found "nothing left to ban", lifted the refusal, and the next
+/// queued session evaluated its check: N probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_a_refreshed_away_epoch_are_never_evaluated() {
+    bounded(async {
+        let db = Db::sqlite();
+        let server = Launch::new(&db).start();
+        let share = key(&server, "fa").await;
+        let mut parked = Vec::new();
+        for _ in 0..SESSIONS {
+            parked.push(park(&server, "fa", &share).await);
+        }
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ClientShares::new(&share)));
+        let refreshed = ClientShares::refresh(&state, &server.client("fa"))
+            .await
+            .unwrap();
+        assert_eq!(refreshed.epoch(), share.epoch() + 1);
+        let endings =
+            futures_util::future::join_all(parked.into_iter().map(|p| p.resume(true))).await;
+        for ending in &endings {
+            assert_ended_with(ending, UNKNOWN_EPOCH);
+        }
+        assert_eq!(evaluated_bans(&server), 0);
+        // The new epoch is untouched: it signs.
+        sign_and_verify(&server.client("fa"), &refreshed, b"after the refresh").await;
+    })
+    .await;
+}
+
+/// Waits (bounded) until a log line of `server` contains `text`.
+async fn logged(server: &TestServer, text: &str) {
+    for _ in 0..400 {
+        if server.logs().iter().any(|line| line.contains(text)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never logged {text:?}");
+}
+
+/// Review finding 2: on replica A the re-seal of the burned share (which
+/// needs the master-key backend) fails every time, as in a KMS outage. The
+/// ban's status was stored first, under the step lock, so a tampered
+/// message of a session parked on replica B is refused (4102) before it
+/// reaches the protocol. Before the fix the ban was one write that failed
+/// as a whole, only A's memory refused the key, and B evaluated a second
+/// probe.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_whose_burn_fails_still_stops_the_other_replica() {
+    if skip_postgres() {
+        return;
+    }
+    bounded(async {
+        let db = Db::postgres().await;
+        let a = Launch::new(&db).env("MPC_FAIL_AT", "ban:persist").start();
+        let b = Launch::new(&db).start();
+        let share = key(&a, "ga").await;
+        let on_b = park(&b, "ga", &share).await;
+        let on_a = park(&a, "ga", &share).await;
+        assert_ended_with(&on_a.resume(true).await, CloseCode::PROTOCOL_BAN.0);
+        assert_ended_with(&on_b.resume(true).await, KEY_BANNED);
+        assert_eq!(evaluated_bans(&a) + evaluated_bans(&b), 1);
+        assert_eq!(key_status(&b, "ga", &share).await, "banned");
+        assert_eq!(bans_in(&audit_events(&b, "ga", &share).await), 1);
+        signing_refused(&b, "ga", &share, KEY_BANNED).await;
+        // The burn is retried, not given up.
+        logged(&a, "could not burn the OT material").await;
+    })
+    .await;
+}
+
+/// Review findings 2 and 6: replica A's status write fails four times (it
+/// is retried with backoff for about 1.5 s) and the database's default
+/// isolation is REPEATABLE READ. A holds the key's step lock across the
+/// retries, so a tampered message on replica B waits for it; when it gets
+/// the lock it must read the status A committed meanwhile (the step's
+/// transaction is READ COMMITTED whatever the default; under REPEATABLE
+/// READ its snapshot dates from the lock statement, before A's commit, and
+/// B evaluated a second probe): 4102, one evaluation in all.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_ban_holds_the_replicas_step_lock_until_stored() {
+    if skip_postgres() {
+        return;
+    }
+    bounded(async {
+        use sqlx::Connection;
+        let db = Db::postgres().await;
+        let url = db.url();
+        let (_, name) = url.rsplit_once('/').unwrap();
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!(
+            "ALTER DATABASE {name} SET default_transaction_isolation TO 'repeatable read'"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let a = Launch::new(&db)
+            .env("MPC_FAIL_AT", "ban:status")
+            .env("MPC_FAIL_TIMES", "4")
+            .start();
+        let b = Launch::new(&db).start();
+        let share = key(&a, "ha").await;
+        let on_b = park(&b, "ha", &share).await;
+        let on_a = park(&a, "ha", &share).await;
+        // A's outcome leaves after the first failed write; the lock stays.
+        assert_ended_with(&on_a.resume(true).await, CloseCode::PROTOCOL_BAN.0);
+        assert_eq!(key_status(&b, "ha", &share).await, "active");
+        assert_ended_with(&on_b.resume(true).await, KEY_BANNED);
+        assert_eq!(evaluated_bans(&a) + evaluated_bans(&b), 1);
+        assert_eq!(key_status(&b, "ha", &share).await, "banned");
+        assert_eq!(bans_in(&audit_events(&b, "ha", &share).await), 1);
     })
     .await;
 }

@@ -103,12 +103,12 @@ fn no_hook<P>(_: &P) -> std::future::Ready<core::result::Result<(), Rejection>> 
 /// 1. [`before_step`](Self::before_step) returns a guard, before
 ///    `Protocol::start` and before each `Protocol::handle` of a received
 ///    message; the guard is held until that step's result is dealt with:
-///    through [`before_send`](Self::before_send) of the message it produced,
-///    or through [`on_protocol_error`](Self::on_protocol_error) of its
-///    error. It is dropped before anything is sent.
+///    through [`before_send`](Self::before_send) of the message it produced
+///    (then it is dropped before the message is sent), or by
+///    [`on_protocol_error`](Self::on_protocol_error), which is handed it.
 /// 2. [`on_protocol_error`](Self::on_protocol_error) runs after a step
 ///    failed with a non-`Ignore` error and before the failed outcome
-///    leaves.
+///    leaves; it decides how long the step's guard is held.
 /// 3. [`cancelled`](Self::cancelled) is raced against every wait for the
 ///    peer's next protocol message; when it completes first the session
 ///    ends with its [`Rejection`].
@@ -145,11 +145,19 @@ pub trait SessionHooks<P> {
     }
 
     /// Called after a step failed with an `Abort`, `Ban` or `Local`-class
-    /// error, with the step's guard held, before the failed outcome is
-    /// sent. If it does not finish within the message timeout it is
-    /// dropped and the outcome is sent anyway, so work that must not be
-    /// lost belongs in a task of its own.
-    fn on_protocol_error(&mut self, error: &mpc_core::Error) -> impl Future<Output = ()> + Send {
+    /// error, before the failed outcome is sent. It is handed the step's
+    /// guard: the step ends when the guard drops, at the latest with this
+    /// call (the default drops it at once). If the call does not finish
+    /// within the message timeout it is dropped and the outcome is sent
+    /// anyway, so work that must not be lost belongs in a task of its own,
+    /// which may take the guard along to hold it past the outcome (e.g.
+    /// until the failure's consequences are stored).
+    fn on_protocol_error(
+        &mut self,
+        guard: Self::Guard,
+        error: &mpc_core::Error,
+    ) -> impl Future<Output = ()> + Send {
+        drop(guard);
         let _ = error;
         ready(())
     }
@@ -493,8 +501,8 @@ impl<F: Frames> Link<F> {
         }
     }
 
-    /// A step failed: the handler's work under the step's guard, then the
-    /// failed outcome.
+    /// A step failed: the handler's work, handed the step's guard, then
+    /// the failed outcome.
     async fn step_failed<P, H: SessionHooks<P>>(
         &mut self,
         hooks: &mut H,
@@ -502,7 +510,7 @@ impl<F: Frames> Link<F> {
         error: mpc_core::Error,
     ) -> TransportError {
         let (deadline, _) = self.wait_deadline();
-        if timeout_at(deadline, hooks.on_protocol_error(&error))
+        if timeout_at(deadline, hooks.on_protocol_error(guard, &error))
             .await
             .is_err()
         {
@@ -511,7 +519,6 @@ impl<F: Frames> Link<F> {
                 "the failure hook did not finish in time"
             );
         }
-        drop(guard);
         self.protocol_failed(error).await
     }
 

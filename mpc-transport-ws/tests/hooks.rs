@@ -91,7 +91,8 @@ impl<P> SessionHooks<P> for Recording {
         std::future::ready(Ok(()))
     }
 
-    async fn on_protocol_error(&mut self, error: &mpc_core::Error) {
+    async fn on_protocol_error(&mut self, _guard: Released, error: &mpc_core::Error) {
+        // The guard is held to the end of this call (it logs its release).
         // Slow on purpose: an outcome sent before this finished would be
         // seen by the client first.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

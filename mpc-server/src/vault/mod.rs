@@ -381,6 +381,33 @@ impl Vault {
         commit(tx).await
     }
 
+    /// The status half of a ban, inside `tx`: status banned, the audit
+    /// `event`, the webhook event `key.banned`. It needs no master key, so
+    /// it can go on the transaction that holds the key's step lock
+    /// (PROTOCOL.md §18.2); the burned share is re-sealed afterwards with
+    /// [`replace_share`](Self::replace_share).
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::NotFound`] if the key is absent or a later epoch than
+    /// `epoch` was finalized (the banned epoch is gone);
+    /// [`VaultError::Conflict`] if it is revoked; [`VaultError::Database`].
+    pub(crate) async fn ban_in(
+        &self,
+        tx: &mut Tx,
+        key_id: &KeyId,
+        epoch: u64,
+        event: Event<'_>,
+        now: i64,
+    ) -> Result<(), VaultError> {
+        let current = q::lock_live_key(tx, key_id).await?;
+        if current.epoch > epoch {
+            return Err(VaultError::NotFound);
+        }
+        self.apply_status(tx, &current, KeyStatus::Banned, event, now)
+            .await
+    }
+
     /// Sets status, audit entry and (on becoming banned) the `key.banned`
     /// event inside `tx`.
     async fn apply_status(
