@@ -559,14 +559,6 @@ impl<F: Frames> Link<F> {
             return;
         }
         self.open = false;
-        if code != CloseCode::NORMAL {
-            info!(
-                side = self.side.name(),
-                code = code.0,
-                reason,
-                "closing the session"
-            );
-        }
         let until = Instant::now() + self.config.close_timeout;
         let _ = timeout_at(until, self.frames.close(code.0, reason)).await;
         self.drain(until).await;
