@@ -19,7 +19,7 @@
 //! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
 //! | refresh lease (s), longer than the session timeout | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
-//! | age (s) at which an unconfirmed (pending) key is deleted | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 86400 |
+//! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -35,7 +35,14 @@ use zeroize::Zeroizing;
 use crate::auth::{AuthConfig, JwtAlgorithm, VerificationKey};
 use crate::seal::{Kek, LocalKek};
 
-/// Command-line flags (each also read from its `MPC_*` variable).
+/// Default of `MPC_PENDING_KEY_MAX_AGE`, in seconds: 7 days, so that a
+/// requester whose keygen outcome was lost has a week to sign (which
+/// activates the key) or back up the server share (PROTOCOL.md §18.3).
+pub const DEFAULT_PENDING_KEY_MAX_AGE: u64 = 7 * 24 * 60 * 60;
+
+/// Command-line flags (each also read from its `MPC_*` variable). `--help`
+/// names each variable but never prints its value (`hide_env_values`): a
+/// value such as `MPC_WEBHOOK_URL` may carry credentials.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "mpc-server",
@@ -44,87 +51,174 @@ use crate::seal::{Kek, LocalKek};
 )]
 pub struct Cli {
     /// Address of the WebSocket listener.
-    #[arg(long, env = "MPC_WS_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_WS_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub ws_addr: SocketAddr,
     /// Address of the REST listener.
-    #[arg(long, env = "MPC_REST_ADDR", default_value = "127.0.0.1:3001")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_REST_ADDR",
+        default_value = "127.0.0.1:3001"
+    )]
     pub rest_addr: SocketAddr,
     /// Directory for the embedded SQLite database (and dev-mode secrets).
-    #[arg(long, env = "MPC_DATA_DIR", default_value = "./mpc-data")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_DATA_DIR",
+        default_value = "./mpc-data"
+    )]
     pub data_dir: PathBuf,
     /// JWT algorithm: HS256, ES256 or EdDSA.
-    #[arg(long, env = "MPC_JWT_ALGORITHM", default_value = "HS256")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_JWT_ALGORITHM",
+        default_value = "HS256"
+    )]
     pub jwt_algorithm: JwtAlgorithm,
     /// PEM file with the token issuer's public key(s), for ES256 / EdDSA.
-    #[arg(long, env = "MPC_JWT_PUBLIC_KEYS")]
+    #[arg(long, hide_env_values = true, env = "MPC_JWT_PUBLIC_KEYS")]
     pub jwt_public_keys: Option<PathBuf>,
     /// Required `aud` claim.
-    #[arg(long, env = "MPC_JWT_AUDIENCE", default_value = "mpc-server")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_JWT_AUDIENCE",
+        default_value = "mpc-server"
+    )]
     pub jwt_audience: String,
     /// Required `iss` claim, if set.
-    #[arg(long, env = "MPC_JWT_ISSUER")]
+    #[arg(long, hide_env_values = true, env = "MPC_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
     /// Longest accepted token lifetime, in seconds: a token whose `exp` is
     /// further ahead is refused.
-    #[arg(long, env = "MPC_JWT_MAX_LIFETIME", default_value_t = crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)]
+    #[arg(long, hide_env_values = true, env = "MPC_JWT_MAX_LIFETIME", default_value_t = crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)]
     pub jwt_max_lifetime: u64,
     /// Most WebSocket sessions open at once.
-    #[arg(long, env = "MPC_MAX_SESSIONS", default_value_t = 256)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_MAX_SESSIONS",
+        default_value_t = 256
+    )]
     pub max_sessions: usize,
     /// Most WebSocket sessions one owner may have open at once.
-    #[arg(long, env = "MPC_MAX_SESSIONS_PER_OWNER", default_value_t = 16)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_MAX_SESSIONS_PER_OWNER",
+        default_value_t = 16
+    )]
     pub max_sessions_per_owner: usize,
     /// Longest a WebSocket session may take, in seconds.
-    #[arg(long, env = "MPC_SESSION_TIMEOUT", default_value_t = 120)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_SESSION_TIMEOUT",
+        default_value_t = 120
+    )]
     pub session_timeout: u64,
     /// Longest wait for the peer's next message, in seconds.
-    #[arg(long, env = "MPC_MESSAGE_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_MESSAGE_TIMEOUT",
+        default_value_t = 30
+    )]
     pub message_timeout: u64,
     /// How long a key's refresh lease runs without renewal, in seconds
     /// (PROTOCOL.md §18.1); must exceed the session timeout. Default: the
     /// session timeout plus 60.
-    #[arg(long, env = "MPC_REFRESH_LEASE")]
+    #[arg(long, hide_env_values = true, env = "MPC_REFRESH_LEASE")]
     pub refresh_lease: Option<u64>,
     /// Longest a REST request may take, in seconds.
-    #[arg(long, env = "MPC_REQUEST_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_REQUEST_TIMEOUT",
+        default_value_t = 30
+    )]
     pub request_timeout: u64,
     /// How recent (seconds) the second factor (`auth_time`) must be for
     /// backup, export and revoke.
-    #[arg(long, env = "MPC_STEP_UP_MAX_AGE", default_value_t = 300)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_STEP_UP_MAX_AGE",
+        default_value_t = 300
+    )]
     pub step_up_max_age: u64,
     /// Require step-up tokens to name their operation (`mpc_op`) and key
     /// (`mpc_key_id`).
-    #[arg(long, env = "MPC_STEP_UP_REQUIRE_BINDING", default_value_t = false)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_STEP_UP_REQUIRE_BINDING",
+        default_value_t = false
+    )]
     pub step_up_require_binding: bool,
     /// Recovery public key for backups (SEC1 compressed, hex).
-    #[arg(long, env = "MPC_BACKUP_RECOVERY_KEY")]
+    #[arg(long, hide_env_values = true, env = "MPC_BACKUP_RECOVERY_KEY")]
     pub backup_recovery_key: Option<String>,
     /// Let a backup request name its own recovery key.
-    #[arg(long, env = "MPC_BACKUP_ALLOW_REQUEST_KEY", default_value_t = false)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_BACKUP_ALLOW_REQUEST_KEY",
+        default_value_t = false
+    )]
     pub backup_allow_request_key: bool,
     /// REST requests per minute per token subject.
-    #[arg(long, env = "MPC_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 600
+    )]
     pub rate_limit_per_minute: u32,
     /// REST requests per minute per client IP.
-    #[arg(long, env = "MPC_RATE_LIMIT_IP_PER_MINUTE", default_value_t = 1200)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_RATE_LIMIT_IP_PER_MINUTE",
+        default_value_t = 1200
+    )]
     pub rate_limit_ip_per_minute: u32,
     /// Backup, export and revoke requests per hour per token subject.
-    #[arg(long, env = "MPC_SENSITIVE_RATE_LIMIT_PER_HOUR", default_value_t = 10)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_SENSITIVE_RATE_LIMIT_PER_HOUR",
+        default_value_t = 10
+    )]
     pub sensitive_rate_limit_per_hour: u32,
     /// Webhook endpoint of the backend (events are signed with
     /// `MPC_WEBHOOK_SECRET`).
-    #[arg(long, env = "MPC_WEBHOOK_URL")]
+    #[arg(long, hide_env_values = true, env = "MPC_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
     /// First retry delay of a failed webhook delivery, in milliseconds
     /// (doubling up to 5 minutes).
-    #[arg(long, env = "MPC_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 1000
+    )]
     pub webhook_retry_base_ms: u64,
     /// Age in seconds at which a key whose keygen the client never
-    /// confirmed (status `pending`) is deleted with its share.
-    #[arg(long, env = "MPC_PENDING_KEY_MAX_AGE", default_value_t = 86_400)]
+    /// confirmed (status `pending`) is deleted with its share; must exceed
+    /// the session timeout plus twice the close timeout (PROTOCOL.md
+    /// §18.3). Default: 7 days.
+    #[arg(long, hide_env_values = true, env = "MPC_PENDING_KEY_MAX_AGE", default_value_t = DEFAULT_PENDING_KEY_MAX_AGE)]
     pub pending_key_max_age: u64,
     /// Log format.
-    #[arg(long, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Print the REST API's OpenAPI document and exit.
     #[arg(long)]
@@ -325,6 +419,7 @@ impl ServerConfig {
                 ))
             }
         };
+        let pending_key_max_age = pending_key_max_age(cli.pending_key_max_age, &transport)?;
         Ok(Self {
             ws_addr: cli.ws_addr,
             rest_addr: cli.rest_addr,
@@ -343,7 +438,7 @@ impl ServerConfig {
             rest,
             webhook,
             refresh_lease: Duration::from_secs(refresh_lease),
-            pending_key_max_age: Duration::from_secs(cli.pending_key_max_age.max(1)),
+            pending_key_max_age,
         })
     }
 
@@ -376,6 +471,24 @@ impl ServerConfig {
             },
             self.pending_key_max_age.as_secs(),
         )
+    }
+}
+
+/// `MPC_PENDING_KEY_MAX_AGE` as a duration, if it exceeds the longest a
+/// keygen's server side can run (the session timeout plus twice the close
+/// timeout, which bounds the handler): a shorter age would let the reaper
+/// delete a key during its own keygen, before the activation that tells
+/// the client it exists (PROTOCOL.md §18.3).
+fn pending_key_max_age(seconds: u64, transport: &TransportConfig) -> Result<Duration, String> {
+    let longest_keygen = transport.session_timeout + transport.close_timeout * 2;
+    let age = Duration::from_secs(seconds);
+    if age > longest_keygen {
+        Ok(age)
+    } else {
+        Err(format!(
+            "MPC_PENDING_KEY_MAX_AGE ({seconds} s) must exceed MPC_SESSION_TIMEOUT plus twice \
+             the close timeout ({longest_keygen:?}): a key could be deleted during its own keygen"
+        ))
     }
 }
 
@@ -540,6 +653,45 @@ mod tests {
             let error = ServerConfig::from_cli(&cli(&args), &secrets).err().unwrap();
             assert!(error.contains("MPC_REFRESH_LEASE"), "{error}");
         }
+    }
+
+    #[test]
+    fn help_never_prints_environment_values() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let mut with_env = 0;
+        for arg in command.get_arguments() {
+            if arg.get_env().is_some() {
+                with_env += 1;
+                assert!(arg.is_hide_env_values_set(), "{}", arg.get_id());
+            }
+        }
+        assert!(with_env > 20, "{with_env}");
+    }
+
+    #[test]
+    fn pending_keys_outlive_their_keygen() {
+        let secrets = env(&[
+            ("MPC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("MPC_MASTER_KEY", KEY_HEX),
+        ]);
+        let config = ServerConfig::from_cli(&cli(&[]), &secrets).unwrap();
+        assert_eq!(
+            config.pending_key_max_age,
+            Duration::from_secs(7 * 24 * 60 * 60)
+        );
+        // The handler runs at most session timeout + 2 x close timeout (2 s).
+        let args = ["--session-timeout", "30", "--pending-key-max-age", "35"];
+        let config = ServerConfig::from_cli(&cli(&args), &secrets).unwrap();
+        assert_eq!(config.pending_key_max_age, Duration::from_secs(35));
+        for age in ["34", "30", "1", "0"] {
+            let args = ["--session-timeout", "30", "--pending-key-max-age", age];
+            let error = ServerConfig::from_cli(&cli(&args), &secrets).err().unwrap();
+            assert!(error.contains("MPC_PENDING_KEY_MAX_AGE"), "{error}");
+        }
+        // The default session timeout (120 s) applies too.
+        let args = ["--pending-key-max-age", "124"];
+        assert!(ServerConfig::from_cli(&cli(&args), &secrets).is_err());
     }
 
     #[test]

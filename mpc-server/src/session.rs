@@ -140,17 +140,27 @@ async fn keygen<F: Frames>(
     Ok(traffic)
 }
 
-/// Activates a pending key (§18.3). A failure is logged, not fatal: the key
-/// stays pending, and the owner's first signature activates it.
-async fn activate(state: &AppState, record: &KeyRecord, confirmed_by: Confirmation) {
+/// Activates a pending key (§18.3). The keygen's client succeeds only on
+/// the normal close that follows `Ok`; an `Err` closes its session with the
+/// rejection's code instead, so that no client believes in a key that stays
+/// pending (and is reaped). A key that is no longer pending (activated by a
+/// concurrent first signature, or revoked by its owner) is not reaped: `Ok`.
+async fn activate(
+    state: &AppState,
+    record: &KeyRecord,
+    confirmed_by: Confirmation,
+) -> Result<(), Rejection> {
     match state
         .vault
         .activate_key(&record.key_id, &record.owner, confirmed_by, now_ms())
         .await
     {
-        Ok(true) => info!(key_id = %record.key_id, owner = %record.owner, "key created"),
-        Ok(false) => {}
-        Err(e) => error!(key_id = %record.key_id, error = %e, "could not activate a pending key"),
+        Ok(true) => {
+            info!(key_id = %record.key_id, owner = %record.owner, "key created");
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(storage_failed("activate a pending key", &e)),
     }
 }
 
@@ -225,8 +235,9 @@ async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64, event: Eve
     let vault = &state.vault;
     if record.status == KeyStatus::Pending {
         // The client's keygen outcome was lost, but it holds the share: the
-        // signature proves it (§18.3).
-        activate(state, record, Confirmation::Signature).await;
+        // signature proves it (§18.3). A failure is logged; the key stays
+        // pending and the owner's next signature tries again.
+        let _ = activate(state, record, Confirmation::Signature).await;
     }
     let result = async {
         vault.touch(&record.key_id, now).await?;

@@ -1,7 +1,9 @@
 //! Operational hygiene of the real binary: no secret from a URL in any log
-//! line, `--dev` refuses production settings, a keygen the client never
-//! confirmed leaves no active key (PROTOCOL.md §18.3), and the SQLite files
-//! are private to the server's user.
+//! line or in `--help`, `--dev` refuses production settings, a keygen the
+//! client never confirmed leaves no active key, a client is never told of a
+//! key the server could not activate, and pending keys outlive their keygen
+//! and can be backed up (PROTOCOL.md §18.3), and the SQLite files are
+//! private to the server's user.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -11,11 +13,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use k256::elliptic_curve::sec1::ToEncodedPoint;
+use mpc_core::backup::Backup;
 use mpc_core::wire::Role;
 use mpc_core::{Dkg, KeyShare, Prehash};
-use mpc_transport_ws::{FrameError, Frames, Incoming, Opening, Operation};
+use mpc_server::auth::TokenBuilder;
+use mpc_transport_ws::opening::{encode_frame, FrameKind};
+use mpc_transport_ws::{run_protocol, Frames, Incoming, Opening, Operation};
 use rand_core::OsRng;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Polls `condition` every 50 ms until it holds (a bound on the wait, not
 /// a timing assertion: the test's own bound stops a condition that never
@@ -200,64 +206,33 @@ async fn dev_mode_refuses_production_secrets_and_public_listeners() {
 
 // ---- pending keys ----
 
-/// A client socket that never sends its outcome and hangs up as soon as
-/// the server's has arrived: a client that vanished between the two
-/// outcomes (or whose outcome was lost). The client's side completes.
-struct VanishAfterServerOutcome<F> {
-    inner: F,
-    server_outcome_seen: bool,
-}
-
 /// Frame kind byte of an outcome (mpc-transport-ws's framing).
 const OUTCOME_FRAME: u8 = 3;
 
-impl<F: Frames> Frames for VanishAfterServerOutcome<F> {
-    async fn send_binary(&mut self, data: Vec<u8>) -> Result<(), FrameError> {
-        if data.first() == Some(&OUTCOME_FRAME) {
-            return Ok(());
-        }
-        self.inner.send_binary(data).await
-    }
-
-    async fn send_ping(&mut self) -> Result<(), FrameError> {
-        self.inner.send_ping().await
-    }
-
-    async fn recv(&mut self) -> Option<Result<Incoming, FrameError>> {
-        if self.server_outcome_seen {
-            return None;
-        }
-        let incoming = self.inner.recv().await;
-        if let Some(Ok(Incoming::Binary(data))) = &incoming {
-            self.server_outcome_seen |= data.first() == Some(&OUTCOME_FRAME);
-        }
-        incoming
-    }
-
-    async fn flush(&mut self) -> Result<(), FrameError> {
-        self.inner.flush().await
-    }
-
-    async fn close(&mut self, _code: u16, _reason: &str) -> Result<(), FrameError> {
-        Ok(())
-    }
-}
-
-/// A keygen whose client keeps its share but never sends its outcome;
-/// returns once the server has ended the session.
+/// A keygen whose client keeps its share but never sends its outcome: it
+/// hangs up as soon as the server's outcome has arrived (a client that
+/// vanished between the two outcomes, or whose outcome was lost, and that
+/// kept the share although its keygen did not succeed). Returns once the
+/// server has ended the session.
 async fn unconfirmed_keygen(server: &TestServer, owner: &str) -> KeyShare {
     let failed_before = keygen_failures(server);
     let client = server.client(owner);
     let opening = Opening::new(Operation::Keygen, &mut OsRng);
-    let frames = VanishAfterServerOutcome {
-        inner: client.connect().await.unwrap(),
-        server_outcome_seen: false,
-    };
+    let mut socket = client.connect().await.unwrap();
+    let frame = encode_frame(FrameKind::Opening, &opening.encode());
+    socket.send_binary(frame).await.unwrap();
     let mut dkg = Dkg::new(Role::A, opening.context());
-    let (share, _) =
-        mpc_transport_ws::run_client(frames, &opening, &mut dkg, &mut OsRng, client.config())
-            .await
-            .unwrap();
+    let share = run_protocol(&mut socket, &mut dkg, &mut OsRng, client.config())
+        .await
+        .unwrap();
+    loop {
+        match socket.recv().await {
+            Some(Ok(Incoming::Binary(frame))) if frame.first() == Some(&OUTCOME_FRAME) => break,
+            Some(Ok(Incoming::Binary(_) | Incoming::Ping | Incoming::Pong)) => {}
+            other => panic!("expected the server's outcome, got {other:?}"),
+        }
+    }
+    drop(socket);
     eventually("the server ends the unconfirmed keygen", || {
         keygen_failures(server) > failed_before
     })
@@ -333,8 +308,83 @@ async fn created_events(db: &Db, share: &KeyShare) -> i64 {
     .await
 }
 
+const RECOVERY_SECRET: [u8; 32] = [0x42; 32];
+const ONETIME_SECRET: [u8; 32] = [7; 32];
+
+fn public_hex(secret: [u8; 32]) -> String {
+    let secret = k256::SecretKey::from_slice(&secret).unwrap();
+    hex::encode(secret.public_key().to_encoded_point(true).as_bytes())
+}
+
+/// A fresh single-use step-up token (as backup and export need).
+fn step_up_token(subject: &str) -> String {
+    use rand_core::RngCore;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let mut jti = [0u8; 16];
+    OsRng.fill_bytes(&mut jti);
+    TokenBuilder::new(subject, AUDIENCE)
+        .expires_in(600)
+        .amr(&["pwd", "otp"])
+        .auth_time(now - 10)
+        .token_id(hex::encode(jti))
+        .sign_hs256(JWT_SECRET.as_bytes())
+        .unwrap()
+}
+
+async fn rest_post(server: &TestServer, owner: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.rest_url))
+        .bearer_auth(step_up_token(owner))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A pending key is backed up to the configured recovery key (so that the
+/// server share survives the reaper), but not exported, nor backed up to a
+/// key the request names (which counts as an export).
+async fn pending_key_backups(server: &TestServer, owner: &str, pending: &KeyShare) {
+    let key = format!("/v1/keys/{}", pending.key_id());
+    let onetime = public_hex(ONETIME_SECRET);
+    for (path, body) in [
+        ("export", json!({ "onetime_public_key": onetime })),
+        ("backup", json!({ "recovery_public_key": onetime })),
+    ] {
+        let (code, problem) = rest_post(server, owner, &format!("{key}/{path}"), body).await;
+        assert_eq!(
+            (code, problem["code"].as_str()),
+            (409, Some("key_pending")),
+            "{path}: {problem}"
+        );
+    }
+    let (code, view) = rest_post(server, owner, &format!("{key}/backup"), json!({})).await;
+    assert_eq!(code, 200, "{view}");
+    let bytes = hex::decode(view["backup"].as_str().unwrap()).unwrap();
+    let backup = Backup::from_bytes(&bytes).unwrap();
+    let recovery = k256::SecretKey::from_slice(&RECOVERY_SECRET).unwrap();
+    let server_public = pending.public_share(Role::B);
+    backup
+        .verify(&server_public, &recovery.public_key())
+        .unwrap();
+    let recovered = backup.decrypt(&recovery).unwrap();
+    assert_eq!(recovered.public_key().to_projective(), server_public);
+    assert_eq!(status_of(server, owner, pending).await, "pending");
+}
+
 async fn pending_keys(db: &Db) {
-    let server = Launch::new(db).start();
+    let server = Launch::new(db)
+        .env("MPC_BACKUP_RECOVERY_KEY", &public_hex(RECOVERY_SECRET))
+        .env("MPC_BACKUP_ALLOW_REQUEST_KEY", "true")
+        .start();
     // A confirmed keygen: active at once, one key.created.
     let client = server.client("paula");
     let confirmed = client.keygen().await.unwrap();
@@ -361,6 +411,7 @@ async fn pending_keys(db: &Db) {
     let rotate = format!("/v1/keys/{}/rotate", pending.key_id());
     let (code, problem) = rest_call(&server, "paula", reqwest::Method::POST, &rotate).await;
     assert_eq!((code, problem["code"].as_str()), (409, Some("key_pending")));
+    pending_key_backups(&server, "paula", &pending).await;
     let refresh = client
         .refresh(&pending, &mut |_: &mpc_core::Refresh<'_>| {
             std::future::ready(Ok::<(), mpc_transport_ws::Rejection>(()))
@@ -417,7 +468,13 @@ async fn old_pending_keys_are_reaped() {
     }
     bounded(async {
         let db = Db::postgres().await;
-        let launch = || Launch::new(&db).env("MPC_PENDING_KEY_MAX_AGE", "1");
+        // The shortest max age allowed for a 5 s session timeout (it must
+        // exceed session timeout + 2 x close timeout of 2 s).
+        let launch = || {
+            Launch::new(&db)
+                .env("MPC_SESSION_TIMEOUT", "5")
+                .env("MPC_PENDING_KEY_MAX_AGE", "10")
+        };
         let one = launch().start();
         let two = launch().start();
         let active = one.client("rita").keygen().await.unwrap();
@@ -446,6 +503,132 @@ async fn old_pending_keys_are_reaped() {
         assert_eq!(status_of(&one, "rita", &active).await, "active");
     })
     .await;
+}
+
+/// SQL that makes the activation of a pending key fail, as a database
+/// failure at that moment would; and SQL that removes the fault.
+fn activation_fault(db: &Db) -> (&'static [&'static str], &'static str) {
+    match db {
+        Db::Sqlite(_) => (
+            &[
+                "CREATE TRIGGER refuse_activation BEFORE UPDATE OF status ON keys \
+               WHEN OLD.status = 'pending' AND NEW.status = 'active' \
+               BEGIN SELECT RAISE(ABORT, 'activation refused by the test'); END",
+            ],
+            "DROP TRIGGER refuse_activation",
+        ),
+        Db::Postgres(_) => (
+            &[
+                "CREATE FUNCTION refuse_activation() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'activation refused by the test'; END $$",
+                "CREATE TRIGGER refuse_activation BEFORE UPDATE OF status ON keys \
+                 FOR EACH ROW WHEN (OLD.status = 'pending' AND NEW.status = 'active') \
+                 EXECUTE FUNCTION refuse_activation()",
+            ],
+            "DROP TRIGGER refuse_activation ON keys",
+        ),
+    }
+}
+
+async fn execute(db: &Db, statements: &[&str]) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url()).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+/// The activation after the client's outcome fails: the server closes with
+/// 1011 instead of 1000 and the client's keygen fails, so no client holds a
+/// key that stays pending (and would be reaped with the funds sent to it).
+async fn failed_activation(db: &Db) {
+    let server = Launch::new(db).start();
+    let client = server.client("fay");
+    let (refuse, allow) = activation_fault(db);
+    execute(db, refuse).await;
+    let error = client.keygen().await.unwrap_err();
+    assert_eq!(error.close_code().map(|c| c.0), Some(1011), "{error}");
+    let (_, list) = rest_get(&server, "fay", "/v1/keys").await;
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{list}");
+    assert_eq!(keys[0]["status"], "pending", "{list}");
+    let id = keys[0]["key_id"].as_str().unwrap();
+    let (_, log) = rest_get(&server, "fay", &format!("/v1/keys/{id}/audit")).await;
+    assert!(!log.to_string().contains("key.created"), "{log}");
+    assert!(server
+        .logs()
+        .iter()
+        .any(|line| line.contains("activate a pending key")));
+    // Without the fault, a keygen succeeds and its key is active.
+    execute(db, &[allow]).await;
+    let share = client.keygen().await.unwrap();
+    assert_eq!(status_of(&server, "fay", &share).await, "active");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_activation_fails_the_keygen_sqlite() {
+    bounded(failed_activation(&Db::sqlite())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_activation_fails_the_keygen_postgres() {
+    if skip_postgres() {
+        return;
+    }
+    bounded(async { failed_activation(&Db::postgres().await).await }).await;
+}
+
+/// A max age that a keygen's server side could outlive (session timeout
+/// plus twice the close timeout of 2 s) is a configuration error.
+#[test]
+fn pending_keys_must_outlive_their_keygen() {
+    let db = Db::sqlite();
+    let launch = || Launch::new(&db).env("MPC_SESSION_TIMEOUT", "30");
+    for age in ["34", "1"] {
+        let (code, lines) = launch()
+            .env("MPC_PENDING_KEY_MAX_AGE", age)
+            .try_start()
+            .err()
+            .expect("started with a too short max age");
+        assert_ne!(code, Some(0));
+        let text = lines.join("\n");
+        assert!(text.contains("MPC_PENDING_KEY_MAX_AGE"), "{text}");
+    }
+    launch().env("MPC_PENDING_KEY_MAX_AGE", "35").start().kill();
+}
+
+// ---- --help ----
+
+/// `--help` names the variables but prints none of their values (a
+/// webhook URL carries credentials).
+#[test]
+fn help_prints_no_environment_value() {
+    let db = Db::sqlite();
+    let hook =
+        format!("http://hookuser:{HOOK_PASSWORD}@127.0.0.1:9/{HOOK_PATH_TOKEN}?token={HOOK_TOKEN}");
+    let output = Launch::new(&db)
+        .env("MPC_WEBHOOK_URL", &hook)
+        .env("MPC_JWT_ISSUER", HOOK_SECRET)
+        .arg("--help")
+        .command()
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("MPC_WEBHOOK_URL"), "{help}");
+    let data_dir = db.data_dir().unwrap().to_str().unwrap();
+    for value in [
+        HOOK_PASSWORD,
+        HOOK_PATH_TOKEN,
+        HOOK_TOKEN,
+        HOOK_SECRET,
+        data_dir,
+    ] {
+        assert!(!help.contains(value), "{value} in --help:\n{help}");
+    }
 }
 
 // ---- SQLite file modes ----

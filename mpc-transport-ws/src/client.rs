@@ -31,19 +31,29 @@ pub type ClientSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Runs one whole client session over an open socket: sends `opening`,
 /// runs `protocol` (which must be the client side of `opening`'s
-/// operation), sends this side's outcome and waits for the server's.
+/// operation), sends this side's outcome, waits for the server's, then for
+/// the server's close.
 ///
 /// The output is returned only once the server reported success (e.g. that
-/// it stored its key share). On any error the socket is closed as described
-/// in the crate documentation.
+/// it stored its key share) and then closed normally (1000): the server
+/// closes normally only after it completed what this side's outcome
+/// confirmed (e.g. activated the new key, PROTOCOL.md §18.3). Anything else
+/// after the outcomes (another close code, a connection that ends without
+/// a close frame, no close within the close timeout) is an error, and the
+/// output is dropped: a lost close makes a good session fail, never a
+/// failed one succeed. On any error the socket is closed as described in
+/// the crate documentation.
 ///
 /// # Errors
 ///
 /// As [`run_protocol`](crate::run_protocol), plus
 /// [`TransportError::RejectedByPeer`] when the server rejects the opening
-/// (e.g. [`CloseCode::UNSUPPORTED_OPERATION`](crate::CloseCode::UNSUPPORTED_OPERATION))
-/// or fails after the protocol, and [`TransportError::Timeout`] with
-/// [`Phase::Outcome`] if its outcome does not arrive.
+/// (e.g. [`CloseCode::UNSUPPORTED_OPERATION`](crate::CloseCode::UNSUPPORTED_OPERATION)),
+/// fails after the protocol, or closes with a code other than 1000 after
+/// the outcomes; [`TransportError::Timeout`] with [`Phase::Outcome`] if its
+/// outcome does not arrive, or with [`Phase::Close`] (and
+/// [`TimeoutKind::Close`]) if its close does not; and
+/// [`TransportError::Closed`] if the connection ends without a close frame.
 pub async fn run_client<F, P, R>(
     frames: F,
     opening: &Opening,
@@ -112,7 +122,7 @@ where
     let output = link.run_with(protocol, rng, hook).await?;
     link.send_ok().await?;
     link.await_outcome().await?;
-    link.await_close().await;
+    link.await_close().await?;
     Ok((output, link.traffic()))
 }
 
@@ -326,7 +336,9 @@ impl Client {
     }
 
     /// Key generation: returns the client's share (role A) once the server
-    /// has stored its own.
+    /// has stored its own and, after this side's outcome, closed normally
+    /// (which it does only once the key is usable, PROTOCOL.md §18.3). An
+    /// error means the key must not be used: funds sent to it may be lost.
     ///
     /// # Errors
     ///

@@ -44,7 +44,9 @@ pub struct TransportConfig {
     /// none. Default: 15 s.
     pub ping_interval: Option<Duration>,
     /// How long to wait for the closing handshake (and to deliver the
-    /// outcome message of a failed session). After an oversized frame,
+    /// outcome message of a failed session); on the client, also how long
+    /// the server's close may take to follow its outcome (no close in time
+    /// fails the session). After an oversized frame,
     /// which the socket cannot read past, the connection is held this long
     /// so that the peer can read the close frame. Default: 2 s.
     pub close_timeout: Duration,

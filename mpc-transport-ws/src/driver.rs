@@ -558,22 +558,33 @@ impl<F: Frames> Link<F> {
         }
     }
 
-    /// Ends a successful session: close 1000, then the closing handshake.
-    pub(crate) async fn close_normal(&mut self) {
+    /// Ends a session after both outcomes: a close frame with `code` (1000
+    /// when the handler completed, another code when it could not complete
+    /// what the client's outcome confirmed), then the closing handshake.
+    pub(crate) async fn close_after_outcomes(&mut self, code: CloseCode, reason: &str) {
         if !self.open {
             return;
         }
         self.open = false;
         let until = Instant::now() + self.config.close_timeout;
-        let _ = timeout_at(until, self.frames.close(CloseCode::NORMAL.0, "done")).await;
+        let _ = timeout_at(until, self.frames.close(code.0, reason)).await;
         self.drain(until).await;
     }
 
-    /// Waits (briefly) for the peer to close after a successful session.
-    pub(crate) async fn await_close(&mut self) {
-        self.open = false;
+    /// Waits for the peer's close after both outcomes: `Ok` only for a
+    /// normal close (1000) within the close timeout. The server closes
+    /// normally only once it completed what the client's outcome confirmed
+    /// (PROTOCOL.md §18.3), so a lost, late or abnormal close is a failure.
+    pub(crate) async fn await_close(&mut self) -> Result<()> {
         let until = Instant::now() + self.config.close_timeout;
-        self.drain(until).await;
+        match self.recv_by(Phase::Close, until, TimeoutKind::Close).await {
+            Err(TransportError::RejectedByPeer { code, .. }) if code == CloseCode::NORMAL => Ok(()),
+            Err(error) => Err(error),
+            // Both outcomes are out: no frame is expected any more.
+            Ok(_) => Err(self
+                .violation(CloseCode::POLICY_VIOLATION, "frame after the outcomes")
+                .await),
+        }
     }
 
     /// Reads and drops frames until the connection ends or `until`; this
@@ -644,6 +655,7 @@ impl<F: Frames> Link<F> {
         let reason = match limit {
             TimeoutKind::Message => "message timeout",
             TimeoutKind::Session => "session timeout",
+            TimeoutKind::Close => "close timeout",
         };
         self.fail(CloseCode::TIMEOUT, None, reason).await;
         TransportError::Timeout { phase, limit }

@@ -108,6 +108,10 @@ pub enum Phase {
     /// Inside the server's handler, outside any transport call (e.g. a
     /// storage call that did not return within the session timeout).
     Handler,
+    /// After both outcomes: the client waiting for the server's normal
+    /// close (1000), which confirms that the server completed what the
+    /// client's outcome confirmed (PROTOCOL.md §18.3).
+    Close,
 }
 
 impl fmt::Display for Phase {
@@ -118,6 +122,7 @@ impl fmt::Display for Phase {
             Self::Protocol => "protocol",
             Self::Outcome => "outcome",
             Self::Handler => "handler",
+            Self::Close => "closing handshake",
         })
     }
 }
@@ -132,6 +137,9 @@ pub enum TimeoutKind {
     /// [`TransportConfig::session_timeout`](crate::TransportConfig::session_timeout):
     /// the session as a whole took too long.
     Session,
+    /// [`TransportConfig::close_timeout`](crate::TransportConfig::close_timeout):
+    /// the server's normal close did not follow its outcome in time.
+    Close,
 }
 
 impl fmt::Display for TimeoutKind {
@@ -139,6 +147,7 @@ impl fmt::Display for TimeoutKind {
         f.write_str(match self {
             Self::Message => "message",
             Self::Session => "session",
+            Self::Close => "close",
         })
     }
 }

@@ -32,6 +32,12 @@
 //!   |                  <-- close 1000 ----------------------------------- |
 //! ```
 //!
+//! The server closes with 1000 only once it has completed what the
+//! client's outcome confirmed (e.g. activated a new key); if that fails it
+//! closes with the failure's code instead. The client's operation succeeds
+//! only on that normal close: another code, a connection that ends without
+//! a close frame, or no close within `close_timeout` is an error.
+//!
 //! A message body is one `mpc_core::wire::Envelope` exactly as the protocol
 //! produced it. A failing side sends `outcome: Failed {code, class,
 //! reason}` and then a close frame with the same code and reason. The public
@@ -53,7 +59,7 @@
 //!
 //! | code | sent when | error on the side that closes |
 //! |---|---|---|
-//! | 1000 normal | both outcomes were Ok | - |
+//! | 1000 normal | both outcomes were Ok and the server completed its work (the only close after which the client succeeds) | - |
 //! | 1001 going away | the server shuts down ([`Rejection::GOING_AWAY`]) | [`TransportError::Rejected`] |
 //! | 1008 policy violation | a text frame; an unexpected opening or outcome; a frame of unknown kind; too many ignored frames; [`Rejection::UNAUTHORIZED`] | [`TransportError::Violation`] |
 //! | 1009 message too big | a frame or message over `max_frame_bytes` / `max_message_bytes` | [`TransportError::Violation`] |
@@ -80,8 +86,9 @@
 //! - `session_timeout` (default 120 s): the whole session, from connect
 //!   (client) or accept (server) to the outcomes; [`serve`] also stops a
 //!   handler that outlives it;
-//! - `close_timeout` (default 2 s): sending the failed outcome and the
-//!   closing handshake.
+//! - `close_timeout` (default 2 s): sending the failed outcome, the
+//!   closing handshake, and the client's wait for the server's close after
+//!   the server's outcome.
 //!
 //! While waiting, a side sends a ping every `ping_interval` (default 15 s);
 //! received pings are answered at once.

@@ -188,24 +188,39 @@ impl<F: Frames> ServerSession<F> {
     /// then not be used), or a timeout or connection error. The socket is
     /// closed in every case.
     pub async fn finish(self) -> Result<()> {
-        self.finish_with(std::future::ready(())).await
+        self.finish_with(std::future::ready(Ok(()))).await
     }
 
     /// [`finish`](Self::finish), running `confirmed` once the client's
     /// successful outcome has arrived and before the closing handshake:
-    /// e.g. to mark a new key usable only when both sides hold it. The
-    /// client's operation returns after the close, so it observes what
-    /// `confirmed` did. `confirmed` is not run if the outcome does not
-    /// arrive or reports a failure.
+    /// e.g. to mark a new key usable only when both sides hold it.
+    /// `confirmed` is not run if the outcome does not arrive or reports a
+    /// failure.
+    ///
+    /// The client's operation succeeds only on the normal close (1000) that
+    /// follows a successful `confirmed`, so it observes what `confirmed`
+    /// did. If `confirmed` fails, the session closes with the rejection's
+    /// code instead (no second outcome is sent), and the client's operation
+    /// fails with [`TransportError::RejectedByPeer`] and that code.
     ///
     /// # Errors
     ///
-    /// As [`finish`](Self::finish).
-    pub async fn finish_with(mut self, confirmed: impl Future<Output = ()>) -> Result<()> {
+    /// As [`finish`](Self::finish), and [`TransportError::Rejected`] with
+    /// the rejection of a failed `confirmed`.
+    pub async fn finish_with(
+        mut self,
+        confirmed: impl Future<Output = core::result::Result<(), Rejection>>,
+    ) -> Result<()> {
         self.link.send_ok().await?;
         self.link.await_outcome().await?;
-        confirmed.await;
-        self.link.close_normal().await;
+        if let Err(rejection) = confirmed.await {
+            let (code, reason) = (rejection.code(), rejection.reason());
+            self.link.close_after_outcomes(code, reason).await;
+            return Err(TransportError::Rejected { code, reason });
+        }
+        self.link
+            .close_after_outcomes(crate::CloseCode::NORMAL, "done")
+            .await;
         Ok(())
     }
 

@@ -175,12 +175,22 @@ async fn owned_key(state: &AppState, caller: &Caller, key_id: &str) -> Result<Ke
     }
 }
 
-/// Refuses revoked keys, and pending ones (PROTOCOL.md §18.3): a key whose
-/// client never confirmed its keygen is not backed up, exported or rotated
-/// (its owner's first signature confirms it).
+/// Refuses revoked keys.
 fn not_revoked(record: &KeyRecord) -> Result<(), Problem> {
     match record.status {
         KeyStatus::Revoked => Err(Problem::new(Code::KeyRevoked, "the key is revoked")),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses revoked keys, and pending ones (PROTOCOL.md §18.3): a key whose
+/// client may not hold its share is not exported (to anyone but the
+/// configured recovery key) or rotated; its owner's first signature
+/// confirms it. A backup to the configured recovery key is allowed: it
+/// keeps the server share recoverable should the reaper delete the key.
+fn not_revoked_or_pending(record: &KeyRecord) -> Result<(), Problem> {
+    not_revoked(record)?;
+    match record.status {
         KeyStatus::Pending => Err(Problem::new(
             Code::KeyPending,
             "the key is pending: its keygen is not confirmed (sign with it once)",
@@ -373,7 +383,7 @@ pub(crate) async fn rotate_key(
     Path(key_id): Path<String>,
 ) -> Result<Json<KeyView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    not_revoked(&record)?;
+    not_revoked_or_pending(&record)?;
     // A banned key stays banned: it needs the refresh all the same.
     if record.status == KeyStatus::Active {
         let event = Event {
@@ -414,6 +424,8 @@ pub(crate) async fn audit_log(
 /// Needs a single-use step-up token (as for revoke, `mpc_op` `"backup"`).
 /// A backup to a recovery key named in the request (where allowed) counts
 /// as an export: the key is marked exported and `key.exported` is emitted.
+/// A pending key (PROTOCOL.md §18.3) is backed up to the configured
+/// recovery key only.
 #[utoipa::path(post, path = "/v1/keys/{key_id}/backup", tag = "keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "Key id, 64 hex characters")),
     request_body(content = BackupRequest, description = "Optional; `{}` uses the configured recovery key"),
@@ -422,7 +434,7 @@ pub(crate) async fn audit_log(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "No step-up token for this operation and key (`step_up_required`, `step_up_binding_mismatch`), the token was already used (`step_up_token_used`), or a recovery key in the request where not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Revoked, pending, or no recovery key configured", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Revoked, pending with a recovery key in the request, or no recovery key configured", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -437,7 +449,12 @@ pub(crate) async fn backup_key(
 ) -> Result<Json<BackupView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
     let spend = step_up(&state, &caller, StepUpOp::Backup, &record)?;
-    not_revoked(&record)?;
+    if request.recovery_public_key.is_some() {
+        // A backup to a key the request names counts as an export.
+        not_revoked_or_pending(&record)?;
+    } else {
+        not_revoked(&record)?;
+    }
     let recovery_key = match (
         &request.recovery_public_key,
         state.rest.allow_request_recovery_key,
@@ -522,7 +539,7 @@ pub(crate) async fn export_key(
 ) -> Result<Json<ExportView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
     let spend = step_up(&state, &caller, StepUpOp::Export, &record)?;
-    not_revoked(&record)?;
+    not_revoked_or_pending(&record)?;
     let onetime = parse_point(&request.onetime_public_key, "onetime_public_key")?;
     let epoch = request.epoch.unwrap_or(record.epoch);
     let stored = state.vault.share(&record, epoch).await?.ok_or_else(|| {
