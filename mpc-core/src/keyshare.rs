@@ -6,6 +6,7 @@ use core::fmt;
 use k256::elliptic_curve::ops::MulByGenerator;
 use k256::{ProjectivePoint, Scalar};
 use serde::{Deserialize, Serialize};
+use subtle::{Choice, ConstantTimeEq, ConstantTimeLess};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
@@ -218,6 +219,10 @@ impl KeyShare {
     }
 }
 
+/// [`LEAVES`] as the type of a punctured index (16 fits in a `u8`).
+#[allow(clippy::cast_possible_truncation)]
+const LEAVES_U8: u8 = LEAVES as u8;
+
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct KeyShareRecord {
     version: u16,
@@ -294,14 +299,24 @@ impl KeyShareRecord {
         let public_key = k256::PublicKey::from_affine(public_key.to_affine())
             .map_err(|_| Error::MalformedKeyShare)?;
         let sender_trees = seed_trees(&self.sender_seeds)?;
+        // The punctured leaf's seed is unknown and stored as zero (a burned
+        // share stores all zeros). The punctured indices are pieces of the OT
+        // sender's secret Delta (PROTOCOL.md §5.3): every leaf is examined
+        // under a mask, so no memory access or branch depends on them, and
+        // only the overall verdict is branched on.
+        let burned = Choice::from(u8::from(self.ot_burned));
+        let mut malformed = Choice::from(0u8);
         for (tree, punctured) in sender_trees.iter().zip(&self.sender_punctured) {
-            // The punctured leaf's seed is unknown and stored as zero (a
-            // burned share stores all zeros).
-            if usize::from(*punctured) >= LEAVES
-                || (!self.ot_burned && tree[usize::from(*punctured)] != [0u8; 16])
-            {
-                return Err(Error::MalformedKeyShare);
+            let mut punctured_seed_set = Choice::from(0u8);
+            for (index, leaf) in (0u8..).zip(tree.iter()) {
+                let is_zero = leaf[..].ct_eq(&[0u8; 16][..]);
+                punctured_seed_set |= index.ct_eq(punctured) & !is_zero;
             }
+            let in_range = punctured.ct_lt(&LEAVES_U8);
+            malformed |= !in_range | (punctured_seed_set & !burned);
+        }
+        if bool::from(malformed) {
+            return Err(Error::MalformedKeyShare);
         }
         let ot_sender = OtSenderKey::from_parts(
             PuncturedSeeds {
@@ -356,6 +371,8 @@ mod tests {
         (a, b)
     }
 
+    type Edit<'a> = Box<dyn Fn(&mut KeyShareRecord) + 'a>;
+
     /// The share's record, edited, encoded canonically again.
     fn edited(share: &KeyShare, edit: impl FnOnce(&mut KeyShareRecord)) -> Zeroizing<Vec<u8>> {
         let mut record: KeyShareRecord =
@@ -374,7 +391,6 @@ mod tests {
         let peer_secret = encode_scalar(&b.secret);
         let mut other = encode_scalar(&(a.secret + Scalar::ONE));
         let public_b = encode_point(&b.public_share(Role::B)).to_vec();
-        type Edit<'a> = Box<dyn Fn(&mut KeyShareRecord) + 'a>;
         let cases: [(&str, Edit<'_>); 5] = [
             ("the peer's secret", Box::new(|r| r.secret = peer_secret)),
             ("another secret", Box::new(|r| r.secret = other)),
@@ -396,5 +412,42 @@ mod tests {
             );
         }
         other.zeroize();
+    }
+
+    #[test]
+    fn a_punctured_leaf_with_a_seed_or_out_of_range_does_not_load() {
+        // The GGM tree's punctured leaf is the one seed the OT sender must
+        // not know; a stored share that has one there (or names a leaf
+        // outside the tree) is corrupt, unless its OT material was burned.
+        let (a, _) = pair();
+        let cases: [(&str, Edit<'_>); 2] = [
+            (
+                "a seed at the punctured leaf",
+                Box::new(|r| {
+                    let leaf = usize::from(r.sender_punctured[3]);
+                    r.sender_seeds[3 * LEAVES + leaf] = [1; 16];
+                }),
+            ),
+            (
+                "a punctured index outside the tree",
+                Box::new(|r| r.sender_punctured[5] = LEAVES_U8),
+            ),
+        ];
+        for (what, edit) in cases {
+            assert_eq!(
+                KeyShare::from_bytes(&edited(&a, edit)).err(),
+                Some(Error::MalformedKeyShare),
+                "{what}"
+            );
+        }
+        // A seed on any other leaf is what a share holds.
+        let other_leaf = edited(&a, |r| {
+            let leaf = (usize::from(r.sender_punctured[3]) + 1) % LEAVES;
+            r.sender_seeds[3 * LEAVES + leaf] = [1; 16];
+        });
+        assert!(KeyShare::from_bytes(&other_leaf).is_ok());
+        let mut burned = a;
+        burned.burn_ot_material();
+        assert!(KeyShare::from_bytes(&burned.to_bytes()).is_ok());
     }
 }
