@@ -36,6 +36,7 @@ use serde_json::json;
 use tokio::sync::{oneshot, watch, OwnedMutexGuard};
 use tracing::{error, info, warn};
 
+use crate::crash;
 use crate::server::now_ms;
 use crate::session::{codes, refusal, Purpose};
 use crate::store::{commit, db_error, Backend, Tx};
@@ -228,7 +229,7 @@ async fn write_status(
     epoch: u64,
     reason: &str,
 ) -> Result<(), VaultError> {
-    if fail_point("ban:status") {
+    if crash::fails("ban:status") {
         return Err(VaultError::Database("injected failure (ban:status)".into()));
     }
     let event = Event {
@@ -296,7 +297,7 @@ async fn burn_until_done(vault: &Vault, key_id: &KeyId, epoch: u64) {
 /// audit row `key.ot_burned`, in one transaction
 /// ([`Vault::replace_share`]); the status stays banned.
 async fn burn(vault: &Vault, key_id: &KeyId, epoch: u64) -> Result<(), VaultError> {
-    if fail_point("ban:persist") {
+    if crash::fails("ban:persist") {
         return Err(VaultError::Database(
             "injected failure (ban:persist)".into(),
         ));
@@ -319,38 +320,6 @@ async fn burn(vault: &Vault, key_id: &KeyId, epoch: u64) -> Result<(), VaultErro
     vault
         .replace_share(&record, &share, KeyStatus::Banned, event, now_ms())
         .await
-}
-
-/// With the `fault-injection` feature, `MPC_FAIL_AT=<name>` makes the
-/// failure point `<name>` fail: every time, or only the first
-/// `MPC_FAIL_TIMES` times. Points: `ban:status` (the ban's status write
-/// fails before it reaches the database), `ban:persist` (the re-seal of the
-/// burned share fails, as if the master-key backend were down).
-#[cfg(feature = "fault-injection")]
-fn fail_point(point: &str) -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static TARGET: OnceLock<(Option<String>, Option<u64>)> = OnceLock::new();
-    static HITS: AtomicU64 = AtomicU64::new(0);
-    let (target, times) = TARGET.get_or_init(|| {
-        (
-            std::env::var("MPC_FAIL_AT").ok(),
-            std::env::var("MPC_FAIL_TIMES")
-                .ok()
-                .and_then(|n| n.parse().ok()),
-        )
-    });
-    if target.as_deref() != Some(point) {
-        return false;
-    }
-    let hit = HITS.fetch_add(1, Ordering::SeqCst);
-    times.is_none_or(|times| hit < times)
-}
-
-#[cfg(not(feature = "fault-injection"))]
-#[inline(always)]
-fn fail_point(_point: &str) -> bool {
-    false
 }
 
 /// One session's registration with its key; leaves on drop.

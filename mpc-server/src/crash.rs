@@ -4,6 +4,8 @@
 //! process abort (no destructors, no flush: as abrupt as `kill -9` for the
 //! database) the first time it reaches the point `<name>`. Without the
 //! feature every point compiles to nothing, and the variable is ignored.
+//! Failure points ([`fails`], `MPC_FAIL_AT`) make one operation fail
+//! instead of aborting.
 //!
 //! The points, in the order a session reaches them:
 //!
@@ -53,3 +55,36 @@ pub fn point(point: &str) {
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub fn point(_point: &str) {}
+
+/// Whether failure point `point` fails now: with the `fault-injection`
+/// feature, `MPC_FAIL_AT=<name>` makes the failure point `<name>` fail,
+/// every time or only the first `MPC_FAIL_TIMES` times. Points: `ban:status` (the ban's status write
+/// fails before it reaches the database), `ban:persist` (the re-seal of the
+/// burned share fails, as if the master-key backend were down).
+#[cfg(feature = "fault-injection")]
+pub fn fails(point: &str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<(Option<String>, Option<u64>)> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let (target, times) = TARGET.get_or_init(|| {
+        (
+            std::env::var("MPC_FAIL_AT").ok(),
+            std::env::var("MPC_FAIL_TIMES")
+                .ok()
+                .and_then(|n| n.parse().ok()),
+        )
+    });
+    if target.as_deref() != Some(point) {
+        return false;
+    }
+    let hit = HITS.fetch_add(1, Ordering::SeqCst);
+    times.is_none_or(|times| hit < times)
+}
+
+/// Never fails: the `fault-injection` feature is off.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn fails(_point: &str) -> bool {
+    false
+}

@@ -47,7 +47,7 @@ fn key_id_from_text(text: &str) -> Result<KeyId, VaultError> {
 }
 
 /// Reads column `name` of `row`.
-fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T, VaultError>
+pub(super) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T, VaultError>
 where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {

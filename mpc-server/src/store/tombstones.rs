@@ -19,10 +19,9 @@
 
 use mpc_core::KeyId;
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
-use super::db_error;
-use super::queries::{epoch_to_db, key_id_text, Epochs};
+use super::queries::{col, epoch_to_db, err, key_id_text, Epochs};
 use crate::vault::{ShareState, VaultError};
 
 /// The floor a revocation sets: every epoch of the key is retired.
@@ -30,10 +29,6 @@ const FLOOR_ALL: i64 = i64::MAX;
 
 /// Rows per multi-row `INSERT` when tombstoning many presignatures.
 const INSERT_CHUNK: usize = 100;
-
-fn err(context: &'static str) -> impl FnOnce(sqlx::Error) -> VaultError {
-    move |e| db_error(context, &e)
-}
 
 fn digest(sealed: &[u8]) -> Vec<u8> {
     Sha256::digest(sealed).to_vec()
@@ -233,13 +228,12 @@ pub(crate) async fn guarded_share(
     .await
     .map_err(err("reading a share"))?;
     let Some(row) = row else { return Ok(None) };
-    let read = |e: sqlx::Error| db_error("reading a database row", &e);
-    let state: String = row.try_get("state").map_err(read)?;
-    let floor: i64 = row.try_get("floor").map_err(read)?;
-    let burned: i64 = row.try_get("burned").map_err(read)?;
+    let state: String = col(&row, "state")?;
+    let floor: i64 = col(&row, "floor")?;
+    let burned: i64 = col(&row, "burned")?;
     Ok(Some(GuardedShare {
         state: ShareState::parse(&state).ok_or(VaultError::CorruptRecord("share state"))?,
-        sealed: row.try_get("sealed").map_err(read)?,
+        sealed: col(&row, "sealed")?,
         floor: u64::try_from(floor).unwrap_or(0),
         burned: burned > 0,
     }))
