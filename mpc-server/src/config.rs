@@ -18,7 +18,7 @@
 //! | step-up: tokens must carry `mpc_op` and `mpc_key_id` | `--step-up-require-binding` | `MPC_STEP_UP_REQUIRE_BINDING` | false |
 //! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
-//! | refresh lease (s), longer than the session timeout | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
+//! | refresh lease (s); must exceed the session timeout + 2 × the close timeout (2 s) | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
@@ -409,16 +409,7 @@ impl ServerConfig {
         transport.session_timeout = Duration::from_secs(session_timeout);
         transport.message_timeout =
             Duration::from_secs(cli.message_timeout.clamp(1, session_timeout));
-        let refresh_lease = match cli.refresh_lease {
-            None => session_timeout.saturating_add(60),
-            Some(lease) if lease > session_timeout => lease,
-            Some(lease) => {
-                return Err(format!(
-                    "MPC_REFRESH_LEASE ({lease} s) must exceed MPC_SESSION_TIMEOUT \
-                     ({session_timeout} s): a live refresh would lose its lease"
-                ))
-            }
-        };
+        let refresh_lease = refresh_lease(cli.refresh_lease, &transport)?;
         let pending_key_max_age = pending_key_max_age(cli.pending_key_max_age, &transport)?;
         Ok(Self {
             ws_addr: cli.ws_addr,
@@ -437,7 +428,7 @@ impl ServerConfig {
             max_sessions_per_owner: cli.max_sessions_per_owner.max(1),
             rest,
             webhook,
-            refresh_lease: Duration::from_secs(refresh_lease),
+            refresh_lease,
             pending_key_max_age,
         })
     }
@@ -474,13 +465,40 @@ impl ServerConfig {
     }
 }
 
-/// `MPC_PENDING_KEY_MAX_AGE` as a duration, if it exceeds the longest a
-/// keygen's server side can run (the session timeout plus twice the close
-/// timeout, which bounds the handler): a shorter age would let the reaper
-/// delete a key during its own keygen, before the activation that tells
-/// the client it exists (PROTOCOL.md §18.3).
+/// The longest a session's handler can run: the session timeout, then up to
+/// the close timeout each for sending the last frame and for the closing
+/// handshake (mpc-transport-ws). Rules that must outlive a live session
+/// (a refresh's lease, a pending key's age) are checked against it.
+fn longest_session(transport: &TransportConfig) -> Duration {
+    transport.session_timeout + transport.close_timeout * 2
+}
+
+/// `MPC_REFRESH_LEASE` as a duration (default: the session timeout + 60 s),
+/// if it exceeds [`longest_session`]: a shorter lease could expire under a
+/// refresh that is still running, and a second refresh of the same key
+/// could then take it over (PROTOCOL.md §18.1).
+fn refresh_lease(seconds: Option<u64>, transport: &TransportConfig) -> Result<Duration, String> {
+    let longest = longest_session(transport);
+    let Some(seconds) = seconds else {
+        return Ok(transport.session_timeout + Duration::from_secs(60));
+    };
+    let lease = Duration::from_secs(seconds);
+    if lease > longest {
+        Ok(lease)
+    } else {
+        Err(format!(
+            "MPC_REFRESH_LEASE ({seconds} s) must exceed MPC_SESSION_TIMEOUT plus twice the \
+             close timeout ({longest:?}): a live refresh would lose its lease"
+        ))
+    }
+}
+
+/// `MPC_PENDING_KEY_MAX_AGE` as a duration, if it exceeds
+/// [`longest_session`]: a shorter age would let the reaper delete a key
+/// during its own keygen, before the activation that tells the client it
+/// exists (PROTOCOL.md §18.3).
 fn pending_key_max_age(seconds: u64, transport: &TransportConfig) -> Result<Duration, String> {
-    let longest_keygen = transport.session_timeout + transport.close_timeout * 2;
+    let longest_keygen = longest_session(transport);
     let age = Duration::from_secs(seconds);
     if age > longest_keygen {
         Ok(age)
@@ -645,10 +663,11 @@ mod tests {
         ]);
         let config = ServerConfig::from_cli(&cli(&["--session-timeout", "30"]), &secrets).unwrap();
         assert_eq!(config.refresh_lease, Duration::from_secs(90));
-        let args = ["--session-timeout", "30", "--refresh-lease", "31"];
+        // The handler of a 30 s session can run 30 s + 2 × 2 s (close timeout).
+        let args = ["--session-timeout", "30", "--refresh-lease", "35"];
         let config = ServerConfig::from_cli(&cli(&args), &secrets).unwrap();
-        assert_eq!(config.refresh_lease, Duration::from_secs(31));
-        for lease in ["30", "5"] {
+        assert_eq!(config.refresh_lease, Duration::from_secs(35));
+        for lease in ["34", "31", "30", "5"] {
             let args = ["--session-timeout", "30", "--refresh-lease", lease];
             let error = ServerConfig::from_cli(&cli(&args), &secrets).err().unwrap();
             assert!(error.contains("MPC_REFRESH_LEASE"), "{error}");

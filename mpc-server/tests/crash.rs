@@ -113,13 +113,13 @@ const REFRESH_POINTS: [&str; 5] = [
 ];
 
 /// Refresh crashes run with a short refresh lease (seconds; longer than the
-/// session timeout): the crashed session's lease outlives the process
+/// session timeout + 2 × the 2 s close timeout): the crashed session's lease outlives the process
 /// (PROTOCOL.md §18.1), so the next refresh of the key waits for it.
 fn short_lease(launch: Launch<'_>) -> Launch<'_> {
     launch
         .env("MPC_SESSION_TIMEOUT", "3")
         .env("MPC_MESSAGE_TIMEOUT", "3")
-        .env("MPC_REFRESH_LEASE", "4")
+        .env("MPC_REFRESH_LEASE", "8")
 }
 
 async fn refresh_crashes(db: &Db) {

@@ -343,7 +343,7 @@ async fn foreign_owner_learns_nothing_on_postgres() {
 /// Seconds: the session timeout and the (longer) refresh lease of the
 /// crash test's servers.
 const SHORT_SESSION: u64 = 5;
-const SHORT_LEASE: u64 = 7;
+const SHORT_LEASE: u64 = 10;
 
 fn short_lease(db: &Db) -> Launch<'_> {
     Launch::new(db)
