@@ -18,6 +18,7 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::base::{BaseOtReceiverOutput, BaseOtSenderOutput};
+use crate::ct::declassify;
 use crate::error::{Error, Result};
 use crate::hazmat::prg::Seed;
 use crate::params::{LAMBDA_C_BYTES, LEAVES, SOFTSPOKEN_K, TREES};
@@ -247,8 +248,10 @@ pub fn evaluate(
         punctured[tree] = unknown;
         all_seeds.push(seeds);
     }
-    if !bool::from(ok) {
+    // The proof's verdict is public: the setup aborts on it.
+    if !declassify(ok) {
         punctured.zeroize();
+        all_seeds.zeroize();
         return Err(Error::PprfProofFailed);
     }
     Ok(PuncturedSeeds {

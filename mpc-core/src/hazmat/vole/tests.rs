@@ -1,4 +1,5 @@
 use super::*;
+use k256::elliptic_curve::Field;
 use crate::hazmat::ot::setup::tests::key_pair;
 use crate::AbortClass;
 use rand_chacha::rand_core::SeedableRng;
