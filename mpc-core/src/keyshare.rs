@@ -290,9 +290,15 @@ fn seed_trees(flat: &[Seed]) -> Result<Vec<[Seed; LEAVES]>> {
     if flat.len() != TREES * LEAVES {
         return Err(Error::MalformedKeyShare);
     }
-    flat.chunks_exact(LEAVES)
-        .map(|chunk| chunk.try_into().map_err(|_| Error::MalformedKeyShare))
-        .collect()
+    // Allocated once at its final size: collecting through `Result` would
+    // grow the vector and free partial copies of the seeds unwiped.
+    let mut trees = Vec::with_capacity(TREES);
+    for chunk in flat.chunks_exact(LEAVES) {
+        let mut tree = [[0u8; 16]; LEAVES];
+        tree.copy_from_slice(chunk);
+        trees.push(tree);
+    }
+    Ok(trees)
 }
 
 impl KeyShareRecord {
