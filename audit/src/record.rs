@@ -84,7 +84,11 @@ impl ShareSecrets {
         let sender_seeds_end = punctured + 32 + size(&self.sender_seeds);
         let sender_seeds = sender_seeds_end - seed_bytes(&self.sender_seeds);
         let receiver_seeds_end = sender_seeds_end
-            + size(&(self.receiver_fingerprint, self.receiver_keyctx, &self.receiver_seeds));
+            + size(&(
+                self.receiver_fingerprint,
+                self.receiver_keyctx,
+                &self.receiver_seeds,
+            ));
         let receiver_seeds = receiver_seeds_end - seed_bytes(&self.receiver_seeds);
         [
             secret..secret + 32,

@@ -12,6 +12,8 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use k256::Scalar;
@@ -79,20 +81,52 @@ fn ctgrind_child() {
 }
 
 #[test]
+// Not in the test profile: its debug assertions and overflow checks branch
+// on secret values in code that does not ship. scripts/test.sh runs these in
+// the `ctgrind` profile (release code generation).
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release code generation only: cargo test -p mpc-audit --profile ctgrind --test ctgrind"
+)]
 fn secret_dependent_branches_and_indices_are_caught() {
     // Negative controls: the harness must see each kind of leak.
     for (case, report) in LEAKY_CASES {
         let run = under_valgrind(case);
         assert!(run.finished, "{case} did not run to its end:\n{}", run.log);
         assert_eq!(run.code, Some(1), "{case} was not flagged:\n{}", run.log);
-        assert!(run.log.contains(report), "{case}: no `{report}`:\n{}", run.log);
+        assert!(
+            run.log.contains(report),
+            "{case}: no `{report}`:\n{}",
+            run.log
+        );
     }
 }
 
 #[test]
+// Not in the test profile: its debug assertions and overflow checks branch
+// on secret values in code that does not ship. scripts/test.sh runs these in
+// the `ctgrind` profile (release code generation).
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release code generation only: cargo test -p mpc-audit --profile ctgrind --test ctgrind"
+)]
 fn mpc_core_has_no_secret_dependent_branch_or_index() {
-    for case in REAL_CASES {
-        let run = under_valgrind(case);
+    // Two valgrind processes at a time (one per core).
+    let next = AtomicUsize::new(0);
+    let runs = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while let Some(case) = REAL_CASES.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let run = under_valgrind(case);
+                    runs.lock().unwrap().push((*case, run));
+                }
+            });
+        }
+    });
+    let runs = runs.into_inner().unwrap();
+    assert_eq!(runs.len(), REAL_CASES.len());
+    for (case, run) in runs {
         assert!(run.finished, "{case} did not run to its end:\n{}", run.log);
         assert_eq!(
             run.code,
@@ -190,7 +224,8 @@ fn run_case(case: &str) {
             let mut choices = [0u8; CHOICE_BYTES];
             rng.fill_bytes(&mut choices);
             let sid = [8u8; 32];
-            let (message, received) = extension::receive(&mut rng, receiver.seeds(), &sid, &choices);
+            let (message, received) =
+                extension::receive(&mut rng, receiver.seeds(), &sid, &choices);
             mark_public(&message[..]);
             let sent = extension::send(sender.seeds(), &sid, &message).unwrap();
             std::hint::black_box((&sent.outputs[0], &received.outputs[0]));

@@ -124,7 +124,10 @@ fn secrets_of(name: &str, share: &KeyShare, out: &mut Vec<(Vec<u8>, String)>) {
     let mut little_endian = record.secret;
     little_endian.reverse();
     out.push((record.secret.to_vec(), format!("{name}: x_i (big-endian)")));
-    out.push((little_endian.to_vec(), format!("{name}: x_i (little-endian)")));
+    out.push((
+        little_endian.to_vec(),
+        format!("{name}: x_i (little-endian)"),
+    ));
     out.push((
         record.sender_punctured.to_vec(),
         format!("{name}: Delta (punctured indices)"),

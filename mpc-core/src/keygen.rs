@@ -469,10 +469,9 @@ fn agree(
             };
             delta.zeroize();
             // The new x_i' must match its public share: a public verdict.
-            let matches = ProjectivePoint::mul_by_generator(&secret)
-                .ct_eq(&public_shares[own.role.index()]);
-            if public_shares[0] + public_shares[1] != old.public_key_point()
-                || !declassify(matches)
+            let matches =
+                ProjectivePoint::mul_by_generator(&secret).ct_eq(&public_shares[own.role.index()]);
+            if public_shares[0] + public_shares[1] != old.public_key_point() || !declassify(matches)
             {
                 secret.zeroize();
                 return Err(Error::MalformedKeyShare);
@@ -599,9 +598,9 @@ fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<(AwaitConfirmation, 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use k256::elliptic_curve::Field;
     use crate::dkg::Dkg;
     use crate::local::run_pair;
+    use k256::elliptic_curve::Field;
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 

@@ -4,9 +4,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use k256::elliptic_curve::ops::MulByGenerator;
+use k256::elliptic_curve::PrimeField;
 use k256::{ProjectivePoint, Scalar};
 use serde::{Deserialize, Serialize};
-use k256::elliptic_curve::PrimeField;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeLess};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -275,8 +275,8 @@ where
 /// `postcard::to_allocvec` into a buffer of the final size, allocated once:
 /// a growing `Vec` would free partial copies of the secret record unwiped.
 pub(crate) fn to_zeroizing_vec<R: Serialize>(record: &R) -> Option<Zeroizing<Vec<u8>>> {
-    let size = postcard::serialize_with_flavor(record, postcard::ser_flavors::Size::default())
-        .ok()?;
+    let size =
+        postcard::serialize_with_flavor(record, postcard::ser_flavors::Size::default()).ok()?;
     let mut out = Zeroizing::new(alloc::vec![0u8; size]);
     let written = postcard::to_slice(record, &mut out).ok()?.len();
     (written == size).then_some(out)

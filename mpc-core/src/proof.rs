@@ -99,8 +99,8 @@ impl SchnorrProof {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k256::elliptic_curve::Field;
     use crate::transcript::tags;
+    use k256::elliptic_curve::Field;
     use rand_chacha::rand_core::SeedableRng;
 
     #[test]

@@ -197,8 +197,7 @@ impl BaseOtReceiver {
         // One comb table for B serves all 128 products a[t]*B.
         let table = CombTable::new(&sender_point);
         // a[t]*B: Diffie-Hellman values, wiped with their encodings.
-        let mut shared: Vec<ProjectivePoint> =
-            self.scalars.iter().map(|a| table.mul(a)).collect();
+        let mut shared: Vec<ProjectivePoint> = self.scalars.iter().map(|a| table.mul(a)).collect();
         let mut shared_bytes = encode_points(&shared);
         shared.zeroize();
         let keys = shared_bytes
