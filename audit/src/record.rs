@@ -103,3 +103,40 @@ impl ShareSecrets {
 fn size<T: Serialize + ?Sized>(value: &T) -> usize {
     postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).unwrap_or(0)
 }
+
+/// A presignature record (PROTOCOL.md §14.3), field for field; zeroized on
+/// drop.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct PresignatureSecrets {
+    /// Format version.
+    pub version: u16,
+    /// Role byte.
+    pub role: u8,
+    /// Key id.
+    pub key_id: [u8; 32],
+    /// Epoch.
+    pub epoch: u64,
+    /// Session id.
+    pub sid: [u8; 32],
+    /// `R`.
+    pub big_r: Vec<u8>,
+    /// `phi_i`.
+    pub phi: [u8; 32],
+    /// `u_i`.
+    pub u: [u8; 32],
+    /// `v_i`.
+    pub v: [u8; 32],
+    /// The verifying key.
+    pub verifying_key: Vec<u8>,
+}
+
+impl PresignatureSecrets {
+    /// Reads a presignature's encoding ([`mpc_core::Presignature::to_bytes`]).
+    ///
+    /// # Errors
+    ///
+    /// The postcard error if the bytes are not a presignature record.
+    pub fn read(bytes: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes(bytes)
+    }
+}

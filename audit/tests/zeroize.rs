@@ -18,11 +18,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use mpc_audit::record::ShareSecrets;
+use mpc_audit::record::{PresignatureSecrets, ShareSecrets};
 use mpc_core::local::run_pair;
 use mpc_core::wire::Role;
-use mpc_core::{Dkg, KeyShare, Prehash, Refresh, Sign};
+use mpc_core::{Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Refresh, Sign};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -38,6 +39,8 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static NEEDLES: AtomicPtr<Needles> = AtomicPtr::new(std::ptr::null_mut());
 static HITS: [AtomicUsize; MAX_LABELS] = [const { AtomicUsize::new(0) }; MAX_LABELS];
 static SCANNED: AtomicUsize = AtomicUsize::new(0);
+/// The tests share the allocator's state: one at a time.
+static WATCH: Mutex<()> = Mutex::new(());
 
 struct Scanner;
 
@@ -118,16 +121,18 @@ unsafe impl GlobalAlloc for Scanner {
     }
 }
 
+/// A 32-byte big-endian scalar, and its little-endian form.
+fn scalar_needles(bytes: &[u8; 32], what: &str, out: &mut Vec<(Vec<u8>, String)>) {
+    let mut little_endian = *bytes;
+    little_endian.reverse();
+    out.push((bytes.to_vec(), format!("{what} (big-endian)")));
+    out.push((little_endian.to_vec(), format!("{what} (little-endian)")));
+}
+
 /// Secrets read from one share's encoding, with labels.
 fn secrets_of(name: &str, share: &KeyShare, out: &mut Vec<(Vec<u8>, String)>) {
     let record = ShareSecrets::read(&share.to_bytes()).unwrap();
-    let mut little_endian = record.secret;
-    little_endian.reverse();
-    out.push((record.secret.to_vec(), format!("{name}: x_i (big-endian)")));
-    out.push((
-        little_endian.to_vec(),
-        format!("{name}: x_i (little-endian)"),
-    ));
+    scalar_needles(&record.secret, &format!("{name}: x_i"), out);
     out.push((
         record.sender_punctured.to_vec(),
         format!("{name}: Delta (punctured indices)"),
@@ -234,8 +239,86 @@ fn findings() -> Vec<(String, usize)> {
     found
 }
 
+/// The presigning scenario: DKG, a presignature per party, each stored and
+/// loaded, the online step, the drops. Returns the signature and, if asked,
+/// the secrets: each `x_i` and each presignature's `phi_i` and `v_i` (not
+/// `u_i`, which round 4 sends).
+fn presign_scenario(collect: bool) -> (Vec<u8>, Vec<(Vec<u8>, String)>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(18);
+    let mut secrets = Vec::new();
+    let (a, b, _) = run_pair(
+        &mut rng,
+        &mut Dkg::new(Role::A, b"zeroize presign"),
+        &mut Dkg::new(Role::B, b"zeroize presign"),
+    )
+    .unwrap();
+    let (pre_a, pre_b, _) =
+        run_pair(&mut rng, &mut Presign::new(&a), &mut Presign::new(&b)).unwrap();
+    if collect {
+        for (name, share, pre) in [("A", &a, &pre_a), ("B", &b, &pre_b)] {
+            let record = ShareSecrets::read(&share.to_bytes()).unwrap();
+            scalar_needles(&record.secret, &format!("{name}: x_i"), &mut secrets);
+            let record = PresignatureSecrets::read(&pre.to_bytes()).unwrap();
+            scalar_needles(&record.phi, &format!("{name}: phi_i"), &mut secrets);
+            scalar_needles(&record.v, &format!("{name}: v_i"), &mut secrets);
+        }
+    }
+    // Stored and loaded, as a server keeps presignatures between requests.
+    let pre_a = Presignature::from_bytes(&pre_a.to_bytes()).unwrap();
+    let pre_b = Presignature::from_bytes(&pre_b.to_bytes()).unwrap();
+    let prehash = Prehash::sha256(b"zeroize presign");
+    let (signature, _, _) = run_pair(
+        &mut rng,
+        &mut OnlineSign::new(pre_a, prehash),
+        &mut OnlineSign::new(pre_b, prehash),
+    )
+    .unwrap();
+    drop((a, b));
+    (signature.signature.to_bytes().to_vec(), secrets)
+}
+
+type Scenario = fn(bool) -> (Vec<u8>, Vec<(Vec<u8>, String)>);
+
+/// Runs `scenario` unwatched to learn its secrets, then again watched;
+/// returns what the watched run left in freed memory.
+fn leftovers(scenario: Scenario) -> Vec<(String, usize)> {
+    let (public, secrets) = scenario(true);
+    let needles = secrets.len();
+    arm(secrets);
+    let (replayed, _) = scenario(false);
+    let found = findings();
+    assert_eq!(replayed, public, "the replay must make the same secrets");
+    eprintln!(
+        "scanned {} MiB of freed memory for {needles} secrets",
+        SCANNED.swap(0, Ordering::Relaxed) >> 20
+    );
+    found
+}
+
+#[test]
+// Found by this test, in files another helper owns (sign.rs): Presign's
+// output conversion `Finished::Presignature(p) => Ok(*p)` moves the
+// presignature out of its Box, and the Box's memory is freed with phi_i and
+// v_i in it (Presignature's Drop never runs on it). Presignature::to_bytes
+// also grows a Vec (postcard::to_allocvec); keyshare::to_zeroizing_vec is
+// the fix KeyShare::to_bytes uses.
+#[ignore = "fails until sign.rs stops freeing the boxed presignature unwiped (see above)"]
+fn no_presignature_secret_survives_in_freed_memory() {
+    let _watch = WATCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = leftovers(presign_scenario);
+    assert!(
+        found.is_empty(),
+        "secrets found in freed memory (label, blocks): {found:#?}"
+    );
+}
+
 #[test]
 fn no_share_secret_survives_in_freed_memory() {
+    let _watch = WATCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (public, secrets) = scenario(true);
     let x_a = secrets[0].0.clone();
     let needles = secrets.len();
