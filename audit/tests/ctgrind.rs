@@ -53,7 +53,8 @@ const REAL_CASES: &[&str] = &[
     "ot-extension",
     // RVOLE (§7) with secret inputs, choice bits and OT material.
     "vole",
-    // Key share decoding (§13.5) with x_i, Delta and the seeds secret.
+    // Key share decoding and encoding (§13.5) with x_i, Delta and the seeds
+    // secret.
     "keyshare-load",
     // Signing (§14) and refresh (§18) from shares whose x_i and OT seeds
     // are secret.
@@ -243,7 +244,9 @@ fn run_case(case: &str) {
             std::hint::black_box((&sent.c, &received.d));
         }
         "keyshare-load" => {
-            let _ = secret_shares(12);
+            // Decoding (in secret_shares), then encoding again.
+            let (a, _) = secret_shares(12);
+            std::hint::black_box(a.to_bytes());
         }
         "sign" => {
             let (a, b) = secret_shares(13);
