@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use k256::Scalar;
@@ -31,6 +31,8 @@ use rand_chacha::ChaCha20Rng;
 
 /// Environment variable naming the case the child runs.
 const CASE_VAR: &str = "MPC_CTGRIND_CASE";
+/// Environment variable carrying the DKG's shares to the child.
+const SHARES_VAR: &str = "MPC_CTGRIND_SHARES";
 /// Printed by the child after its case returned, so that a pass is never a
 /// case that did not run and a failure is never a panic.
 const DONE: &str = "ctgrind case finished:";
@@ -60,12 +62,19 @@ const REAL_CASES: &[&str] = &[
     // are secret.
     "sign",
     "refresh",
+    // Export (§16): the share's x_i encrypted to a one-time key, with a
+    // secret ephemeral scalar.
+    "export",
 ];
 
-/// The negative controls, each with the report it must produce.
-const LEAKY_CASES: &[(&str, &str)] = &[
-    ("leaky-branch", BRANCH_REPORT),
-    ("leaky-index", INDEX_REPORT),
+/// The negative controls, each with the report it must produce and the
+/// function the report's first frames must name.
+const LEAKY_CASES: &[(&str, &str, &str)] = &[
+    ("leaky-branch", BRANCH_REPORT, "leaky::branch_on_secret"),
+    ("leaky-index", INDEX_REPORT, "leaky::index_by_secret"),
+    // The share cases' marking reaches the loaded share: a branch on its
+    // re-encoding (x_i, Delta, seeds) is seen.
+    ("leaky-share", BRANCH_REPORT, "leaky::branch_on_secret"),
 ];
 
 /// The child: runs the case named in the environment, under valgrind.
@@ -91,13 +100,19 @@ fn ctgrind_child() {
 )]
 fn secret_dependent_branches_and_indices_are_caught() {
     // Negative controls: the harness must see each kind of leak.
-    for (case, report) in LEAKY_CASES {
+    for (case, report, function) in LEAKY_CASES {
         let run = under_valgrind(case);
         assert!(run.finished, "{case} did not run to its end:\n{}", run.log);
         assert_eq!(run.code, Some(1), "{case} was not flagged:\n{}", run.log);
+        // The report is about the leaky function, not something else.
+        let at_function = run
+            .log
+            .split(report)
+            .skip(1)
+            .any(|rest| rest.lines().take(5).any(|frame| frame.contains(function)));
         assert!(
-            run.log.contains(report),
-            "{case}: no `{report}`:\n{}",
+            at_function,
+            "{case}: no `{report}` in {function}:\n{}",
             run.log
         );
     }
@@ -167,6 +182,7 @@ fn under_valgrind(case: &str) -> Run {
             "--test-threads=1",
         ])
         .env(CASE_VAR, case)
+        .env(SHARES_VAR, encoded_shares())
         .output()
         .expect("valgrind runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -202,6 +218,10 @@ fn run_case(case: &str) {
         "leaky-index" => {
             let secret = secret_bytes::<32>(2);
             std::hint::black_box(leaky::index_by_secret(&secret));
+        }
+        "leaky-share" => {
+            let (a, _) = secret_shares();
+            std::hint::black_box(leaky::branch_on_secret(&a.to_bytes()));
         }
         "gf128" => {
             let challenge = secret_bytes::<16>(3);
@@ -245,11 +265,11 @@ fn run_case(case: &str) {
         }
         "keyshare-load" => {
             // Decoding (in secret_shares), then encoding again.
-            let (a, _) = secret_shares(12);
+            let (a, _) = secret_shares();
             std::hint::black_box(a.to_bytes());
         }
         "sign" => {
-            let (a, b) = secret_shares(13);
+            let (a, b) = secret_shares();
             let prehash = Prehash::sha256(b"ctgrind");
             // Public randomness: the session nonces drawn from it are sent.
             // The shares' x_i and OT seeds are the secrets here; the RVOLE
@@ -259,7 +279,7 @@ fn run_case(case: &str) {
             std::hint::black_box(sig_a.signature);
         }
         "refresh" => {
-            let (a, b) = secret_shares(15);
+            let (a, b) = secret_shares();
             let mut rng = ChaCha20Rng::seed_from_u64(16);
             let (new_a, new_b) = drive(
                 &mut rng,
@@ -267,6 +287,15 @@ fn run_case(case: &str) {
                 Refresh::new(&b, b"ctgrind"),
             );
             std::hint::black_box((new_a.epoch(), new_b.epoch()));
+        }
+        "export" => {
+            let (a, _) = secret_shares();
+            let onetime = k256::SecretKey::from_slice(&[0x11; 32])
+                .unwrap()
+                .public_key();
+            let mut rng = SecretRng::new(18);
+            let exported = mpc_core::export::export_share(&mut rng, &a, &onetime).unwrap();
+            std::hint::black_box(exported.to_bytes());
         }
         other => panic!("no ctgrind case {other}"),
     }
@@ -307,19 +336,38 @@ fn secret_ot_keys(seed: u64) -> (OtSenderKey, OtReceiverKey) {
     (sender, receiver)
 }
 
-/// A DKG run in the clear, then both shares loaded from encodings whose
-/// secret bytes (x_i, the punctured indices, the seeds) are marked secret:
-/// the load itself is checked, and the shares carry secret memory.
-fn secret_shares(seed: u64) -> (KeyShare, KeyShare) {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let (a, b) = drive(
-        &mut rng,
-        Dkg::new(Role::A, b"ctgrind"),
-        Dkg::new(Role::B, b"ctgrind"),
-    );
-    let load = |share: KeyShare| {
-        let bytes = share.to_bytes();
-        drop(share);
+/// Both shares of a DKG the parent ran natively (a DKG under valgrind costs
+/// more than most cases), encoded as `hex(A).hex(B)` for the child.
+fn encoded_shares() -> &'static str {
+    static SHARES: OnceLock<String> = OnceLock::new();
+    SHARES.get_or_init(|| {
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let (a, b) = drive(
+            &mut rng,
+            Dkg::new(Role::A, b"ctgrind"),
+            Dkg::new(Role::B, b"ctgrind"),
+        );
+        let hex = |share: KeyShare| -> String {
+            share
+                .to_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        format!("{}.{}", hex(a), hex(b))
+    })
+}
+
+/// The parent's shares, each loaded from an encoding whose secret bytes
+/// (x_i, the punctured indices, the seeds) are marked secret: the load itself
+/// is checked, and the shares carry secret memory.
+fn secret_shares() -> (KeyShare, KeyShare) {
+    let encoded = std::env::var(SHARES_VAR).expect("the parent passes the shares");
+    let load = |hex: &str| {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
         let record = ShareSecrets::read(&bytes).unwrap();
         for range in record.secret_ranges() {
             mark_secret(&bytes[range]);
@@ -327,6 +375,7 @@ fn secret_shares(seed: u64) -> (KeyShare, KeyShare) {
         drop(record);
         KeyShare::from_bytes(&bytes).unwrap()
     };
+    let (a, b) = encoded.split_once('.').unwrap();
     (load(a), load(b))
 }
 
