@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start runs it and CI runs it:
 # the no_std link check, every test of the workspace (unit, integration,
-# property, doc, and benches in test mode), and a short fuzz smoke run.
+# property, doc, and benches in test mode), the ctgrind constant-time harness
+# under valgrind, and a short fuzz smoke run.
 # Non-interactive; run from anywhere.
 #   FUZZ_SECONDS  scales the fuzz smoke run: 20 (the default) runs each target
 #                 for its time in scripts/fuzz.sh, 40 twice as long; 0 skips it
@@ -81,6 +82,16 @@ else
     run cargo test --workspace --all-targets --all-features
 fi
 run cargo test --workspace --doc --all-features
+
+# The ctgrind harness (audit/tests/ctgrind.rs, PROTOCOL.md §10): mpc-core's
+# secret-dependent code under valgrind, in the `ctgrind` profile (release
+# code generation; the test profile runs these tests as ignored). valgrind is
+# installed when missing; without it the harness fails, it never skips.
+if ! command -v valgrind >/dev/null 2>&1; then
+    step "apt-get install valgrind (for the ctgrind harness)"
+    apt-get update -qq && apt-get install -y -qq valgrind
+fi
+run cargo test -p mpc-audit --profile ctgrind --test ctgrind
 
 bash scripts/postgres.sh stop
 

@@ -16,7 +16,6 @@
 use alloc::vec::Vec;
 
 use k256::elliptic_curve::ops::MulByGenerator;
-use k256::elliptic_curve::Field;
 use k256::{ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
@@ -150,7 +149,7 @@ impl Backup {
         let mut points = Vec::with_capacity(ROWS);
         let mut commitments = Vec::with_capacity(ROWS * (POINT_BYTES * 3 + 2 * SCALAR_BYTES));
         for row in 0..ROWS {
-            let mut x0 = Scalar::random(&mut *rng);
+            let mut x0 = crate::ct::random_scalar(rng);
             let mut halves = [x0, share.secret - x0];
             let mut row_seeds = [[0u8; SEED_BYTES]; 2];
             let mut r_points = [ProjectivePoint::IDENTITY; 2];

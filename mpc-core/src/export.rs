@@ -14,8 +14,7 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use k256::elliptic_curve::ops::MulByGenerator;
 use k256::elliptic_curve::point::AffineCoordinates;
-use k256::elliptic_curve::Field;
-use k256::{NonZeroScalar, ProjectivePoint, Scalar};
+use k256::{NonZeroScalar, ProjectivePoint};
 use rand_core::CryptoRngCore;
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
@@ -87,10 +86,7 @@ pub fn export_share(
     share: &KeyShare,
     onetime: &k256::PublicKey,
 ) -> Result<ExportCiphertext> {
-    let mut ephemeral_secret = Scalar::random(&mut *rng);
-    while bool::from(ephemeral_secret.is_zero()) {
-        ephemeral_secret = Scalar::random(&mut *rng);
-    }
+    let mut ephemeral_secret = crate::ct::random_nonzero_scalar(rng);
     let ephemeral = encode_point(&ProjectivePoint::mul_by_generator(&ephemeral_secret));
     let onetime_bytes = encode_point(&onetime.to_projective());
     let shared = onetime.to_projective() * ephemeral_secret;

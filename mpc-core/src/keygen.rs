@@ -7,12 +7,12 @@
 use alloc::vec::Vec;
 
 use k256::elliptic_curve::ops::MulByGenerator;
-use k256::elliptic_curve::Field;
 use k256::{ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
+use crate::ct::{declassify, random_nonzero_scalar};
 use crate::error::{Error, Result};
 use crate::hazmat::ot::base::{RECEIVER_MSG_BYTES, SENDER_MSG_BYTES};
 use crate::hazmat::ot::pprf::PPRF_MSG_BYTES;
@@ -239,10 +239,7 @@ impl<'a, const REFRESH: bool> Machine for KeygenState<'a, REFRESH> {
         let Self::Init(init) = self else {
             return Err(Error::AlreadyStarted);
         };
-        let mut secret = Scalar::random(&mut *rng);
-        while bool::from(secret.is_zero()) {
-            secret = Scalar::random(&mut *rng);
-        }
+        let secret = random_nonzero_scalar(rng);
         let mut own = Own {
             role: init.role,
             nonce: [0; 32],
@@ -451,7 +448,7 @@ fn agree(
             // x_B' = x_B - delta.
             let (point_a, point_b) = own.role.order(own.public, peer_public);
             let mut shared = encode_point(&(peer_public * own.secret));
-            let delta = crate::transcript::hash_to_scalar(
+            let mut delta = crate::transcript::hash_to_scalar(
                 tags::REFRESH_DELTA,
                 &[
                     sid,
@@ -466,13 +463,17 @@ fn agree(
                 old.public_share(Role::A) + delta_point,
                 old.public_share(Role::B) - delta_point,
             ];
-            let secret = match own.role {
+            let mut secret = match own.role {
                 Role::A => old.secret + delta,
                 Role::B => old.secret - delta,
             };
-            if public_shares[0] + public_shares[1] != old.public_key_point()
-                || ProjectivePoint::mul_by_generator(&secret) != public_shares[own.role.index()]
+            delta.zeroize();
+            // The new x_i' must match its public share: a public verdict.
+            let matches =
+                ProjectivePoint::mul_by_generator(&secret).ct_eq(&public_shares[own.role.index()]);
+            if public_shares[0] + public_shares[1] != old.public_key_point() || !declassify(matches)
             {
+                secret.zeroize();
                 return Err(Error::MalformedKeyShare);
             }
             Ok(Agreed {
@@ -599,6 +600,7 @@ mod tests {
     use super::*;
     use crate::dkg::Dkg;
     use crate::local::run_pair;
+    use k256::elliptic_curve::Field;
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 

@@ -4,17 +4,19 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use k256::elliptic_curve::ops::MulByGenerator;
+use k256::elliptic_curve::PrimeField;
 use k256::{ProjectivePoint, Scalar};
 use serde::{Deserialize, Serialize};
-use subtle::{Choice, ConstantTimeEq, ConstantTimeLess};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeLess};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::ct::declassify;
 use crate::error::{Error, Result};
 use crate::hazmat::ot::pprf::{AllSeeds, PuncturedSeeds};
 use crate::hazmat::ot::setup::{OtReceiverKey, OtSenderKey, SetupContext};
 use crate::hazmat::prg::Seed;
 use crate::params::{LEAVES, TREES};
-use crate::wire::{decode_nonzero_scalar, decode_point, encode_point, encode_scalar, Hex, Role};
+use crate::wire::{decode_point, encode_point, encode_scalar, Hex, Role};
 
 /// Current key share format version.
 pub const KEY_SHARE_VERSION: u16 = 1;
@@ -187,7 +189,7 @@ impl KeyShare {
             ot_burned: self.ot_burned,
         };
         // Serializing into a Vec cannot fail for this record.
-        Zeroizing::new(postcard::to_allocvec(&record).unwrap_or_default())
+        to_zeroizing_vec(&record).unwrap_or_default()
     }
 
     /// Decodes and checks a share.
@@ -259,13 +261,25 @@ where
         return Err(Error::UnsupportedShareVersion);
     }
     let record: R = postcard::from_bytes(bytes).map_err(|_| Error::MalformedKeyShare)?;
-    let canonical = postcard::to_allocvec(&record)
-        .map(|again| Zeroizing::new(again).as_slice() == bytes)
-        .unwrap_or(false);
-    if !canonical {
+    // Compared in constant time: both sides hold the secret; the verdict is
+    // what the caller learns anyway.
+    let canonical = to_zeroizing_vec(&record)
+        .map(|again| again.as_slice().ct_eq(bytes))
+        .unwrap_or(Choice::from(0));
+    if !declassify(canonical) {
         return Err(Error::MalformedKeyShare);
     }
     Ok(record)
+}
+
+/// `postcard::to_allocvec` into a buffer of the final size, allocated once:
+/// a growing `Vec` would free partial copies of the secret record unwiped.
+pub(crate) fn to_zeroizing_vec<R: Serialize>(record: &R) -> Option<Zeroizing<Vec<u8>>> {
+    let size =
+        postcard::serialize_with_flavor(record, postcard::ser_flavors::Size::default()).ok()?;
+    let mut out = Zeroizing::new(alloc::vec![0u8; size]);
+    let written = postcard::to_slice(record, &mut out).ok()?.len();
+    (written == size).then_some(out)
 }
 
 fn flatten(trees: &[[Seed; LEAVES]]) -> Vec<Seed> {
@@ -276,24 +290,39 @@ fn seed_trees(flat: &[Seed]) -> Result<Vec<[Seed; LEAVES]>> {
     if flat.len() != TREES * LEAVES {
         return Err(Error::MalformedKeyShare);
     }
-    flat.chunks_exact(LEAVES)
-        .map(|chunk| chunk.try_into().map_err(|_| Error::MalformedKeyShare))
-        .collect()
+    // Allocated once at its final size: collecting through `Result` would
+    // grow the vector and free partial copies of the seeds unwiped.
+    let mut trees = Vec::with_capacity(TREES);
+    for chunk in flat.chunks_exact(LEAVES) {
+        let mut tree = [[0u8; 16]; LEAVES];
+        tree.copy_from_slice(chunk);
+        trees.push(tree);
+    }
+    Ok(trees)
 }
 
 impl KeyShareRecord {
     fn to_share(&self) -> Result<KeyShare> {
         let malformed = |_| Error::MalformedKeyShare;
         let role = Role::from_u8(self.role).ok_or(Error::MalformedKeyShare)?;
-        let secret = decode_nonzero_scalar(&self.secret).map_err(malformed)?;
         let public_shares = [
             decode_point(&self.public_a).map_err(malformed)?,
             decode_point(&self.public_b).map_err(malformed)?,
         ];
         let public_key = decode_point(&self.public_key).map_err(malformed)?;
-        let consistent = ProjectivePoint::mul_by_generator(&secret) == public_shares[role.index()]
-            && public_shares[0] + public_shares[1] == public_key;
-        if !consistent {
+        // x_i canonical, non-zero and matching X_role, checked without a
+        // branch on x_i: only the overall verdict is public.
+        let decoded = Scalar::from_repr(self.secret.into());
+        let mut secret = Scalar::conditional_select(
+            &Scalar::ONE,
+            &decoded.unwrap_or(Scalar::ONE),
+            decoded.is_some(),
+        );
+        let valid = decoded.is_some()
+            & !decoded.unwrap_or(Scalar::ZERO).is_zero()
+            & ProjectivePoint::mul_by_generator(&secret).ct_eq(&public_shares[role.index()]);
+        if !declassify(valid) || public_shares[0] + public_shares[1] != public_key {
+            secret.zeroize();
             return Err(Error::MalformedKeyShare);
         }
         let public_key = k256::PublicKey::from_affine(public_key.to_affine())
@@ -315,7 +344,7 @@ impl KeyShareRecord {
             let in_range = punctured.ct_lt(&LEAVES_U8);
             malformed |= !in_range | (punctured_seed_set & !burned);
         }
-        if bool::from(malformed) {
+        if declassify(malformed) {
             return Err(Error::MalformedKeyShare);
         }
         let ot_sender = OtSenderKey::from_parts(

@@ -27,6 +27,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod backup;
+mod ct;
 pub mod derive;
 pub mod dkg;
 pub mod error;

@@ -6,7 +6,6 @@
 //! (Frozen Heart, checklist item 6), under a per-use tag.
 
 use k256::elliptic_curve::ops::MulByGenerator;
-use k256::elliptic_curve::Field;
 use k256::{ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroize;
@@ -53,7 +52,7 @@ impl SchnorrProof {
         secret: &Scalar,
         public: &ProjectivePoint,
     ) -> Self {
-        let mut nonce = Scalar::random(&mut *rng);
+        let mut nonce = crate::ct::random_scalar(rng);
         let commitment = ProjectivePoint::mul_by_generator(&nonce);
         let e = challenge(tag, sid, role, public, &commitment);
         let response = nonce + e * secret;
@@ -101,6 +100,7 @@ impl SchnorrProof {
 mod tests {
     use super::*;
     use crate::transcript::tags;
+    use k256::elliptic_curve::Field;
     use rand_chacha::rand_core::SeedableRng;
 
     #[test]

@@ -23,7 +23,7 @@ use k256::elliptic_curve::bigint::U256;
 use k256::elliptic_curve::group::Group;
 use k256::elliptic_curve::ops::{LinearCombination, MulByGenerator, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
-use k256::elliptic_curve::{Field, PrimeField};
+use k256::elliptic_curve::PrimeField;
 use k256::{ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
@@ -193,12 +193,7 @@ fn commitment(setup: &[u8; 32], role: Role, nonce_point: &[u8], salt: &[u8; 32])
 }
 
 fn random_nonzero(rng: &mut impl CryptoRngCore) -> Scalar {
-    loop {
-        let s = Scalar::random(&mut *rng);
-        if !bool::from(s.is_zero()) {
-            return s;
-        }
-    }
+    crate::ct::random_nonzero_scalar(rng)
 }
 
 /// Per-session secrets of this party.
@@ -420,7 +415,7 @@ fn round2<'a, R: CryptoRngCore>(
 ) -> Result<(AwaitRound3<'a>, Vec<u8>)> {
     let _ = Reader::exact(payload, ROUND_BYTES[1])?;
     let mut secret = state.setup.secret_share();
-    let inputs = [state.nonces.r, secret];
+    let inputs = Zeroizing::new([state.nonces.r, secret]);
     secret.zeroize();
     // As RVOLE sender of this party's direction, inputs (r_i, x_i').
     let (c, vole_msg) = vole::send(

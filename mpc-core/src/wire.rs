@@ -37,12 +37,26 @@ pub const SCALAR_BYTES: usize = 32;
 /// The identity has no such encoding; callers only encode points they have
 /// checked to be non-identity, and an identity encodes as 33 zero bytes,
 /// which [`decode_point`] rejects.
+///
+/// Constant time (PROTOCOL.md §10): no branch or index on the point, so it
+/// also encodes secret points (Diffie-Hellman values hashed into keys).
 #[must_use]
 pub fn encode_point(point: &ProjectivePoint) -> [u8; POINT_BYTES] {
+    compress(&point.to_affine())
+}
+
+/// SEC1 compressed encoding by masks: `0x02 | y_is_odd`, then `x`; 33 zero
+/// bytes for the identity. (SEC1's own encoder branches on the tag byte,
+/// that is on the parity of `y`.)
+fn compress(point: &AffinePoint) -> [u8; POINT_BYTES] {
+    use k256::elliptic_curve::group::prime::PrimeCurveAffine;
+    use k256::elliptic_curve::point::AffineCoordinates;
+    use k256::elliptic_curve::subtle::ConditionallySelectable;
+    let identity = point.is_identity();
     let mut out = [0u8; POINT_BYTES];
-    let encoded = point.to_affine().to_bytes();
-    if encoded.len() == POINT_BYTES {
-        out.copy_from_slice(&encoded);
+    out[0] = u8::conditional_select(&(0x02 | point.y_is_odd().unwrap_u8()), &0, identity);
+    for (dst, src) in out[1..].iter_mut().zip(point.x().iter()) {
+        *dst = u8::conditional_select(src, &0, identity);
     }
     out
 }
@@ -53,31 +67,35 @@ pub const UNCOMPRESSED_POINT_BYTES: usize = 65;
 
 /// Encodes many points, compressed, with one field inversion (batch
 /// normalization). The identity encodes as 33 zero bytes, as in
-/// [`encode_point`].
+/// [`encode_point`]; constant time like it.
 #[must_use]
 pub fn encode_points(points: &[ProjectivePoint]) -> Vec<[u8; POINT_BYTES]> {
-    encode_batch(points, true)
+    use k256::elliptic_curve::BatchNormalize;
+    let mut affine: Vec<AffinePoint> = ProjectivePoint::batch_normalize(points);
+    let encoded = affine.iter().map(compress).collect();
+    // The points may be secret (Diffie-Hellman values).
+    zeroize::Zeroize::zeroize(&mut affine);
+    encoded
 }
 
 /// Encodes many points uncompressed (65 bytes each), with one field
 /// inversion. The identity encodes as 65 zero bytes.
+///
+/// For points that are sent, only: SEC1's encoder branches on whether the
+/// point is the identity (PROTOCOL.md §10).
 #[must_use]
 pub fn encode_points_uncompressed(
     points: &[ProjectivePoint],
 ) -> Vec<[u8; UNCOMPRESSED_POINT_BYTES]> {
-    encode_batch(points, false)
-}
-
-fn encode_batch<const N: usize>(points: &[ProjectivePoint], compress: bool) -> Vec<[u8; N]> {
     use k256::elliptic_curve::sec1::ToEncodedPoint;
     use k256::elliptic_curve::BatchNormalize;
     let affine: Vec<AffinePoint> = ProjectivePoint::batch_normalize(points);
     affine
         .iter()
         .map(|p| {
-            let mut out = [0u8; N];
-            let encoded = p.to_encoded_point(compress);
-            if encoded.len() == N {
+            let mut out = [0u8; UNCOMPRESSED_POINT_BYTES];
+            let encoded = p.to_encoded_point(false);
+            if encoded.len() == UNCOMPRESSED_POINT_BYTES {
                 out.copy_from_slice(encoded.as_bytes());
             }
             out
@@ -223,6 +241,26 @@ mod tests {
             let p = ProjectivePoint::GENERATOR * Scalar::random(&mut rng);
             assert_eq!(decode_point(&encode_point(&p)).unwrap(), p);
         }
+    }
+
+    #[test]
+    fn masked_encoding_matches_sec1() {
+        // The constant-time encoder is byte for byte SEC1's, both parities
+        // and the identity (33 zero bytes) included.
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let mut parities = [false; 2];
+        for _ in 0..32 {
+            let p = ProjectivePoint::GENERATOR * Scalar::random(&mut rng);
+            let sec1 = p.to_affine().to_bytes();
+            assert_eq!(encode_point(&p)[..], sec1[..]);
+            parities[usize::from(sec1[0] & 1)] = true;
+        }
+        assert_eq!(parities, [true, true]);
+        assert_eq!(encode_point(&ProjectivePoint::IDENTITY), [0u8; POINT_BYTES]);
+        assert_eq!(
+            encode_points(&[ProjectivePoint::IDENTITY, ProjectivePoint::GENERATOR])[0],
+            [0u8; POINT_BYTES]
+        );
     }
 
     #[test]

@@ -12,12 +12,12 @@
 
 use alloc::vec::Vec;
 
-use k256::elliptic_curve::Field;
 use k256::Scalar;
 use rand_core::CryptoRngCore;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::ct::{declassify, random_scalar};
 use crate::error::{Error, Result};
 use crate::hazmat::ot::extension::{self, RotOutput, CHOICE_BYTES};
 use crate::hazmat::ot::setup::{OtReceiverKey, OtSenderKey};
@@ -238,7 +238,8 @@ impl RvoleReceiver {
         }
         let digest = ctx.mu_digest(&mu_prime);
         mu_prime.zeroize();
-        if !bool::from(digest.ct_eq(mu)) {
+        // The check's verdict is public: a failure bans the peer.
+        if !declassify(digest.ct_eq(mu)) {
             d.zeroize();
             return Err(Error::RvoleCheckFailed);
         }
@@ -300,7 +301,7 @@ pub(crate) fn send_inner(
     let sid_ext = extension_sid(&key.context().keyctx, sid_sign);
     let mut ext_out = extension::send(key.seeds(), &sid_ext, ote_msg)?;
     let ctx = BatchContext::new(&sid_ext, ote_msg);
-    let mut a_hat: [Scalar; RVOLE_CHECKS] = core::array::from_fn(|_| Scalar::random(&mut *rng));
+    let mut a_hat: [Scalar; RVOLE_CHECKS] = core::array::from_fn(|_| random_scalar(rng));
 
     let mut message = Vec::with_capacity(VOLE_MSG_BYTES);
     #[cfg_attr(not(any(test, fuzzing)), allow(unused_variables))]

@@ -18,12 +18,12 @@ use k256::elliptic_curve::group::Group;
 use k256::elliptic_curve::group::GroupEncoding;
 use k256::elliptic_curve::ops::MulByGenerator;
 use k256::elliptic_curve::subtle::{Choice, ConditionallySelectable};
-use k256::elliptic_curve::Field;
 use k256::{AffinePoint, ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::comb::CombTable;
+use crate::ct::{declassify, declassify_bytes, random_nonzero_scalar};
 use crate::error::{Error, Result};
 use crate::params::{LAMBDA_C, LAMBDA_C_BYTES};
 use crate::transcript::{tags, WideTranscript};
@@ -98,26 +98,19 @@ fn index_u32(t: usize) -> u32 {
 
 /// A uniform point other than the identity, with a log nobody knows: a
 /// random `x` and parity, retried until `x` is on the curve. The retries
-/// depend only on values that are published as the point itself.
+/// depend only on values that are published as the point itself, so the
+/// candidate is declassified before it is tried.
 fn random_point(rng: &mut impl CryptoRngCore) -> ProjectivePoint {
     loop {
         let mut candidate = [0u8; POINT_BYTES];
         rng.fill_bytes(&mut candidate[1..]);
         candidate[0] = 0x02 | (candidate[1] & 1);
         rng.fill_bytes(&mut candidate[1..2]);
+        let candidate = declassify_bytes(&candidate);
         if let Some(point) =
             Option::<AffinePoint>::from(AffinePoint::from_bytes((&candidate).into()))
         {
             return point.into();
-        }
-    }
-}
-
-fn random_nonzero_scalar(rng: &mut impl CryptoRngCore) -> Scalar {
-    loop {
-        let s = Scalar::random(&mut *rng);
-        if !bool::from(s.is_zero()) {
-            return s;
         }
     }
 }
@@ -159,7 +152,8 @@ impl BaseOtReceiver {
             loop {
                 let a = random_nonzero_scalar(rng);
                 let x = ProjectivePoint::mul_by_generator(&a) - h;
-                if !bool::from(x.is_identity()) {
+                // X is sent: whether it is the identity is public.
+                if !declassify(x.is_identity()) {
                     scalars.push(a);
                     xs.push(x);
                     break;
@@ -202,8 +196,10 @@ impl BaseOtReceiver {
         let sender_bytes = encode_point(&sender_point);
         // One comb table for B serves all 128 products a[t]*B.
         let table = CombTable::new(&sender_point);
-        let shared: Vec<ProjectivePoint> = self.scalars.iter().map(|a| table.mul(a)).collect();
+        // a[t]*B: Diffie-Hellman values, wiped with their encodings.
+        let mut shared: Vec<ProjectivePoint> = self.scalars.iter().map(|a| table.mul(a)).collect();
         let mut shared_bytes = encode_points(&shared);
+        shared.zeroize();
         let keys = shared_bytes
             .iter()
             .enumerate()
@@ -266,15 +262,19 @@ pub fn send(
         ];
         for j in 0..2 {
             let m = pair_points[j] + hash_point(sid, index_u32(t), r_bytes[1 - j]);
+            // M is computed from the receiver's public message.
             degenerate |= bool::from(m.is_identity());
             shared.push(m * b);
         }
     }
     b.zeroize();
     if degenerate {
+        shared.zeroize();
         return Err(Error::DegenerateBaseOt);
     }
+    // b*M[t][j]: Diffie-Hellman values, wiped with their encodings.
     let mut shared_bytes = encode_points(&shared);
+    shared.zeroize();
     let keys = shared_bytes
         .chunks_exact(2)
         .zip(receiver_message.chunks_exact(2 * PAIR_POINT))

@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use k256::elliptic_curve::subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use k256::elliptic_curve::BatchNormalize;
 use k256::{AffinePoint, ProjectivePoint, Scalar};
+use zeroize::Zeroize;
 
 /// Signed radix-16 digits of a 256-bit scalar: 64 nibbles plus a carry.
 const WINDOWS: usize = 65;
@@ -36,9 +37,10 @@ impl CombTable {
 
     /// `scalar * P`. The scalar is recoded into digits in `[-8, 8)` without
     /// branches; each window's entry is found by scanning its whole row
-    /// under a mask and negated under a mask.
+    /// under a mask and negated under a mask. The scalar's bytes and the
+    /// selected entries are wiped.
     pub(crate) fn mul(&self, scalar: &Scalar) -> ProjectivePoint {
-        let bytes = scalar.to_bytes();
+        let mut bytes: [u8; 32] = scalar.to_bytes().into();
         let mut acc = ProjectivePoint::IDENTITY;
         let mut carry = 0i8;
         for (window, row) in self.table.chunks_exact(ENTRIES).enumerate() {
@@ -66,10 +68,13 @@ impl CombTable {
                 let hit = (j as u8).ct_eq(&magnitude);
                 selected.conditional_assign(entry, hit);
             }
-            let negated = -selected;
+            let mut negated = -selected;
             selected.conditional_assign(&negated, negative);
             acc += selected;
+            selected.zeroize();
+            negated.zeroize();
         }
+        bytes.zeroize();
         acc
     }
 }

@@ -20,6 +20,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::matrix::{columns, row_from_bytes, row_to_bytes, Row, EXT_BLOCKS};
 use super::pprf::{AllSeeds, PuncturedSeeds};
+use crate::ct::declassify;
 use crate::error::{Error, Result};
 use crate::hazmat::gf128::{check_hash, FieldBytes};
 use crate::hazmat::prg;
@@ -314,7 +315,8 @@ pub fn send(seeds: &PuncturedSeeds, sid_ext: &[u8; 32], message: &[u8]) -> Resul
             ^ u128::conditional_select(&0, &read_u128(x_chk), Choice::from(bit_u8(delta, r)));
         ok &= q_chk.ct_eq(&expected);
     }
-    if !bool::from(ok) {
+    // The check's verdict is public: a failure bans the peer.
+    if !declassify(ok) {
         rows.zeroize();
         delta.zeroize();
         return Err(Error::OtExtensionCheckFailed);

@@ -18,6 +18,7 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::base::{BaseOtReceiverOutput, BaseOtSenderOutput};
+use crate::ct::declassify;
 use crate::error::{Error, Result};
 use crate::hazmat::prg::Seed;
 use crate::params::{LAMBDA_C_BYTES, LEAVES, SOFTSPOKEN_K, TREES};
@@ -91,16 +92,17 @@ fn tree_digest(sid: &[u8; 32], tree: usize, proofs: &[Proof; LEAVES]) -> [u8; PR
 }
 
 /// Every leaf seed of every tree: the OT-extension receiver's long-term
-/// secret for one direction.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// secret for one direction. Not `Clone`: a copy would be one more place the
+/// seeds must be wiped from.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct AllSeeds {
     /// `seeds[i][y]`: leaf `y` of tree `i`.
     pub seeds: Vec<[Seed; LEAVES]>,
 }
 
 /// All leaf seeds but one per tree: the OT-extension sender's long-term
-/// secret for one direction.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// secret for one direction. Not `Clone`, like [`AllSeeds`].
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct PuncturedSeeds {
     /// `punctured[i]`: the leaf of tree `i` this party does not know
     /// (`k` bits; its share of `Delta`).
@@ -132,6 +134,7 @@ pub fn build(sid: &[u8; 32], base: &BaseOtSenderOutput) -> (AllSeeds, Vec<u8>) {
             for (branch, sum) in sums.iter().enumerate() {
                 message.extend_from_slice(&(sum ^ ot(level, branch)).to_le_bytes());
             }
+            sums.zeroize();
             level_nodes.zeroize();
             level_nodes = next;
         }
@@ -149,6 +152,11 @@ pub fn build(sid: &[u8; 32], base: &BaseOtSenderOutput) -> (AllSeeds, Vec<u8>) {
         message.extend_from_slice(&proof_sum[1].to_le_bytes());
         message.extend_from_slice(&tree_digest(sid, tree, &proofs));
         all_seeds.push(seeds);
+        // Stack copies: the leaf proofs reveal the leaves' images, the seeds
+        // are the secret itself (the pushed copy lives on in AllSeeds).
+        seeds.zeroize();
+        proofs.zeroize();
+        proof_sum.zeroize();
     }
     (AllSeeds { seeds: all_seeds }, message)
 }
@@ -215,6 +223,7 @@ pub fn evaluate(
                 node.conditional_assign(&value, small_eq(idx, target));
             }
             unknown = 2 * unknown + (1 - cl.unwrap_u8());
+            value.zeroize();
             level_nodes.zeroize();
             level_nodes = next;
         }
@@ -231,10 +240,11 @@ pub fn evaluate(
             let known = !small_eq(y, unknown);
             missing[0] ^= u128::conditional_select(&0, &proofs[y][0], known);
             missing[1] ^= u128::conditional_select(&0, &proofs[y][1], known);
-            let seed = leaf_seed(sid, tree, y, *leaf);
+            let mut seed = leaf_seed(sid, tree, y, *leaf);
             for (dst, src) in seeds[y].iter_mut().zip(seed) {
                 *dst = u8::conditional_select(&0, &src, known);
             }
+            seed.zeroize();
         }
         level_nodes.zeroize();
         for (y, proof) in proofs.iter_mut().enumerate() {
@@ -246,9 +256,17 @@ pub fn evaluate(
         ok &= digest.ct_eq(&tree_msg[proof_offset + PROOF_BYTES..]);
         punctured[tree] = unknown;
         all_seeds.push(seeds);
+        // Stack copies of the seeds, of the proofs and of the punctured
+        // position (a piece of Delta).
+        seeds.zeroize();
+        proofs.zeroize();
+        missing.zeroize();
+        unknown.zeroize();
     }
-    if !bool::from(ok) {
+    // The proof's verdict is public: the setup aborts on it.
+    if !declassify(ok) {
         punctured.zeroize();
+        all_seeds.zeroize();
         return Err(Error::PprfProofFailed);
     }
     Ok(PuncturedSeeds {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::hazmat::ot::setup::tests::key_pair;
 use crate::AbortClass;
+use k256::elliptic_curve::Field;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
