@@ -75,7 +75,7 @@ async fn lifecycle(db: &Db) {
         .unwrap();
     let prehash = Prehash::sha256(b"presigned child");
     let out = client
-        .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
+        .online_sign(&refreshed, presignature, prehash, &mut ClaimSet::new())
         .await
         .unwrap();
     verify_with_libsecp(&child_key, &prehash, &out);
