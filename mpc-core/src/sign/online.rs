@@ -7,7 +7,9 @@ use alloc::vec::Vec;
 use k256::ecdsa::{RecoveryId, Signature};
 use k256::elliptic_curve::bigint::U256;
 use k256::elliptic_curve::group::Group;
-use k256::elliptic_curve::ops::{LinearCombination, MulByGenerator, Reduce};
+#[cfg(not(feature = "std"))]
+use k256::elliptic_curve::ops::MulByGenerator;
+use k256::elliptic_curve::ops::{Invert, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::PrimeField;
 use k256::{AffinePoint, ProjectivePoint, Scalar};
@@ -17,6 +19,8 @@ use zeroize::Zeroize;
 use super::guard::PresignatureGuard;
 use super::{Prehash, Presignature, SignatureOutput, ROUND_BYTES};
 use crate::error::{Error, Result};
+#[cfg(feature = "std")]
+use crate::hazmat::ot::comb::CombTable;
 use crate::keyshare::KeyShare;
 use crate::protocol::{impl_protocol, Driver, Expect, Machine, Transition};
 use crate::transcript::{tags, WideTranscript};
@@ -32,6 +36,42 @@ pub(crate) fn nonce_offset(presignature: &Presignature, prehash: &Prehash) -> Sc
     hash.append(prehash.as_bytes());
     hash.append(&presignature.sid);
     hash.finalize_scalar()
+}
+
+/// `scalar*G` for the online step (the offset and the verification). With
+/// `std`: the comb table of `G` (the base OT's [`CombTable`], 65x9 affine
+/// points, about 50 KB) built once per process and shared by every online
+/// step; it costs about two thirds of k256's `mul_by_generator`, whose
+/// table lookups copy the whole table. Without `std` (no lazy statics):
+/// `mul_by_generator`.
+fn generator_mul(scalar: &Scalar) -> ProjectivePoint {
+    #[cfg(feature = "std")]
+    {
+        static TABLE: std::sync::OnceLock<CombTable> = std::sync::OnceLock::new();
+        TABLE
+            .get_or_init(|| CombTable::new(&ProjectivePoint::GENERATOR))
+            .mul(scalar)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        ProjectivePoint::mul_by_generator(scalar)
+    }
+}
+
+/// `a*G + b*P`. With `std`, the `G` term goes through the comb table and
+/// `P` through k256's single-point multiplication, cheaper than k256's
+/// two-point `lincomb`, which is what `no_std` builds use (public inputs
+/// either way).
+fn verification_point(a: &Scalar, point: &ProjectivePoint, b: &Scalar) -> ProjectivePoint {
+    #[cfg(feature = "std")]
+    {
+        generator_mul(a) + *point * b
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        use k256::elliptic_curve::ops::LinearCombination;
+        ProjectivePoint::lincomb(&ProjectivePoint::GENERATOR, a, point, b)
+    }
 }
 
 /// Waiting for the peer's round-4 message.
@@ -79,9 +119,7 @@ pub(super) fn online_message(
     prehash: Prehash,
 ) -> Result<(AwaitRound4, Vec<u8>)> {
     let delta = nonce_offset(&presignature, &prehash);
-    // delta is public: a variable-time fixed-base multiplication (k256's
-    // precomputed generator table with `std`) is fine.
-    let shifted = presignature.big_r + ProjectivePoint::mul_by_generator(&delta);
+    let shifted = presignature.big_r + generator_mul(&delta);
     if bool::from(shifted.is_identity()) {
         return Err(Error::DegenerateSignature);
     }
@@ -114,7 +152,9 @@ pub(super) fn online_message(
 /// The verification is the ECDSA equation solved for the nonce point we
 /// already hold: `(z/s)*G + (r'/s)*PK' == R'`. It implies the standard
 /// verifier's `x(...) mod q == r'`, and needs one scalar inversion (shared by
-/// `1/u` and `1/s`) and no affine conversion.
+/// `1/u` and `1/s`) and no affine conversion. Together with the comb table
+/// for the `G` term this pays for the offset's `delta*G` (PROTOCOL.md
+/// §14.1: the online step costs less than before the rerandomization).
 pub(super) fn finish(state: &AwaitRound4, payload: &[u8]) -> Result<SignatureOutput> {
     let mut reader = Reader::exact(payload, ROUND_BYTES[3])?;
     let peer_u = reader.scalar()?;
@@ -133,13 +173,15 @@ pub(super) fn finish(state: &AwaitRound4, payload: &[u8]) -> Result<SignatureOut
     if bool::from(w.is_zero()) {
         return Err(Error::SignatureVerificationFailed);
     }
-    let inverse = Option::<Scalar>::from((u * w).invert()).ok_or(Error::DegenerateSignature)?;
+    // u and w are public (both parties see both shares of each), so the
+    // variable-time inversion is fine.
+    let inverse = Option::<Scalar>::from(Invert::invert_vartime(&(u * w)))
+        .ok_or(Error::DegenerateSignature)?;
     // s = w/u = w*w/(u*w); 1/s = u/w = u*u/(u*w).
     let s = w * w * inverse;
     let s_inv = u * u * inverse;
     let presig = &state.presignature;
-    let expected = ProjectivePoint::lincomb(
-        &ProjectivePoint::GENERATOR,
+    let expected = verification_point(
         &(state.prehash.scalar() * s_inv),
         &presig.verifying_key,
         &(state.r * s_inv),
