@@ -126,6 +126,8 @@ pub struct PresignatureSecrets {
     pub u: [u8; 32],
     /// `v_i`.
     pub v: [u8; 32],
+    /// The derivation tweak `t` (format version 2).
+    pub tweak: [u8; 32],
     /// The verifying key.
     pub verifying_key: Vec<u8>,
 }
@@ -137,6 +139,12 @@ impl PresignatureSecrets {
     ///
     /// The postcard error if the bytes are not a presignature record.
     pub fn read(bytes: &[u8]) -> postcard::Result<Self> {
-        postcard::from_bytes(bytes)
+        let record: Self = postcard::from_bytes(bytes)?;
+        // Another format version lays its fields out differently.
+        if record.version == mpc_core::sign::PRESIGNATURE_VERSION {
+            Ok(record)
+        } else {
+            Err(postcard::Error::DeserializeBadEncoding)
+        }
     }
 }

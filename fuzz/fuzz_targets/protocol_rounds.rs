@@ -31,8 +31,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use mpc_core::local::run_pair;
+use mpc_core::sign::ClaimSet;
 use mpc_core::{AbortClass, Error, OnlineSign, Presignature, Step};
-use mpc_core_fuzz::protocols::{prehash, transcript, verifies, Case, Kind, Mode, Output, Party};
+use mpc_core_fuzz::protocols::{
+    key, prehash, transcript, verifies, Case, Kind, Mode, Output, Party,
+};
 use mpc_core_fuzz::rng;
 
 fuzz_target!(|case: Case| {
@@ -187,8 +190,12 @@ fn online_with_recorded_peer(presignature: Presignature) {
     let role = presignature.role();
     let stored = &transcript(Kind::Presign).outputs[role.peer().index()];
     let peer = Presignature::from_bytes(stored).expect("fixture presignature decodes");
-    let mut mine = OnlineSign::new(presignature, prehash());
-    let mut theirs = OnlineSign::new(peer, prehash());
+    let online = |share, presignature| {
+        OnlineSign::new(share, presignature, prehash(), &mut ClaimSet::new())
+            .expect("a presignature of the fixture share")
+    };
+    let mut mine = online(key(role), presignature);
+    let mut theirs = online(key(role.peer()), peer);
     let mut rng = rng(0);
     let result = match role {
         mpc_core::wire::Role::A => run_pair(&mut rng, &mut mine, &mut theirs).map(|(m, _, _)| m),

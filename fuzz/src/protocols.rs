@@ -17,6 +17,7 @@ use k256::elliptic_curve::ops::MulByGenerator;
 use k256::ProjectivePoint;
 use mpc_core::backup::Backup;
 use mpc_core::error::Result;
+use mpc_core::sign::ClaimSet;
 use mpc_core::wire::{Envelope, ProtocolId, Role, MAX_MESSAGE_BYTES};
 use mpc_core::{
     Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh, Sign,
@@ -165,7 +166,11 @@ impl Party {
                 let stored = &transcript(Kind::Presign).outputs[role.index()];
                 let presignature =
                     Presignature::from_bytes(stored).expect("fixture presignature decodes");
-                Self::Online(OnlineSign::new(presignature, prehash()))
+                // A fresh claim set: each fuzz run is a new process.
+                let online =
+                    OnlineSign::new(key(role), presignature, prehash(), &mut ClaimSet::new())
+                        .expect("fixture presignature matches its share");
+                Self::Online(online)
             }
             Kind::Refresh => Self::Refresh(Refresh::new(key(role), REFRESH_CONTEXT)),
         };

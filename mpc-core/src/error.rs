@@ -63,7 +63,9 @@ pub enum Error {
     ZeroScalar,
     /// A base-OT value `M = r + Hp(...)` was the identity.
     DegenerateBaseOt,
-    /// The GGM (all-but-one) tree proof of the OT-extension setup failed.
+    /// The GGM (all-but-one) tree proof of the OT-extension setup failed
+    /// (DKG or refresh). A malicious peer learns one choice bit per try
+    /// (PROTOCOL.md §5.3): count repeated failures with one peer.
     PprfProofFailed,
     /// A commitment's opening does not match the commitment.
     CommitmentMismatch,
@@ -112,6 +114,10 @@ pub enum Error {
     BackupDecryptionFailed,
     /// The key's OT material was burned after a ban; refresh before signing.
     OtMaterialBurned,
+    /// The [`PresignatureGuard`](crate::sign::PresignatureGuard) refused to
+    /// claim the presignature (it was claimed before, or the claim could not
+    /// be recorded); no round-4 message was produced (PROTOCOL.md §14.3).
+    PresignatureClaimRefused,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -170,7 +176,8 @@ impl Error {
             | Self::ExportMismatch
             | Self::InvalidBackup
             | Self::BackupDecryptionFailed
-            | Self::OtMaterialBurned => AbortClass::Local,
+            | Self::OtMaterialBurned
+            | Self::PresignatureClaimRefused => AbortClass::Local,
         }
     }
 
@@ -192,7 +199,11 @@ impl Error {
             Self::NonCanonicalScalar => "non-canonical scalar",
             Self::ZeroScalar => "zero scalar",
             Self::DegenerateBaseOt => "degenerate base OT message",
-            Self::PprfProofFailed => "OT extension setup proof failed",
+            Self::PprfProofFailed => {
+                "OT setup GGM-tree (PPRF) proof failed: the peer's trees are inconsistent \
+                 (repeated failures with one peer probe the setup's choice bits, \
+                 PROTOCOL.md 5.3)"
+            }
             Self::OtExtensionCheckFailed => "OT extension consistency check failed",
             Self::RvoleCheckFailed => "RVOLE consistency check failed",
             Self::CommitmentMismatch => "commitment opening does not match",
@@ -218,6 +229,7 @@ impl Error {
             Self::InvalidBackup => "backup proof does not verify",
             Self::BackupDecryptionFailed => "backup does not decrypt to the share",
             Self::OtMaterialBurned => "OT material burned: refresh before signing",
+            Self::PresignatureClaimRefused => "presignature store refused the claim: used before",
             Self::GammaCheckFailed => "Gamma check failed",
             Self::SignatureVerificationFailed => "assembled signature does not verify",
         }

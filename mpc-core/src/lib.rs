@@ -50,4 +50,7 @@ pub use error::{AbortClass, Error};
 pub use keyshare::{KeyId, KeyShare};
 pub use protocol::{Protocol, Step};
 pub use refresh::Refresh;
-pub use sign::{OnlineSign, Prehash, Presign, Presignature, Sign, SignatureOutput};
+pub use sign::{
+    ClaimRefused, ClaimSet, OnlineSign, Prehash, Presign, Presignature, PresignatureGuard, Sign,
+    SignatureOutput,
+};

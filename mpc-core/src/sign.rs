@@ -12,26 +12,32 @@
 //! 4. the online step: `(u_i, w_i)` and the prehash being signed.
 //!
 //! Rounds 1-3 do not depend on the message: [`Presign`] runs them and
-//! outputs a [`Presignature`], which [`OnlineSign`] consumes by value.
-//! [`Sign`] runs all four rounds.
+//! outputs a [`Presignature`], which [`OnlineSign`] consumes by value after
+//! a [`PresignatureGuard`] claimed it. [`Sign`] runs all four rounds. Round 4
+//! shifts the nonce by a hash of the public key, the derivation tweak, the
+//! prehash and the session id in both cases (`online`, PROTOCOL.md §14.3).
 
 use alloc::vec::Vec;
 use core::fmt;
 
-use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+use k256::ecdsa::{RecoveryId, Signature};
 use k256::elliptic_curve::bigint::U256;
 use k256::elliptic_curve::group::Group;
 use k256::elliptic_curve::ops::{LinearCombination, MulByGenerator, Reduce};
-use k256::elliptic_curve::point::AffineCoordinates;
-use k256::elliptic_curve::PrimeField;
 use k256::{ProjectivePoint, Scalar};
 use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+mod guard;
+mod online;
 mod presignature;
 
+pub use guard::{ClaimRefused, ClaimSet, PresignatureGuard};
+pub use online::OnlineSign;
 pub use presignature::{Presignature, PRESIGNATURE_VERSION};
+
+use online::{finish, online_message, AwaitRound4};
 
 use crate::derive::DerivationPath;
 use crate::error::{Error, Result};
@@ -229,18 +235,6 @@ struct AwaitRound3<'a> {
     c: Zeroizing<[Scalar; 2]>,
 }
 
-struct AwaitRound4 {
-    presignature: Presignature,
-    prehash: Prehash,
-    w: Scalar,
-}
-
-impl Drop for AwaitRound4 {
-    fn drop(&mut self) {
-        self.w.zeroize();
-    }
-}
-
 enum State<'a, const PRESIGN: bool> {
     Init {
         setup: Setup<'a>,
@@ -269,7 +263,7 @@ impl<const PRESIGN: bool> Machine for State<'_, PRESIGN> {
             Self::Round1(s, _) => s.setup.role(),
             Self::Round2(s, _) => s.setup.role(),
             Self::Round3(s, _) => s.setup.role(),
-            Self::Round4(s) => s.presignature.role,
+            Self::Round4(s) => s.role(),
         }
     }
 
@@ -321,7 +315,7 @@ impl<const PRESIGN: bool> Machine for State<'_, PRESIGN> {
             Self::Round1(s, _) => (s.setup.setup, 1),
             Self::Round2(s, _) => (s.sid, 2),
             Self::Round3(s, _) => (s.sid, 3),
-            Self::Round4(s) => (s.presignature.sid, 4),
+            Self::Round4(s) => (s.sid(), 4),
         };
         Expect::round(session, round, &ROUND_BYTES)
     }
@@ -358,8 +352,8 @@ impl<const PRESIGN: bool> Machine for State<'_, PRESIGN> {
                         alloc::boxed::Box::new(presignature),
                     ))),
                     Some(prehash) => {
-                        let (next, out) = online_message(presignature, prehash);
-                        let session = SessionId(next.presignature.sid);
+                        let (next, out) = online_message(presignature, prehash)?;
+                        let session = SessionId(next.sid());
                         Ok(Transition::Next {
                             state: Self::Round4(next),
                             session,
@@ -495,11 +489,6 @@ fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<Presignature> {
     if bool::from(big_r.is_identity()) {
         return Err(Error::DegenerateSignature);
     }
-    let x_bytes = big_r.to_affine().x();
-    let r = <Scalar as Reduce<U256>>::reduce_bytes(&x_bytes);
-    if bool::from(r.is_zero()) {
-        return Err(Error::DegenerateSignature);
-    }
     let mask = nonces.phi + peer_psi;
     let mut secret = setup.secret_share();
     let u = nonces.r * mask + c[0] + d.d[0];
@@ -510,68 +499,13 @@ fn round3(state: AwaitRound3<'_>, payload: &[u8]) -> Result<Presignature> {
         key_id: *setup.share.key_id(),
         epoch: setup.share.epoch(),
         sid,
-        r,
         big_r,
         phi: nonces.phi,
         u,
         v,
+        tweak: setup.tweak,
+        verifying_key_bytes: encode_point(&verifying_key),
         verifying_key,
-    })
-}
-
-/// `w_i = z * phi_i + r * v_i` and the round-4 message.
-fn online_message(presignature: Presignature, prehash: Prehash) -> (AwaitRound4, Vec<u8>) {
-    let w = prehash.scalar() * presignature.phi + presignature.r * presignature.v;
-    let mut out = Vec::with_capacity(ROUND_BYTES[3]);
-    out.extend_from_slice(&encode_scalar(&presignature.u));
-    out.extend_from_slice(&encode_scalar(&w));
-    out.extend_from_slice(prehash.as_bytes());
-    (
-        AwaitRound4 {
-            presignature,
-            prehash,
-            w,
-        },
-        out,
-    )
-}
-
-/// Assembles, normalises and verifies the signature (PROTOCOL.md §14.4).
-fn finish(state: &AwaitRound4, payload: &[u8]) -> Result<SignatureOutput> {
-    let mut reader = Reader::exact(payload, ROUND_BYTES[3])?;
-    let peer_u = reader.scalar()?;
-    let peer_w = reader.scalar()?;
-    let peer_prehash: [u8; 32] = reader.array()?;
-    if peer_prehash != state.prehash.0 {
-        return Err(Error::PrehashMismatch);
-    }
-    let presig = &state.presignature;
-    let u = presig.u + peer_u;
-    let w = state.w + peer_w;
-    let u_inv = Option::<Scalar>::from(u.invert()).ok_or(Error::DegenerateSignature)?;
-    let s = w * u_inv;
-    let signature =
-        Signature::from_scalars(presig.r, s).map_err(|_| Error::SignatureVerificationFailed)?;
-    let affine_r = presig.big_r.to_affine();
-    let x_reduced = Option::<Scalar>::from(Scalar::from_repr(affine_r.x())).is_none();
-    let mut y_odd = bool::from(affine_r.y_is_odd());
-    let signature = match signature.normalize_s() {
-        Some(low) => {
-            y_odd = !y_odd;
-            low
-        }
-        None => signature,
-    };
-    let recovery_id = RecoveryId::new(y_odd, x_reduced);
-    let verifying_key = VerifyingKey::from_affine(presig.verifying_key.to_affine())
-        .map_err(|_| Error::MalformedKeyShare)?;
-    use k256::ecdsa::signature::hazmat::PrehashVerifier;
-    verifying_key
-        .verify_prehash(state.prehash.as_bytes(), &signature)
-        .map_err(|_| Error::SignatureVerificationFailed)?;
-    Ok(SignatureOutput {
-        signature,
-        recovery_id,
     })
 }
 
@@ -646,76 +580,11 @@ impl<'a> Presign<'a> {
     }
 }
 
-/// The online step: one short message each way, consuming a presignature.
-pub struct OnlineSign {
-    driver: Driver<OnlineState>,
-}
-
-impl OnlineSign {
-    /// Signs `prehash` with `presignature`, which is consumed.
-    #[must_use]
-    pub fn new(presignature: Presignature, prehash: Prehash) -> Self {
-        Self {
-            driver: Driver::new(OnlineState::Init(presignature, prehash)),
-        }
-    }
-}
-
-enum OnlineState {
-    Init(Presignature, Prehash),
-    Waiting(AwaitRound4),
-}
-
-impl Machine for OnlineState {
-    type Output = SignatureOutput;
-    const PROTOCOL: ProtocolId = ProtocolId::Sign;
-
-    fn role(&self) -> Role {
-        match self {
-            Self::Init(p, _) => p.role,
-            Self::Waiting(s) => s.presignature.role,
-        }
-    }
-
-    fn begin<R: CryptoRngCore>(self, _rng: &mut R) -> Result<(Self, SessionId, u8, Vec<u8>)> {
-        let Self::Init(presignature, prehash) = self else {
-            return Err(Error::AlreadyStarted);
-        };
-        let session = SessionId(presignature.sid);
-        let (state, out) = online_message(presignature, prehash);
-        Ok((Self::Waiting(state), session, 4, out))
-    }
-
-    fn expect(&self) -> Expect {
-        let sid = match self {
-            Self::Init(p, _) => p.sid,
-            Self::Waiting(s) => s.presignature.sid,
-        };
-        Expect {
-            session: SessionId(sid),
-            round: 4,
-            max_payload: ROUND_BYTES[3],
-        }
-    }
-
-    fn advance<R: CryptoRngCore>(
-        self,
-        _rng: &mut R,
-        payload: &[u8],
-    ) -> Result<Transition<Self, SignatureOutput>> {
-        match self {
-            Self::Init(..) => Err(Error::NotStarted),
-            Self::Waiting(state) => Ok(Transition::Done(finish(&state, payload)?)),
-        }
-    }
-}
-
 impl_protocol!(Sign<'_> => SignatureOutput, |finished| match finished {
     Finished::Signature(output) => Ok(output),
     Finished::Presignature(_) => Err(Error::AlreadyFinished),
 });
 impl_protocol!(Presign<'_> => Presignature, |finished| match finished {
-    Finished::Presignature(presignature) => Ok(*presignature),
+    Finished::Presignature(presignature) => Ok(Presignature::unbox(presignature)),
     Finished::Signature(_) => Err(Error::AlreadyFinished),
 });
-impl_protocol!(OnlineSign => SignatureOutput);

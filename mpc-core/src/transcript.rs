@@ -96,6 +96,8 @@ pub mod tags {
     pub const SIGN_COMMIT: Tag = Tag("mpc/sign/commit/v1");
     /// Signing joint session id.
     pub const SIGN_SID: Tag = Tag("mpc/sign/sid/v1");
+    /// Round-4 nonce offset: rerandomizes a presignature with the message.
+    pub const SIGN_RERANDOMIZE: Tag = Tag("mpc/sign/rerandomize/v1");
     /// Refresh setup session id (old key, epoch, context).
     pub const REFRESH_SETUP: Tag = Tag("mpc/refresh/setup/v1");
     /// Refresh round-1 commitment.
@@ -153,6 +155,7 @@ pub mod tags {
         SIGN_SETUP,
         SIGN_COMMIT,
         SIGN_SID,
+        SIGN_RERANDOMIZE,
         REFRESH_SETUP,
         REFRESH_COMMIT,
         REFRESH_SID,

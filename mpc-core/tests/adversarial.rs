@@ -45,17 +45,27 @@ use mpc_core::backup::{Backup, BACKUP_BYTES, ROWS};
 use mpc_core::export::{export_share, import_export, ExportCiphertext};
 use mpc_core::hazmat::ot::extension::{self, CHOICE_BYTES};
 use mpc_core::params::EXT_ROW_BYTES;
+use mpc_core::sign::{ClaimRefused, PresignatureGuard};
 use mpc_core::transcript::tags;
-use mpc_core::wire::{decode_point_uncompressed, encode_point, ProtocolId, Role};
+use mpc_core::wire::{decode_point_uncompressed, encode_point, ProtocolId, Role, SessionId};
 use mpc_core::{
-    AbortClass, DerivationPath, Dkg, Error, KeyShare, OnlineSign, Prehash, Presign, Presignature,
-    Protocol, Refresh, Sign, SignatureOutput, Step,
+    AbortClass, DerivationPath, Dkg, Error, KeyId, KeyShare, OnlineSign, Prehash, Presign,
+    Presignature, Protocol, Refresh, Sign, SignatureOutput, Step,
 };
 use rand_chacha::rand_core::RngCore;
 
 use keygen::{Challenge, EvilKeygen};
 use peer::{expect_send, payload, seal, Deviations, EvilSigner, InconsistentTree, Probe};
 use spec::{g_mul, Parts, ShareRecord};
+
+/// A guard that breaks the contract: it claims everything.
+struct LyingGuard;
+
+impl PresignatureGuard for LyingGuard {
+    fn claim(&mut self, _: &KeyId, _: u64, _: &SessionId) -> Result<(), ClaimRefused> {
+        Ok(())
+    }
+}
 
 fn copy(share: &KeyShare) -> KeyShare {
     KeyShare::from_bytes(&share.to_bytes()).unwrap()
@@ -552,9 +562,11 @@ macro_rules! assert_not_impl {
 /// (`Presignature`, every protocol machine and `KeyShare` are neither
 /// `Clone` nor `Serialize`: checked at compile time here, and
 /// `OnlineSign::new` takes the presignature by value). Its storage bytes can
-/// be copied, though, and two online signatures from one presignature give
-/// away the whole key: this test computes it. That is why the storage layer
-/// must mark a presignature used before its online message leaves.
+/// be copied, though, and with a guard that lies (claims everything) two
+/// online signatures from one presignature give away the whole key even with
+/// the round-4 rerandomization (two linear equations in `k` and `x`): this
+/// test computes it. That is why `OnlineSign::new` needs an honest
+/// `PresignatureGuard` (§14.3; `tests/online_guard.rs` tests the refusal).
 #[test]
 fn checklist_08_presignature_used_twice_reveals_the_key() {
     // Fails to compile if a presignature, share or machine becomes `Clone` or `Serialize`.
@@ -577,6 +589,7 @@ fn checklist_08_presignature_used_twice_reveals_the_key() {
     let (a, b) = dkg_pair(108);
     let (pre_a, pre_b) = run_honest(1, &mut Presign::new(&a), &mut Presign::new(&b));
     let (bytes_a, bytes_b) = (pre_a.to_bytes(), pre_b.to_bytes());
+    let sid = pre_a.session_id().0;
     drop((pre_a, pre_b));
     let prehashes = [
         Prehash::sha256(b"pay alice"),
@@ -586,28 +599,40 @@ fn checklist_08_presignature_used_twice_reveals_the_key() {
         .iter()
         .enumerate()
         .map(|(n, prehash)| {
+            let online = |share: &KeyShare, bytes: &[u8]| {
+                let presignature = Presignature::from_bytes(bytes).unwrap();
+                OnlineSign::new(share, presignature, *prehash, &mut LyingGuard).unwrap()
+            };
             let (out, _) = run_honest(
                 2 + n as u64,
-                &mut OnlineSign::new(Presignature::from_bytes(&bytes_a).unwrap(), *prehash),
-                &mut OnlineSign::new(Presignature::from_bytes(&bytes_b).unwrap(), *prehash),
+                &mut online(&a, &bytes_a),
+                &mut online(&b, &bytes_b),
             );
             libsecp_verify(&a.public_key(), prehash, &out);
             out
         })
         .collect();
-    let r = *signatures[0].signature.r();
-    assert_eq!(r, *signatures[1].signature.r(), "one nonce, two signatures");
+    let r1 = *signatures[0].signature.r();
+    let r2 = *signatures[1].signature.r();
+    assert_ne!(r1, r2, "the nonce is shifted per prehash");
     let z: Vec<Scalar> = prehashes
         .iter()
         .map(|p| <Scalar as Reduce<U256>>::reduce_bytes(&(*p.as_bytes()).into()))
         .collect();
+    let parts_a = Parts::of(&a);
+    let d: Vec<Scalar> = prehashes
+        .iter()
+        .map(|p| spec::nonce_offset(&parts_a, p.as_bytes(), &sid))
+        .collect();
     let s1 = *signatures[0].signature.s();
     let s2 = *signatures[1].signature.s();
-    // s_i = +-(z_i + r*x)/k (low-S may have negated either): k from the
-    // difference, then x.
-    let recovered = [s2, -s2].into_iter().find_map(|s2| {
-        let k = (z[0] - z[1]) * Option::<Scalar>::from((s1 - s2).invert())?;
-        let x = (s1 * k - z[0]) * Option::<Scalar>::from(r.invert())?;
+    // s_i*(k + d_i) = z_i + r_i*x, with s_i up to sign (low-S): solve the
+    // 2x2 linear system in (k, x) for each sign choice.
+    let signs = [(s1, s2), (s1, -s2), (-s1, s2), (-s1, -s2)];
+    let recovered = signs.into_iter().find_map(|(s1, s2)| {
+        let (c1, c2) = (z[0] - s1 * d[0], z[1] - s2 * d[1]);
+        let det = Option::<Scalar>::from((s2 * r1 - s1 * r2).invert())?;
+        let x = (s1 * c2 - s2 * c1) * det;
         (g_mul(&x) == a.public_key().to_projective()).then_some(x)
     });
     let x = recovered.expect("the key did not leak");

@@ -13,6 +13,7 @@ mod common;
 use std::str::FromStr;
 
 use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
+use mpc_core::sign::ClaimSet;
 use mpc_core::{DerivationPath, Error, OnlineSign, Prehash, Presign, Sign};
 
 #[test]
@@ -72,8 +73,8 @@ fn signatures_under_a_path_verify_under_the_child_key() {
         );
         let (out, _) = run_honest(
             60 + n as u64,
-            &mut OnlineSign::new(pa, prehash),
-            &mut OnlineSign::new(pb, prehash),
+            &mut OnlineSign::new(&a, pa, prehash, &mut ClaimSet::new()).unwrap(),
+            &mut OnlineSign::new(&b, pb, prehash, &mut ClaimSet::new()).unwrap(),
         );
         libsecp_verify(&child, &prehash, &out);
     }

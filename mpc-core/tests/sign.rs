@@ -12,6 +12,7 @@ mod common;
 
 use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
 use k256::ecdsa::VerifyingKey;
+use mpc_core::sign::ClaimSet;
 use mpc_core::{KeyShare, OnlineSign, Prehash, Presign, Presignature, Sign, SignatureOutput};
 use rand_chacha::rand_core::RngCore;
 
@@ -74,8 +75,8 @@ fn presign_then_online_sign_verifies() {
         let (pre_a, pre_b) = run_honest(50 + n, &mut pa, &mut pb);
         assert_eq!(pre_a.session_id(), pre_b.session_id());
         let prehash = Prehash::sha256(format!("message {n}").as_bytes());
-        let mut oa = OnlineSign::new(pre_a, prehash);
-        let mut ob = OnlineSign::new(pre_b, prehash);
+        let mut oa = OnlineSign::new(&a, pre_a, prehash, &mut ClaimSet::new()).unwrap();
+        let mut ob = OnlineSign::new(&b, pre_b, prehash, &mut ClaimSet::new()).unwrap();
         let (out_a, out_b) = run_honest(60 + n, &mut oa, &mut ob);
         assert_eq!(out_a, out_b);
         check_with_k256(&a, &prehash, &out_a);
@@ -96,8 +97,8 @@ fn stored_presignatures_round_trip_and_sign() {
     let prehash = Prehash::sha256(b"stored");
     let (out_a, out_b) = run_honest(
         6,
-        &mut OnlineSign::new(pre_a, prehash),
-        &mut OnlineSign::new(pre_b, prehash),
+        &mut OnlineSign::new(&a, pre_a, prehash, &mut ClaimSet::new()).unwrap(),
+        &mut OnlineSign::new(&b, pre_b, prehash, &mut ClaimSet::new()).unwrap(),
     );
     assert_eq!(out_a, out_b);
     libsecp_verify(&a.public_key(), &prehash, &out_a);
@@ -114,15 +115,15 @@ fn stored_presignatures_round_trip_and_sign() {
         mpc_core::Error::MalformedKeyShare
     );
     let mut version = bytes_b.to_vec();
-    version[0] = 2;
+    version[0] = 1;
     assert_eq!(
         Presignature::from_bytes(&version).unwrap_err(),
         mpc_core::Error::UnsupportedShareVersion
     );
     // The tag byte of R: the record ends with R (length byte and 33 bytes),
-    // three scalars and the verifying key (length byte and 33 bytes).
+    // four scalars and the verifying key (length byte and 33 bytes).
     let mut bad_point = bytes_b.to_vec();
-    let at = bad_point.len() - 34 - 3 * 32 - 34 + 1;
+    let at = bad_point.len() - 34 - 4 * 32 - 34 + 1;
     assert!(matches!(bad_point[at], 2 | 3));
     bad_point[at] = 5;
     assert_eq!(
@@ -135,8 +136,8 @@ fn stored_presignatures_round_trip_and_sign() {
 fn online_step_with_different_prehashes_aborts() {
     let (a, b) = dkg_pair(8);
     let (pre_a, pre_b) = run_honest(1, &mut Presign::new(&a), &mut Presign::new(&b));
-    let mut oa = OnlineSign::new(pre_a, Prehash::sha256(b"one"));
-    let mut ob = OnlineSign::new(pre_b, Prehash::sha256(b"two"));
+    let mut oa = OnlineSign::new(&a, pre_a, Prehash::sha256(b"one"), &mut ClaimSet::new()).unwrap();
+    let mut ob = OnlineSign::new(&b, pre_b, Prehash::sha256(b"two"), &mut ClaimSet::new()).unwrap();
     let (ea, eb) = run_pair(2, &mut oa, &mut ob, |_| {});
     assert_eq!(ea.error(), Some(mpc_core::Error::PrehashMismatch));
     assert_eq!(eb.error(), Some(mpc_core::Error::PrehashMismatch));
@@ -150,8 +151,8 @@ fn presignatures_from_different_sessions_do_not_pair() {
     let prehash = Prehash::sha256(b"m");
     let (ea, eb) = run_pair(
         3,
-        &mut OnlineSign::new(pre_a1, prehash),
-        &mut OnlineSign::new(pre_b2, prehash),
+        &mut OnlineSign::new(&a, pre_a1, prehash, &mut ClaimSet::new()).unwrap(),
+        &mut OnlineSign::new(&b, pre_b2, prehash, &mut ClaimSet::new()).unwrap(),
         |_| {},
     );
     // Each side drops the other's message as addressed to another session.

@@ -20,6 +20,7 @@
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
 //! | refresh lease (s); must exceed the session timeout + 2 × the close timeout (2 s) | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
+//! | failed GGM-tree (PPRF) proofs per key and owner before each further one alerts (PROTOCOL.md §5.3) | `--pprf-failure-threshold` | `MPC_PPRF_FAILURE_THRESHOLD` | 3 |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -217,6 +218,16 @@ pub struct Cli {
     /// §18.3). Default: 7 days.
     #[arg(long, hide_env_values = true, env = "MPC_PENDING_KEY_MAX_AGE", default_value_t = DEFAULT_PENDING_KEY_MAX_AGE)]
     pub pending_key_max_age: u64,
+    /// Failed GGM-tree (PPRF) proofs in key generation or refresh, per key
+    /// and owner, from which on each failure logs a warning and counts an
+    /// alert (PROTOCOL.md §5.3). Counted in memory, per process.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "MPC_PPRF_FAILURE_THRESHOLD",
+        default_value_t = 3
+    )]
+    pub pprf_failure_threshold: u64,
     /// Log format.
     #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -319,6 +330,9 @@ pub struct ServerConfig {
     /// Age at which a pending (unconfirmed) key is deleted (PROTOCOL.md
     /// §18.3).
     pub pending_key_max_age: Duration,
+    /// PPRF proof failures per key and owner from which each alerts
+    /// (PROTOCOL.md §5.3; at least 1).
+    pub pprf_failure_threshold: u64,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -430,6 +444,7 @@ impl ServerConfig {
             webhook,
             refresh_lease,
             pending_key_max_age,
+            pprf_failure_threshold: cli.pprf_failure_threshold.max(1),
         })
     }
 

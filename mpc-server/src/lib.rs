@@ -16,6 +16,7 @@ mod bans;
 pub mod config;
 pub mod crash;
 pub mod dev;
+pub(crate) mod pprf;
 pub mod rest;
 pub mod seal;
 pub mod server;

@@ -107,6 +107,8 @@ pub struct AppState {
     pub(crate) metrics: crate::rest::metrics::Metrics,
     pub(crate) rest: crate::rest::RestConfig,
     pub(crate) limiters: crate::rest::limits::Limiters,
+    /// Failed GGM-tree proofs per key and owner ([`crate::pprf`]).
+    pub(crate) pprf_failures: crate::pprf::PprfFailures,
     webhook: Option<crate::webhook::WebhookConfig>,
     pending_key_max_age: Duration,
     pub(crate) webhook_stats: Mutex<Option<Arc<crate::webhook::DeliveryStats>>>,
@@ -177,6 +179,7 @@ impl Server {
             sessions: SessionCounter::default(),
             metrics: crate::rest::metrics::Metrics::new(),
             limiters: crate::rest::limits::Limiters::new(config.rest.limits),
+            pprf_failures: crate::pprf::PprfFailures::new(config.pprf_failure_threshold),
             rest: config.rest.clone(),
             webhook: config.webhook.clone(),
             pending_key_max_age: config.pending_key_max_age,

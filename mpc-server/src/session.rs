@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use mpc_core::derive::DerivationPath;
 use mpc_core::wire::{Role, SessionId};
-use mpc_core::{Dkg, KeyId, KeyShare, OnlineSign, Prehash, Presign, Refresh, Sign};
+use mpc_core::{Dkg, KeyId, KeyShare, Prehash, Presign, Refresh, Sign};
 use mpc_transport_ws::{Frames, Operation, Rejection, ServerSession, Traffic, TransportError};
 use rand_core::OsRng;
 use serde_json::json;
@@ -119,7 +119,13 @@ async fn keygen<F: Frames>(
 ) -> Result<Traffic, TransportError> {
     let context = session.opening().context().to_vec();
     let mut dkg = Dkg::new(Role::B, &context);
-    let share = session.run(&mut dkg, &mut OsRng).await?;
+    let share = match session.run(&mut dkg, &mut OsRng).await {
+        Ok(share) => share,
+        Err(e) => {
+            count_pprf_failure(state, "keygen", owner, None, &e);
+            return Err(e);
+        }
+    };
     crash::point("keygen:before-store");
     // Pending until the client confirms it holds the key too (§18.3): a
     // client that fails its last check or vanishes leaves no active key.
@@ -138,6 +144,19 @@ async fn keygen<F: Frames>(
         .finish_with(activate(state, &record, Confirmation::Outcome))
         .await?;
     Ok(traffic)
+}
+
+/// Counts a failed GGM-tree proof of the client's OT setup (§5.3).
+fn count_pprf_failure(
+    state: &AppState,
+    operation: &'static str,
+    owner: &str,
+    key: Option<&KeyId>,
+    error: &TransportError,
+) {
+    let _ = state
+        .pprf_failures
+        .observe(&state.metrics, operation, owner, key, error);
 }
 
 /// Activates a pending key (§18.3). The keygen's client succeeds only on
@@ -354,15 +373,16 @@ async fn online_sign<F: Frames>(
     prehash: Prehash,
 ) -> Result<Traffic, TransportError> {
     let joined = state.key_guards.join(&key_id);
-    let (record, mut session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
+    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
     // Claimed (marked used, ciphertext erased) before anything is sent: a
-    // crash from here on loses the presignature, never reuses it.
-    let presignature = match state
+    // crash from here on loses the presignature, never reuses it. The claim
+    // is what OnlineSign::new asks for (§14.3).
+    let claimed = match state
         .vault
-        .take_presignature(&record, &presignature, now_ms())
+        .claim_presignature(&record, &presignature, now_ms())
         .await
     {
-        Ok(Some(presignature)) => presignature,
+        Ok(Some(claimed)) => claimed,
         Ok(None) => return Err(session.reject(Rejection::NOT_FOUND).await),
         Err(e) => {
             return Err(session
@@ -371,8 +391,20 @@ async fn online_sign<F: Frames>(
         }
     };
     crash::point("online:after-take");
-    let epoch = presignature.epoch();
-    let mut protocol = OnlineSign::new(presignature, prehash);
+    let epoch = claimed.epoch();
+    // The share of the presignature's epoch: OnlineSign refuses a burned
+    // one (a ban this process stored) and any other key or epoch.
+    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let mut protocol = match claimed.into_online_sign(&stored.share, prehash) {
+        Ok(protocol) => protocol,
+        Err(mpc_core::Error::OtMaterialBurned) => {
+            return Err(session.reject(codes::KEY_BANNED).await)
+        }
+        Err(e) => {
+            error!(key_id = %key_id, error = %e, "a claimed presignature does not match its share");
+            return Err(session.reject(Rejection::INTERNAL).await);
+        }
+    };
     // A failed final verification is ban-class: the online step uses no OT
     // material, but the key's is burned all the same (§8), by the hooks.
     let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
@@ -442,9 +474,13 @@ async fn leased_refresh<F: Frames>(
     let context = session.opening().context().to_vec();
     let mut protocol = Refresh::new(&stored.share, &context);
     let mut hook = DurableRefresh::new(state, &record, lease);
-    let new_share = session
-        .run_with(&mut protocol, &mut OsRng, &mut hook)
-        .await?;
+    let new_share = match session.run_with(&mut protocol, &mut OsRng, &mut hook).await {
+        Ok(share) => share,
+        Err(e) => {
+            count_pprf_failure(state, "refresh", owner, Some(&key_id), &e);
+            return Err(e);
+        }
+    };
     drop(protocol);
     crash::point("refresh:before-finalize");
     let event = Event {

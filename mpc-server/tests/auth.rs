@@ -8,6 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mpc_core::sign::ClaimSet;
 use mpc_core::{DerivationPath, Prehash};
 use mpc_server::auth::TokenBuilder;
 use mpc_transport_ws::{Client, CloseCode, Operation, TransportError};
@@ -101,6 +102,8 @@ async fn another_users_token_cannot_use_my_key() {
         let e = ClientShares::refresh(&shares, &mallory).await.unwrap_err();
         assert_eq!(e.close_code(), Some(CloseCode::NOT_FOUND), "{e}");
         let session_id = presignature.session_id();
+        let online =
+            mpc_core::OnlineSign::new(&share, presignature, prehash, &mut ClaimSet::new()).unwrap();
         let e = mallory
             .run(
                 Operation::OnlineSign {
@@ -108,7 +111,7 @@ async fn another_users_token_cannot_use_my_key() {
                     presignature: session_id,
                     prehash,
                 },
-                |_| mpc_core::OnlineSign::new(presignature, prehash),
+                move |_| online,
             )
             .await
             .unwrap_err();

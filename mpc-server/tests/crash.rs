@@ -13,6 +13,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mpc_core::sign::ClaimSet;
 use mpc_core::{KeyShare, OnlineSign, Prehash, Presignature};
 use mpc_transport_ws::{CloseCode, Operation};
 
@@ -66,7 +67,10 @@ async fn signing_crashes(db: &Db) {
         let client = server.client("lee");
         let presignature = client.presign(&share).await.unwrap();
         let prehash = Prehash::sha256(point.as_bytes());
-        let out = client.online_sign(presignature, prehash).await.unwrap();
+        let out = client
+            .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
+            .await
+            .unwrap();
         verify_with_libsecp(&share.public_key(), &prehash, &out);
     }
 
@@ -81,22 +85,26 @@ async fn signing_crashes(db: &Db) {
     let prehash = Prehash::sha256(b"online crash");
     assert!(server
         .client("lee")
-        .online_sign(presignature, prehash)
+        .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
         .await
         .is_err());
     assert!(server.wait_crashed());
     let server = Launch::new(db).start();
     let again = Presignature::from_bytes(&kept).unwrap();
     let other = Prehash::sha256(b"a different message");
+    // The client's own store lies (a fresh set): the server's claim is what
+    // refuses the replay.
+    let session_id = again.session_id();
+    let online = OnlineSign::new(&share, again, other, &mut ClaimSet::new()).unwrap();
     let replay = server
         .client("lee")
         .run(
             Operation::OnlineSign {
                 key_id: *share.key_id(),
-                presignature: again.session_id(),
+                presignature: session_id,
                 prehash: other,
             },
-            |_| OnlineSign::new(again, other),
+            move |_| online,
         )
         .await
         .unwrap_err();

@@ -8,6 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mpc_core::sign::ClaimSet;
 use mpc_core::Prehash;
 use mpc_transport_ws::{CloseCode, TransportError};
 
@@ -32,9 +33,13 @@ async fn lifecycle(db: &Db) {
     let presignature = client.presign(&share).await.unwrap();
     let session_id = presignature.session_id();
     let prehash = Prehash::sha256(b"presigned");
-    let out = client.online_sign(presignature, prehash).await.unwrap();
+    let out = client
+        .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
+        .await
+        .unwrap();
     verify_with_libsecp(&share.public_key(), &prehash, &out);
     let again = client.presign(&share).await.unwrap();
+    let online = mpc_core::OnlineSign::new(&share, again, prehash, &mut ClaimSet::new()).unwrap();
     // The same client-side values with the old id cannot be replayed: the
     // server has no unused presignature under that id.
     let replay = client
@@ -44,7 +49,7 @@ async fn lifecycle(db: &Db) {
                 presignature: session_id,
                 prehash,
             },
-            |_| mpc_core::OnlineSign::new(again, prehash),
+            move |_| online,
         )
         .await
         .unwrap_err();
@@ -69,7 +74,10 @@ async fn lifecycle(db: &Db) {
         .await
         .unwrap();
     let prehash = Prehash::sha256(b"presigned child");
-    let out = client.online_sign(presignature, prehash).await.unwrap();
+    let out = client
+        .online_sign(&refreshed, presignature, prehash, &mut ClaimSet::new())
+        .await
+        .unwrap();
     verify_with_libsecp(&child_key, &prehash, &out);
     server.kill();
 }
@@ -102,7 +110,7 @@ async fn two_servers_share_one_postgres() {
         let prehash = Prehash::sha256(b"presigned on one, used on two");
         let out = two
             .client("bob")
-            .online_sign(presignature, prehash)
+            .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
             .await
             .unwrap();
         verify_with_libsecp(&share.public_key(), &prehash, &out);

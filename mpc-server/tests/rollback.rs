@@ -12,6 +12,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mpc_core::sign::ClaimSet;
 use mpc_core::{Prehash, Presignature};
 use mpc_transport_ws::CloseCode;
 use sqlx::any::AnyRow;
@@ -84,7 +85,10 @@ async fn restored_rows_do_not_sign(db: &Db, first: &TestServer, second: &TestSer
     )
     .await;
     let first_hash = Prehash::sha256(b"first online signature");
-    let out = client.online_sign(presignature, first_hash).await.unwrap();
+    let out = client
+        .online_sign(&share, presignature, first_hash, &mut ClaimSet::new())
+        .await
+        .unwrap();
     verify_with_libsecp(&share.public_key(), &first_hash, &out);
 
     execute(
@@ -110,7 +114,7 @@ async fn restored_rows_do_not_sign(db: &Db, first: &TestServer, second: &TestSer
     let second_hash = Prehash::sha256(b"second online signature, same r");
     let refused = second
         .client("alice")
-        .online_sign(replayed, second_hash)
+        .online_sign(&share, replayed, second_hash, &mut ClaimSet::new())
         .await;
     let error = refused.expect_err("a restored presignature signed a second time");
     assert_eq!(error.close_code(), Some(CloseCode::NOT_FOUND), "{error}");

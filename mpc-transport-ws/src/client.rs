@@ -6,6 +6,7 @@ use core::fmt;
 use http::header::AUTHORIZATION;
 use http::HeaderValue;
 use mpc_core::derive::DerivationPath;
+use mpc_core::sign::PresignatureGuard;
 use mpc_core::wire::Role;
 use mpc_core::{
     Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh, Sign,
@@ -435,14 +436,21 @@ impl Client {
 
     /// The online step: signs `prehash` with `presignature`, which is
     /// consumed whatever the result (a presignature is used at most once).
+    /// `guard` claims it before anything is sent (PROTOCOL.md §14.3): it is
+    /// the caller's durable record of used presignatures, see
+    /// [`PresignatureGuard`].
     ///
     /// # Errors
     ///
-    /// As [`Client::run`].
-    pub async fn online_sign(
+    /// The errors of [`OnlineSign::new`] (burned share, a presignature of
+    /// another key or epoch, a refused claim), before any connection; then
+    /// as [`Client::run`].
+    pub async fn online_sign<G: PresignatureGuard + ?Sized>(
         &self,
+        share: &KeyShare,
         presignature: Presignature,
         prehash: Prehash,
+        guard: &mut G,
     ) -> Result<SignatureOutput> {
         let key_id: KeyId = *presignature.key_id();
         let operation = Operation::OnlineSign {
@@ -450,7 +458,8 @@ impl Client {
             presignature: presignature.session_id(),
             prehash,
         };
-        self.run(operation, move |_| OnlineSign::new(presignature, prehash))
+        let protocol = OnlineSign::new(share, presignature, prehash, guard)?;
+        self.run(operation, move |_| protocol)
             .await
             .map(|(signed, _)| signed)
     }

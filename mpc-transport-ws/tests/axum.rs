@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use common::*;
 use futures_util::SinkExt;
+use mpc_core::sign::ClaimSet;
 use mpc_core::Prehash;
 use mpc_transport_ws::opening::{encode_frame, FrameKind};
 use mpc_transport_ws::server::bearer_token;
@@ -81,7 +82,10 @@ async fn sessions_through_an_axum_route() {
 
         let presignature = client.presign(&share).await.unwrap();
         assert_eq!(results.recv().await.unwrap(), Ok("presign"));
-        let signed = client.online_sign(presignature, prehash).await.unwrap();
+        let signed = client
+            .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
+            .await
+            .unwrap();
         assert_eq!(results.recv().await.unwrap(), Ok("online-sign"));
         verify_with_libsecp(&share.public_key(), &prehash, &signed);
 

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use mpc_core::derive::DerivationPath;
+use mpc_core::sign::ClaimSet;
 use mpc_core::wire::Role;
 use mpc_core::{Dkg, Prehash, Sign};
 use mpc_transport_ws::{run_client, run_protocol, CloseCode, Opening, Operation, TransportError};
@@ -44,7 +45,10 @@ async fn keygen_sign_presign_online_sign() {
             .contains_key(&sid.0));
 
         let prehash = Prehash::sha256(b"presigned");
-        let signed = client.online_sign(presignature, prehash).await.unwrap();
+        let signed = client
+            .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
+            .await
+            .unwrap();
         assert_eq!(server.next_result().await, Ok("online-sign"));
         verify_with_libsecp(&share.public_key(), &prehash, &signed);
         // The server's half was used once and is gone.
@@ -243,7 +247,10 @@ async fn signing_under_a_derivation_path() {
 
         let presignature = client.presign_with_path(&share, &path).await.unwrap();
         assert_eq!(server.next_result().await, Ok("presign"));
-        let signed = client.online_sign(presignature, prehash).await.unwrap();
+        let signed = client
+            .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
+            .await
+            .unwrap();
         assert_eq!(server.next_result().await, Ok("online-sign"));
         verify_with_libsecp(&child, &prehash, &signed);
     })

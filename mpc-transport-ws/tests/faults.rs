@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use mpc_core::derive::DerivationPath;
+use mpc_core::sign::ClaimSet;
 use mpc_core::wire::Role;
 use mpc_core::{Dkg, KeyShare, OnlineSign, Prehash, Presign, Protocol, Sign};
 use mpc_transport_ws::{
@@ -87,7 +88,8 @@ async fn run_op(
                 },
                 &mut OsRng,
             );
-            run(frames, &opening, &mut OnlineSign::new(a, prehash), config).await
+            let mut online = OnlineSign::new(share, a, prehash, &mut ClaimSet::new()).unwrap();
+            run(frames, &opening, &mut online, config).await
         }
     }
 }

@@ -3,38 +3,47 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use k256::elliptic_curve::bigint::U256;
-use k256::elliptic_curve::ops::Reduce;
-use k256::elliptic_curve::point::AffineCoordinates;
 use k256::{ProjectivePoint, Scalar};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::keyshare::{decode_stored_record, KeyId};
-use crate::wire::{decode_point, decode_scalar, encode_point, encode_scalar, Role, SessionId};
+use crate::wire::{
+    decode_point, decode_scalar, encode_point, encode_scalar, Role, SessionId, POINT_BYTES,
+};
 
-/// Format version of [`Presignature::to_bytes`].
-pub const PRESIGNATURE_VERSION: u16 = 1;
+/// Format version of [`Presignature::to_bytes`]. Version 2 added the
+/// derivation tweak, which the round-4 nonce offset hashes (§14.3); a
+/// version-1 presignature does not load and must be discarded.
+pub const PRESIGNATURE_VERSION: u16 = 2;
 
 /// The message-independent result of rounds 1-3 (PROTOCOL.md §14.3).
 ///
 /// Consumed by value by [`OnlineSign::new`](crate::OnlineSign::new): the API
 /// cannot use one value twice. Using one presignature for two prehashes
 /// reveals the key, so it is not `Clone`. A storage layer may persist it
-/// with [`to_bytes`](Self::to_bytes), and must then mark the stored copy
-/// used (or delete it) before its online message leaves (§14.3).
+/// with [`to_bytes`](Self::to_bytes); `OnlineSign::new` then refuses it
+/// unless the storage layer's
+/// [`PresignatureGuard`](crate::sign::PresignatureGuard) claims it, which
+/// the guard's contract allows once per session id (§14.3).
 pub struct Presignature {
     pub(crate) role: Role,
     pub(crate) key_id: KeyId,
     pub(crate) epoch: u64,
     pub(crate) sid: [u8; 32],
-    pub(crate) r: Scalar,
+    /// `R = R_A + R_B`, before the round-4 offset.
     pub(crate) big_r: ProjectivePoint,
     pub(crate) phi: Scalar,
     pub(crate) u: Scalar,
     pub(crate) v: Scalar,
+    /// The additive derivation tweak `t` (zero for the root key).
+    pub(crate) tweak: Scalar,
+    /// `PK' = PK + t*G`.
     pub(crate) verifying_key: ProjectivePoint,
+    /// `enc33(PK')`, kept so the online step hashes it without an affine
+    /// conversion.
+    pub(crate) verifying_key_bytes: [u8; POINT_BYTES],
 }
 
 impl Drop for Presignature {
@@ -68,6 +77,7 @@ struct PresignatureRecord {
     phi: [u8; 32],
     u: [u8; 32],
     v: [u8; 32],
+    tweak: [u8; 32],
     verifying_key: Vec<u8>,
 }
 
@@ -112,10 +122,32 @@ impl Presignature {
             phi: encode_scalar(&self.phi),
             u: encode_scalar(&self.u),
             v: encode_scalar(&self.v),
-            verifying_key: encode_point(&self.verifying_key).to_vec(),
+            tweak: encode_scalar(&self.tweak),
+            verifying_key: self.verifying_key_bytes.to_vec(),
         };
-        // Serializing into a Vec cannot fail for this record.
-        Zeroizing::new(postcard::to_allocvec(&record).unwrap_or_default())
+        // Sized once, so no partial copy is freed while the buffer grows;
+        // serializing this record cannot fail.
+        crate::keyshare::to_zeroizing_vec(&record).unwrap_or_default()
+    }
+
+    /// Copies a boxed presignature out of its box. Moving out (`*boxed`)
+    /// would free the box's memory with the secret scalars still in it,
+    /// since `Drop` does not run on a moved-from box; here the box is
+    /// dropped normally and wipes its copy.
+    pub(crate) fn unbox(boxed: alloc::boxed::Box<Self>) -> Self {
+        Self {
+            role: boxed.role,
+            key_id: boxed.key_id,
+            epoch: boxed.epoch,
+            sid: boxed.sid,
+            big_r: boxed.big_r,
+            phi: boxed.phi,
+            u: boxed.u,
+            v: boxed.v,
+            tweak: boxed.tweak,
+            verifying_key: boxed.verifying_key,
+            verifying_key_bytes: boxed.verifying_key_bytes,
+        }
     }
 
     /// Decodes and checks a presignature.
@@ -131,22 +163,26 @@ impl Presignature {
         let malformed = |_| Error::MalformedKeyShare;
         let role = Role::from_u8(record.role).ok_or(Error::MalformedKeyShare)?;
         let big_r = decode_point(&record.big_r).map_err(malformed)?;
-        // r is recomputed, so a stored R and r can never disagree.
-        let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.to_affine().x());
-        if bool::from(r.is_zero()) {
-            return Err(Error::MalformedKeyShare);
-        }
+        let verifying_key = decode_point(&record.verifying_key).map_err(malformed)?;
+        // A decoded point has exactly one compressed encoding, these bytes.
+        let verifying_key_bytes: [u8; POINT_BYTES] = record
+            .verifying_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::MalformedKeyShare)?;
         Ok(Self {
             role,
             key_id: KeyId(record.key_id),
             epoch: record.epoch,
             sid: record.sid,
-            r,
             big_r,
             phi: decode_scalar(&record.phi).map_err(malformed)?,
             u: decode_scalar(&record.u).map_err(malformed)?,
             v: decode_scalar(&record.v).map_err(malformed)?,
-            verifying_key: decode_point(&record.verifying_key).map_err(malformed)?,
+            // Zero is a valid tweak (the root key).
+            tweak: decode_scalar(&record.tweak).map_err(malformed)?,
+            verifying_key,
+            verifying_key_bytes,
         })
     }
 }

@@ -419,10 +419,13 @@ impl EvilSigner {
         let at = VOLE_MSG_BYTES;
         let peer_r = spec::point(&body[at..at + POINT_BYTES]);
         let peer_psi = scalar_at(&body, at + POINT_BYTES + 32 + 2 * POINT_BYTES);
-        let big_r = g_mul(&self.nonce.r) + peer_r;
+        // Round 4 rerandomizes: k' = k + delta, R' = R + delta*G, and each
+        // party adds delta*phi_i to u_i (§14.3).
+        let delta = spec::nonce_offset(&self.parts, self.prehash.as_bytes(), &self.sid);
+        let big_r = g_mul(&self.nonce.r) + peer_r + g_mul(&delta);
         let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.to_affine().x());
         let mask = self.phi + peer_psi;
-        let u = self.nonce.r * mask + self.c[0] + d.d[0];
+        let u = self.nonce.r * mask + self.c[0] + d.d[0] + delta * self.phi;
         let v = self.parts.secret * mask + self.c[1] + d.d[1];
         let w = self.prehash_scalar() * self.phi + r * v;
         self.presig = Some((u, w));

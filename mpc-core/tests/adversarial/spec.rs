@@ -62,6 +62,8 @@ pub struct Parts {
     pub epoch: u64,
     pub secret: Scalar,
     pub transcript: [u8; 32],
+    /// `enc33(PK)`, from the record.
+    pub public_key: [u8; 33],
     /// This party as RVOLE sender (S) of its own direction.
     pub sender: OtSenderKey,
     /// This party as RVOLE receiver (R) of the peer's direction.
@@ -77,6 +79,7 @@ impl Parts {
             epoch: r.epoch,
             secret: decode_scalar(&r.secret).unwrap(),
             transcript: r.transcript,
+            public_key: r.public_key.as_slice().try_into().unwrap(),
             sender: OtSenderKey::from_parts(
                 PuncturedSeeds {
                     punctured: r.sender_punctured,
@@ -141,6 +144,16 @@ pub fn sign_setup(p: &Parts, protocol: ProtocolId) -> [u8; 32] {
             &encode_scalar(&Scalar::ZERO),
             &[protocol.as_u8()],
         ],
+    )
+}
+
+/// The round-4 nonce offset for the root key (§14.3):
+/// `delta = H2S(mpc/sign/rerandomize/v1; enc33(PK'), enc32(t), prehash, sid)`
+/// with `t = 0`, `PK' = PK`.
+pub fn nonce_offset(p: &Parts, prehash: &[u8; 32], sid: &[u8; 32]) -> Scalar {
+    hash_to_scalar(
+        tags::SIGN_RERANDOMIZE,
+        &[&p.public_key, &encode_scalar(&Scalar::ZERO), prehash, sid],
     )
 }
 

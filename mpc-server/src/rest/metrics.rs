@@ -1,5 +1,6 @@
 //! Prometheus metrics: WebSocket sessions by protocol and outcome, their
-//! durations and bytes, open sessions, REST requests, webhook deliveries.
+//! durations and bytes, open sessions, REST requests, webhook deliveries,
+//! failed OT-setup tree proofs and their alerts (PROTOCOL.md §5.3).
 
 use std::time::Duration;
 
@@ -38,6 +39,14 @@ struct ProtocolLabel {
     protocol: String,
 }
 
+/// Labels of a PPRF proof failure: the operation (`keygen` or `refresh`).
+/// Never the owner or key (unbounded label values); the warning log names
+/// them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -53,6 +62,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     webhooks_delivered: Counter,
     webhooks_failed: Counter,
+    pprf_failures: Family<OperationLabel, Counter>,
+    pprf_alerts: Family<OperationLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,8 +126,22 @@ impl Metrics {
             "Failed webhook delivery attempts",
             webhooks_failed.clone(),
         );
+        let pprf_failures = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "pprf_proof_failures",
+            "OT-setup GGM-tree (PPRF) proof failures of a client's trees, by operation",
+            pprf_failures.clone(),
+        );
+        let pprf_alerts = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "pprf_failure_alerts",
+            "PPRF proof failures at or past the per-key-and-owner threshold (PROTOCOL.md 5.3)",
+            pprf_alerts.clone(),
+        );
         Self {
             registry,
+            pprf_failures,
+            pprf_alerts,
             sessions,
             session_seconds,
             session_bytes,
@@ -183,6 +208,24 @@ impl Metrics {
         };
         bump(&self.webhooks_delivered, delivered);
         bump(&self.webhooks_failed, failed);
+    }
+
+    /// Counts a failed PPRF proof in `operation`.
+    pub fn pprf_proof_failed(&self, operation: &str) {
+        self.pprf_failures
+            .get_or_create(&OperationLabel {
+                operation: operation.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a PPRF proof failure at or past the threshold (an alert).
+    pub fn pprf_failure_alert(&self, operation: &str) {
+        self.pprf_alerts
+            .get_or_create(&OperationLabel {
+                operation: operation.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition format.

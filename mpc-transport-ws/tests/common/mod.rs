@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use mpc_core::sign::ClaimSet;
 use mpc_core::wire::Role;
 use mpc_core::SignatureOutput;
 use mpc_core::{Dkg, KeyId, KeyShare, OnlineSign, Prehash, Presign, Presignature, Sign};
@@ -238,9 +239,17 @@ pub async fn handle<F: Frames>(
             let Some(presignature) = store.take_presignature(&key_id, &presignature.0) else {
                 return Err(session.reject(Rejection::NOT_FOUND).await);
             };
-            session
-                .run(&mut OnlineSign::new(presignature, prehash), &mut rng)
-                .await?;
+            // The presignature left the store above: the test store's
+            // take is the durable claim; a fresh set confirms it.
+            let Ok(mut online) = OnlineSign::new(
+                &store.share(&key_id).expect("the key's share"),
+                presignature,
+                prehash,
+                &mut ClaimSet::new(),
+            ) else {
+                return Err(session.reject(Rejection::NOT_FOUND).await);
+            };
+            session.run(&mut online, &mut rng).await?;
         }
         _ => return Err(session.reject(Rejection::UNSUPPORTED_OPERATION).await),
     }
