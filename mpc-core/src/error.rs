@@ -75,6 +75,10 @@ pub enum Error {
     PrehashMismatch,
     /// The sum of nonce or inversion shares is zero, or `r = 0`.
     DegenerateSignature,
+    /// The peer's BIP340 partial signature does not verify against its
+    /// public share and nonces (PROTOCOL.md §20). No secret is involved in
+    /// the check, so this only aborts.
+    InvalidPartialSignature,
 
     // ---- Local: misuse, stored data ----
     /// The protocol has already finished; it takes no more messages.
@@ -112,6 +116,9 @@ pub enum Error {
     BackupDecryptionFailed,
     /// The key's OT material was burned after a ban; refresh before signing.
     OtMaterialBurned,
+    /// A BIP341 Taproot tweak is not below the group order or gives the
+    /// identity (PROTOCOL.md §20).
+    InvalidTweak,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -150,7 +157,8 @@ impl Error {
             | Self::InvalidProof
             | Self::KeyConfirmationFailed
             | Self::PrehashMismatch
-            | Self::DegenerateSignature => AbortClass::Abort,
+            | Self::DegenerateSignature
+            | Self::InvalidPartialSignature => AbortClass::Abort,
             Self::OtExtensionCheckFailed
             | Self::RvoleCheckFailed
             | Self::GammaCheckFailed
@@ -170,7 +178,8 @@ impl Error {
             | Self::ExportMismatch
             | Self::InvalidBackup
             | Self::BackupDecryptionFailed
-            | Self::OtMaterialBurned => AbortClass::Local,
+            | Self::OtMaterialBurned
+            | Self::InvalidTweak => AbortClass::Local,
         }
     }
 
@@ -200,6 +209,8 @@ impl Error {
             Self::KeyConfirmationFailed => "key confirmation failed",
             Self::PrehashMismatch => "peer signs a different prehash",
             Self::DegenerateSignature => "degenerate nonce or signature value",
+            Self::InvalidPartialSignature => "peer's partial signature does not verify",
+            Self::InvalidTweak => "invalid Taproot tweak",
             Self::AlreadyFinished => "protocol already finished",
             Self::AlreadyStarted => "protocol already started",
             Self::NotStarted => "protocol not started",
