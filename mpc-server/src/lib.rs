@@ -17,6 +17,7 @@ pub mod config;
 pub mod crash;
 pub mod dev;
 pub mod rest;
+mod schnorr;
 pub mod seal;
 pub mod server;
 pub mod session;
