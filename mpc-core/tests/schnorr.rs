@@ -359,27 +359,20 @@ fn parties_with_different_messages_paths_or_taproot_modes_never_share_a_session(
     let (a, b) = dkg_pair(23);
     let root = DerivationPath::root();
     let child: DerivationPath = "m/1".parse().unwrap();
-    let cases: [(
-        &[u8],
-        &DerivationPath,
-        Taproot,
-        &[u8],
-        &DerivationPath,
-        Taproot,
-    ); 4] = [
-        (b"m", &root, Taproot::Off, b"m", &child, Taproot::Off),
-        (b"m", &root, Taproot::Off, b"m", &root, Taproot::KeyPathOnly),
+    type Inputs<'a> = (&'a [u8], &'a DerivationPath, Taproot);
+    let cases: [(Inputs<'_>, Inputs<'_>); 4] = [
+        ((b"m", &root, Taproot::Off), (b"m", &child, Taproot::Off)),
         (
-            b"m",
-            &root,
-            Taproot::MerkleRoot([1; 32]),
-            b"m",
-            &root,
-            Taproot::MerkleRoot([2; 32]),
+            (b"m", &root, Taproot::Off),
+            (b"m", &root, Taproot::KeyPathOnly),
         ),
-        (b"m", &root, Taproot::Off, b"n", &root, Taproot::Off),
+        (
+            (b"m", &root, Taproot::MerkleRoot([1; 32])),
+            (b"m", &root, Taproot::MerkleRoot([2; 32])),
+        ),
+        ((b"m", &root, Taproot::Off), (b"n", &root, Taproot::Off)),
     ];
-    for (i, (ma, pa, ta, mb, pb, tb)) in cases.into_iter().enumerate() {
+    for (i, ((ma, pa, ta), (mb, pb, tb))) in cases.into_iter().enumerate() {
         let mut sa = SignSchnorr::new(&a, ma, pa, ta).unwrap();
         let mut sb = SignSchnorr::new(&b, mb, pb, tb).unwrap();
         let (end_a, end_b) = run_pair(i as u64, &mut sa, &mut sb, |_| {});
@@ -502,7 +495,7 @@ fn concurrent_sessions_interleaved_and_crossed_stay_separate_and_sound() {
     let (a, b) = dkg_pair(26);
     let root = DerivationPath::root();
     let n = 32usize;
-    let messages: Vec<[u8; 32]> = (0..n).map(|i| [i as u8; 32]).collect();
+    let messages: Vec<[u8; 32]> = (0..n).map(|i| [u8::try_from(i).unwrap(); 32]).collect();
     let mut pa: Vec<_> = messages
         .iter()
         .map(|m| SignSchnorr::new(&a, m, &root, Taproot::KeyPathOnly).unwrap())

@@ -123,7 +123,7 @@ async fn root_path_and_taproot(db: &Db) {
     ];
     let mut nonces = HashSet::new();
     for (i, (path, taproot)) in cases.iter().enumerate() {
-        let out = sign_checked(&client, &share, &[i as u8], path, *taproot).await;
+        let out = sign_checked(&client, &share, &[u8::try_from(i).unwrap()], path, *taproot).await;
         assert!(nonces.insert(out.signature[..32].to_vec()));
     }
     // ECDSA still signs with the same share afterwards.
