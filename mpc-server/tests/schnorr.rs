@@ -377,3 +377,39 @@ async fn concurrent_sessions_on_one_key() {
     })
     .await;
 }
+
+/// Two server processes on one PostgreSQL database: a key made on one signs
+/// BIP340 on the other, and a ban stored by one refuses Schnorr signing on
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_share_keys_and_bans() {
+    if skip_postgres() {
+        return;
+    }
+    bounded(async {
+        let db = Db::postgres().await;
+        let one = Launch::new(&db).start();
+        let two = Launch::new(&db).start();
+        let share = one.client("gus").keygen().await.unwrap();
+        let root = DerivationPath::root();
+        sign_checked(
+            &two.client("gus"),
+            &share,
+            b"on two",
+            &root,
+            Taproot::KeyPathOnly,
+        )
+        .await;
+        let error = sign_maliciously(&one.client("gus"), &share).await;
+        assert_eq!(error.close_code(), Some(CloseCode::PROTOCOL_BAN), "{error}");
+        let banned = two
+            .client("gus")
+            .sign_schnorr(&share, sha256(b"after the ban"), &root, Taproot::Off)
+            .await
+            .unwrap_err();
+        assert_eq!(banned.close_code(), Some(CloseCode(4102)), "{banned}");
+        one.kill();
+        two.kill();
+    })
+    .await;
+}
