@@ -5,9 +5,10 @@
 
 use mpc_core::derive::DerivationPath;
 use mpc_core::{KeyId, SignSchnorr, Taproot};
-use mpc_transport_ws::{Frames, ServerSession, Traffic, TransportError};
+use mpc_transport_ws::{Frames, Rejection, ServerSession, Traffic, TransportError};
 use rand_core::OsRng;
 use serde_json::json;
+use tracing::error;
 
 use crate::bans::BanHooks;
 use crate::crash;
@@ -59,6 +60,12 @@ pub(crate) async fn sign<F: Frames>(
     let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let mut protocol = match SignSchnorr::new(&stored.share, &message, &path, taproot) {
         Ok(protocol) => protocol,
+        // A stored share whose public shares do not add up: our fault, not
+        // the request's.
+        Err(mpc_core::Error::MalformedKeyShare) => {
+            error!(%key_id, epoch, "stored share is inconsistent");
+            return Err(session.reject(Rejection::INTERNAL).await);
+        }
         // An underivable path, or a Taproot tweak BIP341 rejects.
         Err(_) => return Err(session.reject(codes::INVALID_PATH).await),
     };
