@@ -404,6 +404,16 @@ fn ws_opening(dir: &Path) {
             },
         ),
         ("refresh", Operation::Refresh { key_id, epoch: 2 }),
+        (
+            "sign-bip340",
+            Operation::SignSchnorr {
+                key_id,
+                epoch: 3,
+                message: [0x5c; 32],
+                path: DerivationPath::from_indices(&[0, 5]).expect("non-hardened"),
+                taproot: mpc_core::Taproot::MerkleRoot([0x7e; 32]),
+            },
+        ),
     ];
     for (name, operation) in operations {
         let opening = Opening { session, operation };
