@@ -183,7 +183,10 @@ fn check_changed_output(kind: Kind, output: Output) {
         }
         Output::Presignature(presignature) => online_with_recorded_peer(*presignature),
         Output::Schnorr(out) => {
-            assert!(schnorr_verifies(&out), "{kind:?} output an invalid signature");
+            assert!(
+                schnorr_verifies(&out),
+                "{kind:?} output an invalid signature"
+            );
         }
     }
 }
