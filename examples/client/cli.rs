@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use mpc_core::{DerivationPath, KeyId, Prehash};
 
 /// Default base URL of the server's REST API.
@@ -47,7 +47,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Generates a new key with the server and stores this client's share.
     Keygen,
-    /// Signs a 32-byte prehash with the current share of a key.
+    /// Signs a 32-byte prehash with the current share of a key: ECDSA, or
+    /// BIP340 Schnorr (optionally for a BIP341 Taproot output key).
     Sign {
         /// The key (64 hex digits).
         #[arg(long, value_parser = parse_key_id)]
@@ -59,6 +60,18 @@ pub(crate) enum Command {
         /// m/0/5 (default: the root key).
         #[arg(long, value_parser = parse_path)]
         path: Option<DerivationPath>,
+        /// The signature scheme. With bip340 the prehash is the 32-byte
+        /// message BIP340 signs (a BIP341 signature hash for Taproot).
+        #[arg(long, value_enum, default_value_t = Scheme::Ecdsa)]
+        scheme: Scheme,
+        /// With --scheme bip340: sign for the BIP341 Taproot output key of
+        /// the (derived) key, a key-path spend.
+        #[arg(long)]
+        taproot: bool,
+        /// With --taproot: the script tree's merkle root (64 hex digits);
+        /// without it the output commits to no scripts (as BIP86).
+        #[arg(long, value_parser = parse_hash, requires = "taproot")]
+        merkle_root: Option<[u8; 32]>,
     },
     /// Refreshes the shares of a key (same public key, next epoch).
     Refresh {
@@ -132,6 +145,22 @@ fn parse_prehash(text: &str) -> Result<Prehash, String> {
         .try_into()
         .map_err(|_| "a prehash is 32 bytes (64 hex digits)".to_owned())?;
     Ok(Prehash::from_bytes(bytes))
+}
+
+/// A signature scheme of `sign`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scheme {
+    /// Two-party ECDSA (DKLs23).
+    Ecdsa,
+    /// Two-party BIP340 Schnorr (PROTOCOL.md §20).
+    Bip340,
+}
+
+fn parse_hash(text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text).map_err(|_| "not hex".to_owned())?;
+    bytes
+        .try_into()
+        .map_err(|_| "a merkle root is 32 bytes (64 hex digits)".to_owned())
 }
 
 fn parse_public_key(text: &str) -> Result<PublicKeyBytes, String> {

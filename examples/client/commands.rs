@@ -33,7 +33,7 @@ impl Context {
     }
 
     /// A client of the server; fails without a token.
-    fn client(&self) -> Result<Client, Failure> {
+    pub(crate) fn client(&self) -> Result<Client, Failure> {
         let token = self.token()?;
         if !(self.server.starts_with("ws://") || self.server.starts_with("wss://")) {
             return Err(Failure::usage(format!(
@@ -109,14 +109,10 @@ fn verify_signature(
     Ok(())
 }
 
-pub(crate) fn cmd_sign(
-    ctx: &Context,
-    key_id: &KeyId,
-    prehash: Prehash,
-    path: Option<&DerivationPath>,
-) -> Result<Value, Failure> {
-    let client = ctx.client()?;
-    let mut share = ctx.state.load_current(key_id)?;
+/// The current share of `key_id`, refused if its OT material was burned
+/// (PROTOCOL.md §8: a ban stops every scheme until a refresh).
+pub(crate) fn signing_share(ctx: &Context, key_id: &KeyId) -> Result<KeyShare, Failure> {
+    let share = ctx.state.load_current(key_id)?;
     if share.is_ot_burned() {
         return Err(Failure::local(
             "ot_burned",
@@ -126,6 +122,41 @@ pub(crate) fn cmd_sign(
             ),
         ));
     }
+    Ok(share)
+}
+
+/// The failure of a signing session; after a ban-class one, the share's OT
+/// material is burned and saved first (PROTOCOL.md §8).
+pub(crate) fn signing_failure(
+    ctx: &Context,
+    share: &mut KeyShare,
+    err: &mpc_transport_ws::TransportError,
+) -> Failure {
+    let mut failure = transport_failure(err);
+    if err.is_ban() {
+        share.burn_ot_material();
+        failure.message = match ctx.state.save_share(share) {
+            Ok(()) => format!(
+                "{}; the share's OT material was burned: run refresh before signing again",
+                failure.message
+            ),
+            Err(save) => format!(
+                "{}; burning the share's OT material failed ({}): run refresh before signing again",
+                failure.message, save.message
+            ),
+        };
+    }
+    failure
+}
+
+pub(crate) fn cmd_sign(
+    ctx: &Context,
+    key_id: &KeyId,
+    prehash: Prehash,
+    path: Option<&DerivationPath>,
+) -> Result<Value, Failure> {
+    let client = ctx.client()?;
+    let mut share = signing_share(ctx, key_id)?;
     let public_key = match path {
         Some(path) => {
             share
@@ -141,27 +172,7 @@ pub(crate) fn cmd_sign(
             None => client.sign(&share, prehash).await,
         }
     })?;
-    let signed = match result {
-        Ok(signed) => signed,
-        Err(err) => {
-            let mut failure = transport_failure(&err);
-            if err.is_ban() {
-                // PROTOCOL.md §8: never use this OT material again.
-                share.burn_ot_material();
-                failure.message = match ctx.state.save_share(&share) {
-                    Ok(()) => format!(
-                        "{}; the share's OT material was burned: run refresh before signing again",
-                        failure.message
-                    ),
-                    Err(save) => format!(
-                        "{}; burning the share's OT material failed ({}): run refresh before signing again",
-                        failure.message, save.message
-                    ),
-                };
-            }
-            return Err(failure);
-        }
-    };
+    let signed = result.map_err(|err| signing_failure(ctx, &mut share, &err))?;
     verify_signature(&public_key, &prehash, &signed)?;
     Ok(json!({
         "public_key": key_hex(&public_key),

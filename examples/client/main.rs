@@ -122,6 +122,7 @@ mod commands;
 mod export;
 mod output;
 mod rest;
+mod schnorr;
 mod state;
 mod verify;
 
@@ -134,7 +135,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use backup::cmd_verify_backup;
-use cli::{Cli, Command};
+use cli::{Cli, Command, Scheme};
 use commands::{cmd_keygen, cmd_list, cmd_refresh, cmd_show, cmd_sign, Context};
 use export::cmd_export;
 use output::{print_failure, print_value, usage_message, wipe_strings, Failure, EXIT_LOCAL};
@@ -165,7 +166,25 @@ fn run(cli: Cli) -> Result<Value, Failure> {
             key_id,
             prehash,
             path,
+            scheme: Scheme::Ecdsa,
+            taproot: false,
+            merkle_root: None,
         } => cmd_sign(&context(state)?, key_id, *prehash, path.as_ref()),
+        Command::Sign {
+            key_id,
+            prehash,
+            path,
+            scheme,
+            taproot,
+            merkle_root,
+        } => schnorr::cmd_sign_bip340(
+            &context(state)?,
+            key_id,
+            *prehash,
+            path.as_ref(),
+            *scheme,
+            schnorr::taproot_mode(*taproot, *merkle_root),
+        ),
         Command::Refresh { key_id } => cmd_refresh(&context(state)?, key_id),
         Command::List => cmd_list(&context(state)?),
         Command::Show { key_id } => cmd_show(&context(state)?, key_id),

@@ -292,7 +292,7 @@ fn protocol_rounds(dir: &Path) {
     }
     // Signing round 3: VoleMsg (49216) R salt Gamma_u Gamma_v psi.
     let psi = 49_216 + 33 + 32 + 33 + 33 + 31;
-    let tampers: [(Kind, Role, usize, usize, u8, &str); 7] = [
+    let tampers: [(Kind, Role, usize, usize, u8, &str); 8] = [
         (Kind::Dkg, Role::A, 1, 40, 0x01, "commitment"),
         (Kind::Dkg, Role::B, 2, 130 + 31, 0x01, "proof"),
         (Kind::Dkg, Role::A, 4, 0, 0x80, "confirmation"),
@@ -300,6 +300,7 @@ fn protocol_rounds(dir: &Path) {
         (Kind::Sign, Role::B, 3, psi, 0x01, "psi"),
         (Kind::Presign, Role::A, 3, 49_216 + 40, 0x01, "salt"),
         (Kind::Refresh, Role::B, 5, 31, 0x01, "ack"),
+        (Kind::SignSchnorr, Role::A, 2, 31, 0x01, "partial"),
     ];
     for (kind, role, round, offset, xor, what) in tampers {
         let case = Case {
@@ -403,6 +404,16 @@ fn ws_opening(dir: &Path) {
             },
         ),
         ("refresh", Operation::Refresh { key_id, epoch: 2 }),
+        (
+            "sign-bip340",
+            Operation::SignSchnorr {
+                key_id,
+                epoch: 3,
+                message: [0x5c; 32],
+                path: DerivationPath::from_indices(&[0, 5]).expect("non-hardened"),
+                taproot: mpc_core::Taproot::MerkleRoot([0x7e; 32]),
+            },
+        ),
     ];
     for (name, operation) in operations {
         let opening = Opening { session, operation };

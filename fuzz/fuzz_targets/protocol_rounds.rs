@@ -1,5 +1,6 @@
 //! Fuzzes every round of every protocol (DKG, signing, presigning, the
-//! online step, refresh) from the point of view of an honest party.
+//! online step, refresh, BIP340 signing) from the point of view of an
+//! honest party.
 //!
 //! The input ([`Case`]) picks the protocol, the honest party's role, a round
 //! `r` and a mode; the rest is the body. The party is rebuilt at round `r`
@@ -24,6 +25,7 @@
 //!     bound into the key-confirmation hash (or fixes the session id), so
 //!     the honest peer's confirmation cannot match;
 //!   - a signature (signing, online step) verifies under the key;
+//!   - a BIP340 signature verifies under the fixture's Taproot output key;
 //!   - a presignature either fails its online step against the honest
 //!     peer's recorded presignature or gives a verifying signature;
 //! - a refresh is confirmed only with the recorded new share.
@@ -34,7 +36,7 @@ use mpc_core::local::run_pair;
 use mpc_core::sign::ClaimSet;
 use mpc_core::{AbortClass, Error, OnlineSign, Presignature, Step};
 use mpc_core_fuzz::protocols::{
-    key, prehash, transcript, verifies, Case, Kind, Mode, Output, Party,
+    key, prehash, schnorr_verifies, transcript, verifies, Case, Kind, Mode, Output, Party,
 };
 use mpc_core_fuzz::rng;
 
@@ -181,6 +183,12 @@ fn check_changed_output(kind: Kind, output: Output) {
             assert!(verifies(&out), "{kind:?} output an invalid signature");
         }
         Output::Presignature(presignature) => online_with_recorded_peer(*presignature),
+        Output::Schnorr(out) => {
+            assert!(
+                schnorr_verifies(&out),
+                "{kind:?} output an invalid signature"
+            );
+        }
     }
 }
 

@@ -20,8 +20,8 @@ use mpc_core::error::Result;
 use mpc_core::sign::ClaimSet;
 use mpc_core::wire::{Envelope, ProtocolId, Role, MAX_MESSAGE_BYTES};
 use mpc_core::{
-    Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh, Sign,
-    SignatureOutput, Step,
+    DerivationPath, Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh,
+    SchnorrSignature, Sign, SignSchnorr, SignatureOutput, Step, Taproot,
 };
 use rand_chacha::ChaCha20Rng;
 
@@ -53,16 +53,27 @@ pub enum Kind {
     Online,
     /// Refresh (5 rounds).
     Refresh,
+    /// Two-party BIP340 signing (2 rounds), under the BIP32 path
+    /// [`SCHNORR_PATH`] with the Taproot key-path tweak.
+    SignSchnorr,
+}
+
+/// The BIP32 path the fixture's BIP340 signature is made under.
+pub const SCHNORR_PATH: [u32; 2] = [0, 5];
+
+fn schnorr_path() -> DerivationPath {
+    DerivationPath::from_indices(&SCHNORR_PATH).expect("non-hardened fixture path")
 }
 
 impl Kind {
     /// Every kind, in selector order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Dkg,
         Self::Sign,
         Self::Presign,
         Self::Online,
         Self::Refresh,
+        Self::SignSchnorr,
     ];
 
     /// Messages each party sends (and receives) in a run.
@@ -73,6 +84,7 @@ impl Kind {
             Self::Presign => 3,
             Self::Online => 1,
             Self::Refresh => 5,
+            Self::SignSchnorr => 2,
         }
     }
 
@@ -85,6 +97,7 @@ impl Kind {
             Self::Presign => "presign",
             Self::Online => "online",
             Self::Refresh => "refresh",
+            Self::SignSchnorr => "sign_bip340",
         }
     }
 
@@ -95,6 +108,7 @@ impl Kind {
             Self::Presign => 2,
             Self::Online => 3,
             Self::Refresh => 4,
+            Self::SignSchnorr => 5,
         }
     }
 
@@ -113,6 +127,8 @@ pub enum Output {
     Signature(SignatureOutput),
     /// Presigning.
     Presignature(Box<Presignature>),
+    /// BIP340 signing.
+    Schnorr(SchnorrSignature),
 }
 
 impl Output {
@@ -127,6 +143,7 @@ impl Output {
                 bytes
             }
             Self::Presignature(presignature) => presignature.to_bytes().to_vec(),
+            Self::Schnorr(out) => [&out.signature[..], &out.public_key].concat(),
         }
     }
 }
@@ -144,6 +161,8 @@ pub enum Party {
     Online(OnlineSign),
     /// Refresh of a fixture share.
     Refresh(Refresh<'static>),
+    /// BIP340 signing with a fixture share.
+    SignSchnorr(SignSchnorr<'static>),
 }
 
 fn step<T>(result: Result<Step<T>>, wrap: fn(T) -> Output) -> Result<Step<Output>> {
@@ -173,6 +192,10 @@ impl Party {
                 Self::Online(online)
             }
             Kind::Refresh => Self::Refresh(Refresh::new(key(role), REFRESH_CONTEXT)),
+            Kind::SignSchnorr => Self::SignSchnorr(
+                SignSchnorr::new(key(role), &PREHASH, &schnorr_path(), Taproot::KeyPathOnly)
+                    .expect("fixture path derives"),
+            ),
         };
         (party, rng(kind.seed(role)))
     }
@@ -189,6 +212,7 @@ impl Party {
             Self::Presign(p) => p.start(rng),
             Self::Online(p) => p.start(rng),
             Self::Refresh(p) => p.start(rng),
+            Self::SignSchnorr(p) => p.start(rng),
         }
     }
 
@@ -210,6 +234,7 @@ impl Party {
             Self::Refresh(p) => step(p.handle(rng, message), |share| {
                 Output::Share(Box::new(share))
             }),
+            Self::SignSchnorr(p) => step(p.handle(rng, message), Output::Schnorr),
         }
     }
 
@@ -291,12 +316,14 @@ pub fn transcript(kind: Kind) -> &'static Transcript {
     static PRESIGN: OnceLock<Transcript> = OnceLock::new();
     static ONLINE: OnceLock<Transcript> = OnceLock::new();
     static REFRESH: OnceLock<Transcript> = OnceLock::new();
+    static SIGN_SCHNORR: OnceLock<Transcript> = OnceLock::new();
     let cell = match kind {
         Kind::Dkg => &DKG,
         Kind::Sign => &SIGN,
         Kind::Presign => &PRESIGN,
         Kind::Online => &ONLINE,
         Kind::Refresh => &REFRESH,
+        Kind::SignSchnorr => &SIGN_SCHNORR,
     };
     cell.get_or_init(|| {
         let transcript = checked_run(kind);
@@ -317,6 +344,14 @@ pub fn transcript(kind: Kind) -> &'static Transcript {
                 k256::ecdsa::VerifyingKey::from(key(Role::A).public_key())
                     .verify_prehash(&PREHASH, &signature)
                     .expect("fixture signature verifies");
+            }
+            Kind::SignSchnorr => {
+                assert_eq!(transcript.outputs[0], transcript.outputs[1]);
+                let bytes = &transcript.outputs[0];
+                let signature: [u8; 64] = bytes[..64].try_into().expect("64-byte signature");
+                let public_key: [u8; 32] = bytes[64..].try_into().expect("x-only key");
+                assert_eq!(public_key, schnorr_key(), "fixture output key");
+                assert!(mpc_core::schnorr::verify(&public_key, &PREHASH, &signature));
             }
             Kind::Presign => {}
         }
@@ -350,6 +385,23 @@ pub fn verifies(out: &SignatureOutput) -> bool {
         .is_ok()
 }
 
+/// The x-only Taproot output key the fixture's BIP340 signature is made
+/// under.
+#[must_use]
+pub fn schnorr_key() -> [u8; 32] {
+    mpc_core::schnorr::signing_keys(key(Role::A), &schnorr_path(), Taproot::KeyPathOnly)
+        .expect("fixture keys")
+        .1
+}
+
+/// Whether `out` is a valid BIP340 signature of the fixture message under
+/// the fixture's output key (not merely under the key it names).
+#[must_use]
+pub fn schnorr_verifies(out: &SchnorrSignature) -> bool {
+    out.public_key == schnorr_key()
+        && mpc_core::schnorr::verify(&out.public_key, &PREHASH, &out.signature)
+}
+
 /// The protocol id and addressing of a recorded message.
 #[must_use]
 pub fn envelope_of(message: &[u8]) -> Envelope {
@@ -365,6 +417,7 @@ pub const fn protocol_id(kind: Kind) -> ProtocolId {
         Kind::Sign | Kind::Online => ProtocolId::Sign,
         Kind::Presign => ProtocolId::Presign,
         Kind::Refresh => ProtocolId::Refresh,
+        Kind::SignSchnorr => ProtocolId::SignSchnorr,
     }
 }
 

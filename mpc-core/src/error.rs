@@ -77,6 +77,10 @@ pub enum Error {
     PrehashMismatch,
     /// The sum of nonce or inversion shares is zero, or `r = 0`.
     DegenerateSignature,
+    /// The peer's BIP340 partial signature does not verify against its
+    /// public share and nonces (PROTOCOL.md §20). No secret is involved in
+    /// the check, so this only aborts.
+    InvalidPartialSignature,
 
     // ---- Local: misuse, stored data ----
     /// The protocol has already finished; it takes no more messages.
@@ -118,6 +122,9 @@ pub enum Error {
     /// claim the presignature (it was claimed before, or the claim could not
     /// be recorded); no round-4 message was produced (PROTOCOL.md §14.3).
     PresignatureClaimRefused,
+    /// A BIP341 Taproot tweak is not below the group order or gives the
+    /// identity (PROTOCOL.md §20).
+    InvalidTweak,
 
     // ---- Ban: checks whose failure can leak correlated secrets ----
     /// The SoftSpokenOT consistency check failed: the OT-extension receiver
@@ -156,7 +163,8 @@ impl Error {
             | Self::InvalidProof
             | Self::KeyConfirmationFailed
             | Self::PrehashMismatch
-            | Self::DegenerateSignature => AbortClass::Abort,
+            | Self::DegenerateSignature
+            | Self::InvalidPartialSignature => AbortClass::Abort,
             Self::OtExtensionCheckFailed
             | Self::RvoleCheckFailed
             | Self::GammaCheckFailed
@@ -177,7 +185,8 @@ impl Error {
             | Self::InvalidBackup
             | Self::BackupDecryptionFailed
             | Self::OtMaterialBurned
-            | Self::PresignatureClaimRefused => AbortClass::Local,
+            | Self::PresignatureClaimRefused
+            | Self::InvalidTweak => AbortClass::Local,
         }
     }
 
@@ -211,6 +220,8 @@ impl Error {
             Self::KeyConfirmationFailed => "key confirmation failed",
             Self::PrehashMismatch => "peer signs a different prehash",
             Self::DegenerateSignature => "degenerate nonce or signature value",
+            Self::InvalidPartialSignature => "peer's partial signature does not verify",
+            Self::InvalidTweak => "invalid Taproot tweak",
             Self::AlreadyFinished => "protocol already finished",
             Self::AlreadyStarted => "protocol already started",
             Self::NotStarted => "protocol not started",

@@ -15,6 +15,8 @@
 //! - [`protocol`]: the one driving shape every protocol shares (§12);
 //! - [`dkg`]: two-party key generation (§13), giving a [`KeyShare`];
 //! - [`sign`]: signing, presigning and the online step (§14);
+//! - [`schnorr`]: two-party BIP340 Schnorr signing with BIP32 and Taproot
+//!   tweaks (§20);
 //! - [`hazmat`]: the oblivious-transfer stack (base OT, SoftSpokenOT, RVOLE)
 //!   that the signing protocol's multiplication is built on (§4-§7). Misuse of
 //!   these primitives (reusing a batch, skipping a check) leaks keys.
@@ -40,6 +42,7 @@ pub mod params;
 mod proof;
 pub mod protocol;
 pub mod refresh;
+pub mod schnorr;
 pub mod sign;
 pub mod transcript;
 pub mod wire;
@@ -50,6 +53,7 @@ pub use error::{AbortClass, Error};
 pub use keyshare::{KeyId, KeyShare};
 pub use protocol::{Protocol, Step};
 pub use refresh::Refresh;
+pub use schnorr::{SchnorrSignature, SignSchnorr, Taproot};
 pub use sign::{
     ClaimRefused, ClaimSet, OnlineSign, Prehash, Presign, Presignature, PresignatureGuard, Sign,
     SignatureOutput,

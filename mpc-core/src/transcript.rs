@@ -120,6 +120,16 @@ pub mod tags {
     pub const BACKUP_CHALLENGE: Tag = Tag("mpc/backup/challenge/v1");
     /// Test-vector tag, used only by the known-answer tests.
     pub const TEST: Tag = Tag("mpc/test/v1");
+    /// Two-party BIP340 signing: setup id (PROTOCOL.md §20).
+    pub const SCHNORR_SETUP: Tag = Tag("mpc/schnorr/setup/v1");
+    /// Two-party BIP340 signing: nonce derivation.
+    pub const SCHNORR_NONCE: Tag = Tag("mpc/schnorr/nonce/v1");
+    /// Two-party BIP340 signing: joint session id.
+    pub const SCHNORR_SID: Tag = Tag("mpc/schnorr/sid/v1");
+    /// Two-party BIP340 signing: nonce binding factor.
+    pub const SCHNORR_BINDING: Tag = Tag("mpc/schnorr/binding/v1");
+    /// Two-party BIP340 signing: digest of the message, compared in round 2.
+    pub const SCHNORR_MSG: Tag = Tag("mpc/schnorr/msg/v1");
 
     /// All tags, for the uniqueness test.
     pub const ALL: &[Tag] = &[
@@ -167,6 +177,11 @@ pub mod tags {
         BACKUP_PAD,
         BACKUP_CHALLENGE,
         TEST,
+        SCHNORR_SETUP,
+        SCHNORR_NONCE,
+        SCHNORR_SID,
+        SCHNORR_BINDING,
+        SCHNORR_MSG,
     ];
 }
 

@@ -18,6 +18,7 @@ pub mod crash;
 pub mod dev;
 pub(crate) mod pprf;
 pub mod rest;
+mod schnorr;
 pub mod seal;
 pub mod server;
 pub mod session;

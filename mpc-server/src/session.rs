@@ -87,12 +87,30 @@ pub(crate) async fn handle<F: Frames>(
         Operation::Refresh { key_id, epoch } => {
             refresh(&state, &owner, session, key_id, epoch).await
         }
+        Operation::SignSchnorr {
+            key_id,
+            epoch,
+            message,
+            path,
+            taproot,
+        } => {
+            let request = crate::schnorr::Request {
+                key_id,
+                epoch,
+                message,
+                path,
+                taproot,
+            };
+            crate::schnorr::sign(&state, &owner, session, request).await
+        }
         _ => Err(session.reject(Rejection::UNSUPPORTED_OPERATION).await),
     }
 }
 
 /// Ends the session successfully; the protocol's traffic, for metrics.
-async fn finish<F: Frames>(session: ServerSession<F>) -> Result<Traffic, TransportError> {
+pub(crate) async fn finish<F: Frames>(
+    session: ServerSession<F>,
+) -> Result<Traffic, TransportError> {
     let traffic = session.traffic();
     session.finish().await?;
     Ok(traffic)
@@ -185,7 +203,7 @@ async fn activate(
 
 /// The caller's key, if it exists, is theirs, and is in a state that allows
 /// `purpose`.
-async fn usable_key<F: Frames>(
+pub(crate) async fn usable_key<F: Frames>(
     state: &AppState,
     owner: &str,
     key_id: &KeyId,
@@ -233,7 +251,7 @@ pub(crate) enum Purpose {
 }
 
 /// The server's share of `epoch`, or the session is rejected.
-async fn share_of<F: Frames>(
+pub(crate) async fn share_of<F: Frames>(
     state: &AppState,
     record: &KeyRecord,
     epoch: u64,
@@ -249,7 +267,7 @@ async fn share_of<F: Frames>(
 /// Records a use of the key and, when the client used an epoch newer than
 /// the finalized one, finalizes it: the client signs with a new epoch only
 /// once confirmed, so it will never use the old one again (§18.1).
-async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64, event: Event<'_>) {
+pub(crate) async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64, event: Event<'_>) {
     let now = now_ms();
     let vault = &state.vault;
     if record.status == KeyStatus::Pending {

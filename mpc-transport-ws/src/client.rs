@@ -11,7 +11,7 @@ use mpc_core::wire::Role;
 use mpc_core::{
     Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh, Sign,
 };
-use mpc_core::{KeyId, SignatureOutput};
+use mpc_core::{KeyId, SchnorrSignature, SignSchnorr, SignatureOutput, Taproot};
 use rand_core::{CryptoRngCore, OsRng};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -459,6 +459,35 @@ impl Client {
             prehash,
         };
         let protocol = OnlineSign::new(share, presignature, prehash, guard)?;
+        self.run(operation, move |_| protocol)
+            .await
+            .map(|(signed, _)| signed)
+    }
+
+    /// Two-party BIP340 signing of the 32-byte `message` (a BIP341 sighash
+    /// for Taproot) with `share` under the BIP32 child at `path` and the
+    /// output tweak `taproot` (PROTOCOL.md §20). The signature verifies
+    /// under [`SchnorrSignature::public_key`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::sign_with_path`]; [`TransportError::Protocol`] without
+    /// connecting for a Taproot tweak that BIP341 rejects.
+    pub async fn sign_schnorr(
+        &self,
+        share: &KeyShare,
+        message: [u8; 32],
+        path: &DerivationPath,
+        taproot: Taproot,
+    ) -> Result<SchnorrSignature> {
+        let protocol = SignSchnorr::new(share, &message, path, taproot)?;
+        let operation = Operation::SignSchnorr {
+            key_id: *share.key_id(),
+            epoch: share.epoch(),
+            message,
+            path: path.clone(),
+            taproot,
+        };
         self.run(operation, move |_| protocol)
             .await
             .map(|(signed, _)| signed)

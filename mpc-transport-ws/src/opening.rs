@@ -17,7 +17,7 @@ use core::fmt;
 
 use mpc_core::derive::DerivationPath;
 use mpc_core::wire::SessionId;
-use mpc_core::{AbortClass, KeyId, Prehash};
+use mpc_core::{AbortClass, KeyId, Prehash, Taproot};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +191,22 @@ pub enum Operation {
         /// The epoch of the client's share, which the refresh starts from.
         epoch: u64,
     },
+    /// Two-party BIP340 Schnorr signing of `message` with the key `key_id`
+    /// under `path`, with the output tweak `taproot`
+    /// ([`mpc_core::SignSchnorr`], PROTOCOL.md §20).
+    SignSchnorr {
+        /// The key.
+        key_id: KeyId,
+        /// The epoch of the client's share.
+        epoch: u64,
+        /// The 32-byte message (a BIP341 signature hash for Taproot).
+        message: [u8; 32],
+        /// The BIP32 non-hardened path below the key (at most
+        /// [`MAX_PATH_DEPTH`] levels).
+        path: DerivationPath,
+        /// The BIP341 output tweak, if any.
+        taproot: Taproot,
+    },
 }
 
 impl Operation {
@@ -203,6 +219,7 @@ impl Operation {
             Self::Presign { .. } => "presign",
             Self::OnlineSign { .. } => "online-sign",
             Self::Refresh { .. } => "refresh",
+            Self::SignSchnorr { .. } => "sign-bip340",
         }
     }
 
@@ -214,7 +231,8 @@ impl Operation {
             Self::Sign { key_id, .. }
             | Self::Presign { key_id, .. }
             | Self::OnlineSign { key_id, .. }
-            | Self::Refresh { key_id, .. } => Some(key_id),
+            | Self::Refresh { key_id, .. }
+            | Self::SignSchnorr { key_id, .. } => Some(key_id),
         }
     }
 }
@@ -251,6 +269,38 @@ enum WireOperation {
         key_id: [u8; 32],
         epoch: u64,
     },
+    SignSchnorr {
+        key_id: [u8; 32],
+        epoch: u64,
+        message: [u8; 32],
+        path: Vec<u32>,
+        taproot: WireTaproot,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireTaproot {
+    Off,
+    KeyPathOnly,
+    MerkleRoot([u8; 32]),
+}
+
+impl WireTaproot {
+    fn from_core(taproot: Taproot) -> Self {
+        match taproot {
+            Taproot::KeyPathOnly => Self::KeyPathOnly,
+            Taproot::MerkleRoot(root) => Self::MerkleRoot(root),
+            Taproot::Off => Self::Off,
+        }
+    }
+
+    fn to_core(&self) -> Taproot {
+        match self {
+            Self::Off => Taproot::Off,
+            Self::KeyPathOnly => Taproot::KeyPathOnly,
+            Self::MerkleRoot(root) => Taproot::MerkleRoot(*root),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -312,6 +362,19 @@ impl Opening {
             Operation::Refresh { key_id, epoch } => WireOperation::Refresh {
                 key_id: key_id.0,
                 epoch: *epoch,
+            },
+            Operation::SignSchnorr {
+                key_id,
+                epoch,
+                message,
+                path,
+                taproot,
+            } => WireOperation::SignSchnorr {
+                key_id: key_id.0,
+                epoch: *epoch,
+                message: *message,
+                path: path.indices().to_vec(),
+                taproot: WireTaproot::from_core(*taproot),
             },
         };
         WireOpening {
@@ -385,6 +448,19 @@ impl Opening {
             WireOperation::Refresh { key_id, epoch } => Operation::Refresh {
                 key_id: KeyId(key_id),
                 epoch,
+            },
+            WireOperation::SignSchnorr {
+                key_id,
+                epoch,
+                message,
+                path,
+                taproot,
+            } => Operation::SignSchnorr {
+                key_id: KeyId(key_id),
+                epoch,
+                message,
+                path: decode_path(&path)?,
+                taproot: taproot.to_core(),
             },
         };
         let opening = Self {
@@ -563,7 +639,28 @@ mod tests {
                 key_id,
                 epoch: u64::MAX,
                 prehash,
+                path: deepest.clone(),
+            },
+            Operation::SignSchnorr {
+                key_id,
+                epoch: u64::MAX,
+                message: [1; 32],
                 path: deepest,
+                taproot: Taproot::MerkleRoot([2; 32]),
+            },
+            Operation::SignSchnorr {
+                key_id,
+                epoch: 0,
+                message: [1; 32],
+                path: DerivationPath::root(),
+                taproot: Taproot::KeyPathOnly,
+            },
+            Operation::SignSchnorr {
+                key_id,
+                epoch: 0,
+                message: [1; 32],
+                path: path.clone(),
+                taproot: Taproot::Off,
             },
             Operation::Presign {
                 key_id,

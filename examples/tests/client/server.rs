@@ -107,6 +107,21 @@ async fn handle<F: Frames>(
             };
             session.run(&mut sign, &mut rng).await?;
         }
+        Operation::SignSchnorr {
+            key_id,
+            epoch,
+            message,
+            path,
+            taproot,
+        } => {
+            let Some(share) = store.get(&key_id, epoch) else {
+                return Err(session.reject(Rejection::NOT_FOUND).await);
+            };
+            let Ok(mut sign) = mpc_core::SignSchnorr::new(&share, &message, &path, taproot) else {
+                return Err(session.reject(Rejection::INTERNAL).await);
+            };
+            session.run(&mut sign, &mut rng).await?;
+        }
         Operation::Refresh { key_id, epoch } => {
             let Some(old) = store.get(&key_id, epoch) else {
                 return Err(session.reject(Rejection::NOT_FOUND).await);

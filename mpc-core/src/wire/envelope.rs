@@ -46,6 +46,8 @@ pub enum ProtocolId {
     Refresh = 4,
     /// Export of the server share to the owner.
     Export = 5,
+    /// Two-party BIP340 Schnorr signing (PROTOCOL.md §20).
+    SignSchnorr = 6,
 }
 
 impl ProtocolId {
@@ -58,6 +60,7 @@ impl ProtocolId {
             3 => Some(Self::Presign),
             4 => Some(Self::Refresh),
             5 => Some(Self::Export),
+            6 => Some(Self::SignSchnorr),
             _ => None,
         }
     }
@@ -384,7 +387,7 @@ mod tests {
             }
         }
         assert_eq!(ProtocolId::from_u8(0), None);
-        assert_eq!(ProtocolId::from_u8(6), None);
+        assert_eq!(ProtocolId::from_u8(7), None);
         assert_eq!(Role::from_u8(0), None);
         assert_eq!(Role::from_u8(3), None);
     }
@@ -457,7 +460,7 @@ mod tests {
     #[test]
     fn unknown_codes_rejected() {
         let bytes = sample(1).encode();
-        for (index, bad) in [(1usize, 0u8), (1, 6), (1, 0xff), (35, 0), (35, 3)] {
+        for (index, bad) in [(1usize, 0u8), (1, 7), (1, 0xff), (35, 0), (35, 3)] {
             let mut b = bytes.clone();
             b[index] = bad;
             assert_eq!(
@@ -567,6 +570,7 @@ mod tests {
             Just(ProtocolId::Presign),
             Just(ProtocolId::Refresh),
             Just(ProtocolId::Export),
+            Just(ProtocolId::SignSchnorr),
         ]
     }
 
