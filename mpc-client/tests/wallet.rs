@@ -62,13 +62,23 @@ fn server_binary() -> PathBuf {
         dir.pop();
     }
     let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "--quiet", "--workspace", "--all-features", "--bin", "mpc-server"]);
+    build.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--all-features",
+        "--bin",
+        "mpc-server",
+    ]);
     if dir.ends_with("release") {
         build.arg("--release");
     } else {
         build.args(["--profile", "test"]);
     }
-    assert!(build.status().unwrap().success(), "building mpc-server failed");
+    assert!(
+        build.status().unwrap().success(),
+        "building mpc-server failed"
+    );
     let path = dir.join(format!("mpc-server{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "no server binary at {}", path.display());
     *built = Some(path.clone());
@@ -141,7 +151,13 @@ fn start_server() -> Server {
 }
 
 fn now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 fn token(subject: &str) -> String {
@@ -164,7 +180,13 @@ fn step_up_token(subject: &str) -> String {
         .unwrap()
 }
 
-fn wallet_at(ws: &str, rest: &str, subject: &str, store: Arc<dyn ShareStore>, key: [u8; 32]) -> Wallet {
+fn wallet_at(
+    ws: &str,
+    rest: &str,
+    subject: &str,
+    store: Arc<dyn ShareStore>,
+    key: [u8; 32],
+) -> Wallet {
     let mut transport = TransportConfig::default();
     transport.message_timeout = Duration::from_secs(20);
     transport.session_timeout = Duration::from_secs(60);
@@ -203,7 +225,10 @@ async fn rest(server: &Server, method: &str, path: &str, token: &str, body: Valu
         .unwrap();
     let status = response.status().as_u16();
     let bytes = response.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// libsecp256k1's verdict on a signature the wallet returned.
@@ -239,7 +264,9 @@ where
 {
     for _ in 0..100 {
         match call().await {
-            Err(ClientError::RefreshInProgress) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(ClientError::RefreshInProgress) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             other => return other,
         }
     }
@@ -269,12 +296,21 @@ async fn every_operation_against_the_server() {
         // Root and derived keys, checked by libsecp256k1; the child key is
         // the xpub's (independent BIP32 code in the bip32-free check: the
         // same path twice gives the same key, another path another).
-        let root = wallet.sign(&key.key_id, prehash("root"), None).await.unwrap();
+        let root = wallet
+            .sign(&key.key_id, prehash("root"), None)
+            .await
+            .unwrap();
         assert_libsecp(&root, &key.public_key, prehash("root"));
-        let child = wallet.sign(&key.key_id, prehash("child"), Some("m/0/5")).await.unwrap();
+        let child = wallet
+            .sign(&key.key_id, prehash("child"), Some("m/0/5"))
+            .await
+            .unwrap();
         assert_ne!(child.public_key, key.public_key);
         assert_libsecp(&child, &child.public_key, prehash("child"));
-        let again = wallet.sign(&key.key_id, prehash("c2"), Some("m/0/5")).await.unwrap();
+        let again = wallet
+            .sign(&key.key_id, prehash("c2"), Some("m/0/5"))
+            .await
+            .unwrap();
         assert_eq!(again.public_key, child.public_key);
         assert!(matches!(
             wallet.sign(&key.key_id, prehash("x"), Some("m/0'/1")).await,
@@ -285,7 +321,10 @@ async fn every_operation_against_the_server() {
         assert_eq!(wallet.presign(&key.key_id, 3).await.unwrap(), 3);
         for i in 0..2 {
             let label = format!("online {i}");
-            let online = wallet.sign_online(&key.key_id, prehash(&label)).await.unwrap();
+            let online = wallet
+                .sign_online(&key.key_id, prehash(&label))
+                .await
+                .unwrap();
             assert_libsecp(&online, &key.public_key, prehash(&label));
         }
         assert_eq!(wallet.key(&key.key_id).unwrap().presignatures, 1);
@@ -305,20 +344,32 @@ async fn every_operation_against_the_server() {
         names.sort();
         assert_eq!(
             names,
-            vec![format!("{}.1.share", key.key_id), format!("{}.current", key.key_id)]
+            vec![
+                format!("{}.1.share", key.key_id),
+                format!("{}.current", key.key_id)
+            ]
         );
-        let after = wallet.sign(&key.key_id, prehash("after"), None).await.unwrap();
+        let after = wallet
+            .sign(&key.key_id, prehash("after"), None)
+            .await
+            .unwrap();
         assert_libsecp(&after, &key.public_key, prehash("after"));
 
         // Export: needs a step-up token, spends it, and x*G is the key.
         assert_eq!(
-            wallet.export(&key.key_id, &token("alice")).await.unwrap_err(),
+            wallet
+                .export(&key.key_id, &token("alice"))
+                .await
+                .unwrap_err(),
             ClientError::StepUpRequired
         );
         let step_up = step_up_token("alice");
         let exported = wallet.export(&key.key_id, &step_up).await.unwrap();
         let secret = k256::SecretKey::from_slice(&*exported.secret_key).unwrap();
-        assert_eq!(secret.public_key().to_sec1_bytes().as_ref(), &key.public_key[..]);
+        assert_eq!(
+            secret.public_key().to_sec1_bytes().as_ref(),
+            &key.public_key[..]
+        );
         assert_eq!(exported.public_key, key.public_key);
         assert!(!format!("{exported:?}").contains(&hex::encode(&*exported.secret_key)));
         assert_eq!(
@@ -326,13 +377,23 @@ async fn every_operation_against_the_server() {
             ClientError::StepUpTokenUsed
         );
         // Another owner's key looks like no key.
-        let bob = wallet_at(&server.ws, &server.rest, "bob", Arc::clone(&store), STORAGE_KEY);
+        let bob = wallet_at(
+            &server.ws,
+            &server.rest,
+            "bob",
+            Arc::clone(&store),
+            STORAGE_KEY,
+        );
         assert_eq!(
-            bob.export(&key.key_id, &step_up_token("bob")).await.unwrap_err(),
+            bob.export(&key.key_id, &step_up_token("bob"))
+                .await
+                .unwrap_err(),
             ClientError::NotFound { what: "key".into() }
         );
         assert_eq!(
-            bob.sign(&key.key_id, prehash("bob"), None).await.unwrap_err(),
+            bob.sign(&key.key_id, prehash("bob"), None)
+                .await
+                .unwrap_err(),
             ClientError::NotFound { what: "key".into() }
         );
 
@@ -354,7 +415,9 @@ async fn every_operation_against_the_server() {
         let mut forged = backup.clone();
         forged["epoch"] = json!(0);
         match wallet.verify_backup(&serde_json::to_vec(&forged).unwrap(), None) {
-            Err(ClientError::BackupInvalid { reasons }) => assert!(reasons.len() >= 2, "{reasons:?}"),
+            Err(ClientError::BackupInvalid { reasons }) => {
+                assert!(reasons.len() >= 2, "{reasons:?}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -364,7 +427,10 @@ async fn every_operation_against_the_server() {
 
         // A bad token, and a token change.
         wallet.set_token(Zeroizing::new("not-a-token".into()));
-        assert_eq!(wallet.keygen().await.unwrap_err(), ClientError::Unauthorized);
+        assert_eq!(
+            wallet.keygen().await.unwrap_err(),
+            ClientError::Unauthorized
+        );
         wallet.set_token(Zeroizing::new(token("alice")));
 
         // Rotation required, then revoked: typed errors a UI acts on.
@@ -378,7 +444,10 @@ async fn every_operation_against_the_server() {
         .await;
         assert!(status < 300, "{status} {body}");
         assert_eq!(
-            wallet.sign(&key.key_id, prehash("r"), None).await.unwrap_err(),
+            wallet
+                .sign(&key.key_id, prehash("r"), None)
+                .await
+                .unwrap_err(),
             ClientError::RotationRequired
         );
         assert_eq!(wallet.refresh(&key.key_id).await.unwrap(), 2);
@@ -393,7 +462,10 @@ async fn every_operation_against_the_server() {
         .await;
         assert!(status < 300, "{status} {body}");
         assert_eq!(
-            wallet.sign(&key.key_id, prehash("gone"), None).await.unwrap_err(),
+            wallet
+                .sign(&key.key_id, prehash("gone"), None)
+                .await
+                .unwrap_err(),
             ClientError::Revoked
         );
 
@@ -404,7 +476,9 @@ async fn every_operation_against_the_server() {
             assert_eq!(mode(&path), 0o600, "{}", path.display());
             let bytes = std::fs::read(&path).unwrap();
             let alice = token("alice");
-            assert!(!bytes.windows(16).any(|w| alice.as_bytes().windows(16).any(|t| t == w)));
+            assert!(!bytes
+                .windows(16)
+                .any(|w| alice.as_bytes().windows(16).any(|t| t == w)));
         }
     })
     .await;
@@ -431,8 +505,20 @@ async fn proxy(listener: TcpListener, upstream: String, cut_after: Arc<AtomicUsi
             let (server_read, server_write) = server.into_split();
             let count = Arc::new(AtomicUsize::new(0));
             let cut = Arc::new(tokio::sync::Notify::new());
-            let up = tokio::spawn(pump(client_read, server_write, Arc::clone(&count), limit, Arc::clone(&cut)));
-            let down = tokio::spawn(pump(server_read, client_write, count, limit, Arc::clone(&cut)));
+            let up = tokio::spawn(pump(
+                client_read,
+                server_write,
+                Arc::clone(&count),
+                limit,
+                Arc::clone(&cut),
+            ));
+            let down = tokio::spawn(pump(
+                server_read,
+                client_write,
+                count,
+                limit,
+                Arc::clone(&cut),
+            ));
             cut.notified().await;
             // Dropping both halves closes both connections.
             up.abort();
@@ -499,14 +585,23 @@ async fn refresh_cut_after_every_frame_leaves_a_common_epoch() {
         let direct = wallet(&server, "carol", Arc::clone(&store));
         let key = direct.keygen().await.unwrap();
         // A pending key is not refreshed: its first signature confirms it.
-        direct.sign(&key.key_id, prehash("confirm"), None).await.unwrap();
+        direct
+            .sign(&key.key_id, prehash("confirm"), None)
+            .await
+            .unwrap();
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_url = format!("ws://{}", listener.local_addr().unwrap());
         let cut_after = Arc::new(AtomicUsize::new(usize::MAX));
         let upstream = server.ws.trim_start_matches("ws://").to_owned();
         let proxy_task = tokio::spawn(proxy(listener, upstream, Arc::clone(&cut_after)));
-        let cut = wallet_at(&proxy_url, &server.rest, "carol", Arc::clone(&store), STORAGE_KEY);
+        let cut = wallet_at(
+            &proxy_url,
+            &server.rest,
+            "carol",
+            Arc::clone(&store),
+            STORAGE_KEY,
+        );
 
         let mut cuts = 0;
         let mut epochs_seen = Vec::new();
@@ -515,11 +610,17 @@ async fn refresh_cut_after_every_frame_leaves_a_common_epoch() {
             let before = direct.key(&key.key_id).unwrap().epoch;
             let result = retrying(|| cut.refresh(&key.key_id)).await;
             let after = direct.key(&key.key_id).unwrap().epoch;
-            assert!(after == before || after == before + 1, "{before} -> {after}");
+            assert!(
+                after == before || after == before + 1,
+                "{before} -> {after}"
+            );
             epochs_seen.push(after);
             // Whatever happened, the wallet's epoch signs with the server.
             let label = format!("after cut {frames}");
-            let signed = direct.sign(&key.key_id, prehash(&label), None).await.unwrap();
+            let signed = direct
+                .sign(&key.key_id, prehash(&label), None)
+                .await
+                .unwrap();
             assert_libsecp(&signed, &key.public_key, prehash(&label));
             match result {
                 Ok(epoch) => {
@@ -532,7 +633,10 @@ async fn refresh_cut_after_every_frame_leaves_a_common_epoch() {
         // Cut at many points, and at least one cut after the confirmation
         // moved the wallet forward without finishing.
         assert!(cuts >= 8, "only {cuts} cuts");
-        assert!(epochs_seen.windows(2).any(|w| w[1] > w[0]), "{epochs_seen:?}");
+        assert!(
+            epochs_seen.windows(2).any(|w| w[1] > w[0]),
+            "{epochs_seen:?}"
+        );
         // An uncut refresh from the final state works, and finalizes.
         let epoch = retrying(|| direct.refresh(&key.key_id)).await.unwrap();
         let shares: Vec<String> = store
@@ -542,7 +646,10 @@ async fn refresh_cut_after_every_frame_leaves_a_common_epoch() {
             .filter(|n| n.ends_with(".share"))
             .collect();
         assert_eq!(shares, vec![format!("{}.{epoch}.share", key.key_id)]);
-        direct.sign(&key.key_id, prehash("final"), None).await.unwrap();
+        direct
+            .sign(&key.key_id, prehash("final"), None)
+            .await
+            .unwrap();
         proxy_task.abort();
     })
     .await;
@@ -612,7 +719,13 @@ async fn a_presignature_is_never_used_twice() {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("ws://{}", listener.local_addr().unwrap())
         };
-        let offline = wallet_at(&dead, &server.rest, "dave", Arc::clone(&shared), STORAGE_KEY);
+        let offline = wallet_at(
+            &dead,
+            &server.rest,
+            "dave",
+            Arc::clone(&shared),
+            STORAGE_KEY,
+        );
         assert!(matches!(
             offline.sign_online(&key.key_id, prehash("lost")).await,
             Err(ClientError::Network { .. })
@@ -634,29 +747,44 @@ async fn a_presignature_is_never_used_twice() {
             store.inner.put(name, &blob).unwrap();
         }
         assert_eq!(wallet.key(&key.key_id).unwrap().presignatures, 1);
-        let last = wallet.sign_online(&key.key_id, prehash("last")).await.unwrap();
+        let last = wallet
+            .sign_online(&key.key_id, prehash("last"))
+            .await
+            .unwrap();
         assert_libsecp(&last, &key.public_key, prehash("last"));
         assert_eq!(
-            wallet.sign_online(&key.key_id, prehash("again")).await.unwrap_err(),
+            wallet
+                .sign_online(&key.key_id, prehash("again"))
+                .await
+                .unwrap_err(),
             ClientError::NoPresignatures
         );
 
         // A restore of an older device backup (blob and no spent marker) of a
         // presignature the server used: the server refuses it.
         for name in &used {
-            store.inner.delete(&name.replace(".presig.", ".spent.")).unwrap();
+            store
+                .inner
+                .delete(&name.replace(".presig.", ".spent."))
+                .unwrap();
         }
         assert_eq!(wallet.key(&key.key_id).unwrap().presignatures, 2);
         for _ in 0..2 {
             assert_eq!(
-                wallet.sign_online(&key.key_id, prehash("replay")).await.unwrap_err(),
+                wallet
+                    .sign_online(&key.key_id, prehash("replay"))
+                    .await
+                    .unwrap_err(),
                 ClientError::NotFound {
                     what: "presignature".into()
                 }
             );
         }
         // The key still signs: a refused replay is not a ban.
-        wallet.sign(&key.key_id, prehash("still"), None).await.unwrap();
+        wallet
+            .sign(&key.key_id, prehash("still"), None)
+            .await
+            .unwrap();
     })
     .await;
 }
@@ -687,11 +815,20 @@ async fn file_store_refuses_tampered_swapped_foreign_and_open_files() {
         let mut flipped = good1.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0x10;
-        for bad in [flipped, good1[..good1.len() - 1].to_vec(), good1[..10].to_vec(), Vec::new(), good2.clone()] {
+        for bad in [
+            flipped,
+            good1[..good1.len() - 1].to_vec(),
+            good1[..10].to_vec(),
+            Vec::new(),
+            good2.clone(),
+        ] {
             std::fs::write(&share1, &bad).unwrap();
             assert_eq!(wallet.key(&k1.key_id).unwrap_err(), corrupt(&share1));
             assert_eq!(
-                wallet.sign(&k1.key_id, prehash("t"), None).await.unwrap_err(),
+                wallet
+                    .sign(&k1.key_id, prehash("t"), None)
+                    .await
+                    .unwrap_err(),
                 corrupt(&share1)
             );
             assert_eq!(wallet.keys().unwrap_err(), corrupt(&share1));
@@ -713,7 +850,10 @@ async fn file_store_refuses_tampered_swapped_foreign_and_open_files() {
         std::fs::set_permissions(&share1, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
             wallet.key(&k1.key_id),
-            Err(ClientError::Store(StoreError::InsecurePermissions { mode: 0o640, .. }))
+            Err(ClientError::Store(StoreError::InsecurePermissions {
+                mode: 0o640,
+                ..
+            }))
         ));
         assert!(matches!(
             FileStore::open(&dir),
@@ -734,9 +874,15 @@ async fn file_store_refuses_tampered_swapped_foreign_and_open_files() {
         std::fs::write(&stray, &good1[..good1.len() / 3]).unwrap();
         std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o600)).unwrap();
         let reopened = wallet_at(&server.ws, &server.rest, "erin", open(), STORAGE_KEY);
-        assert_eq!(reopened.key(&k1.key_id).unwrap(), wallet.key(&k1.key_id).unwrap());
+        assert_eq!(
+            reopened.key(&k1.key_id).unwrap(),
+            wallet.key(&k1.key_id).unwrap()
+        );
         assert!(!open().list().unwrap().iter().any(|n| n.ends_with(".tmp")));
-        reopened.sign(&k1.key_id, prehash("after crash"), None).await.unwrap();
+        reopened
+            .sign(&k1.key_id, prehash("after crash"), None)
+            .await
+            .unwrap();
         reopened.refresh(&k1.key_id).await.unwrap();
         assert_eq!(reopened.key(&k1.key_id).unwrap().epoch, 1);
     })
