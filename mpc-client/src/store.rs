@@ -255,7 +255,7 @@ impl FileStore {
                 return Err(io_error(
                     "opening",
                     &dir,
-                    &io::Error::new(io::ErrorKind::Other, "not a directory"),
+                    &io::Error::other("not a directory"),
                 ))
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound && create => {

@@ -371,7 +371,7 @@ async fn every_operation_against_the_server() {
             &key.public_key[..]
         );
         assert_eq!(exported.public_key, key.public_key);
-        assert!(!format!("{exported:?}").contains(&hex::encode(&*exported.secret_key)));
+        assert!(!format!("{exported:?}").contains(&hex::encode(*exported.secret_key)));
         assert_eq!(
             wallet.export(&key.key_id, &step_up).await.unwrap_err(),
             ClientError::StepUpTokenUsed
