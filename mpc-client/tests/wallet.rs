@@ -785,6 +785,87 @@ async fn a_presignature_is_never_used_twice() {
             .sign(&key.key_id, prehash("still"), None)
             .await
             .unwrap();
+
+        // The wallet is dropped mid-send (the task is aborted while its
+        // connection waits on a server that never answers): the
+        // presignature it took is gone, and its restored blob is refused.
+        assert_eq!(wallet.presign(&key.key_id, 2).await.unwrap(), 2);
+        let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hole_url = format!("ws://{}", black_hole.local_addr().unwrap());
+        let hanging = Arc::new(wallet_at(
+            &hole_url,
+            &server.rest,
+            "dave",
+            Arc::clone(&shared),
+            STORAGE_KEY,
+        ));
+        let task = {
+            let hanging = Arc::clone(&hanging);
+            let key_id = key.key_id.clone();
+            tokio::spawn(async move { hanging.sign_online(&key_id, prehash("dropped")).await })
+        };
+        let (_held, _) = black_hole.accept().await.unwrap();
+        // Connected: the presignature left the store before this.
+        assert_eq!(wallet.key(&key.key_id).unwrap().presignatures, 1);
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        drop(hanging);
+        let taken = store
+            .deleted
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|n| n.contains(".presig.") && !used.contains(n) && **n != lost)
+            .cloned()
+            .collect::<Vec<_>>();
+        assert_eq!(taken.len(), 1);
+        let blob = store.deleted.lock().unwrap()[&taken[0]].clone();
+        store.inner.put(&taken[0], &blob).unwrap();
+        assert_eq!(wallet.key(&key.key_id).unwrap().presignatures, 1);
+        wallet
+            .sign_online(&key.key_id, prehash("other"))
+            .await
+            .unwrap();
+        assert_eq!(
+            wallet
+                .sign_online(&key.key_id, prehash("none"))
+                .await
+                .unwrap_err(),
+            ClientError::NoPresignatures
+        );
+
+        // Agreeing on the epoch: the wallet lost the record that a refresh
+        // finished (its old share and pointer restored). The server refuses
+        // the old epoch (4104); the wallet signs, and refreshes, with the
+        // newer share it holds and makes it current.
+        let share0 = format!("{}.0.share", key.key_id);
+        let current = format!("{}.current", key.key_id);
+        let roll_back = |epoch: u64| {
+            let name = format!("{}.{epoch}.share", key.key_id);
+            let blob = store.deleted.lock().unwrap()[&name].clone();
+            store.inner.put(&name, &blob).unwrap();
+            store
+                .inner
+                .put(&current, format!("{epoch}\n").as_bytes())
+                .unwrap();
+        };
+        assert_eq!(wallet.refresh(&key.key_id).await.unwrap(), 1);
+        roll_back(0);
+        assert_eq!(wallet.key(&key.key_id).unwrap().epoch, 0);
+        let signed = wallet
+            .sign(&key.key_id, prehash("agree"), None)
+            .await
+            .unwrap();
+        assert_libsecp(&signed, &key.public_key, prehash("agree"));
+        assert_eq!(wallet.key(&key.key_id).unwrap().epoch, 1);
+        assert_eq!(store.get(&share0).unwrap(), None);
+        roll_back(0);
+        assert_eq!(wallet.refresh(&key.key_id).await.unwrap(), 2);
+        assert_eq!(wallet.key(&key.key_id).unwrap().epoch, 2);
+        wallet
+            .sign(&key.key_id, prehash("agreed"), None)
+            .await
+            .unwrap();
     })
     .await;
 }
