@@ -2,12 +2,13 @@
 //! Schnorr signing (PROTOCOL.md §20), checked with libsecp256k1 before it is
 //! printed.
 
-use mpc_core::{DerivationPath, KeyId, Prehash, SchnorrSignature, Taproot};
+use mpc_client::{SchnorrSignature, Taproot};
+use mpc_core::{DerivationPath, KeyId, Prehash};
 use serde_json::{json, Value};
 
 use crate::cli::Scheme;
-use crate::commands::{block_on, key_hex, signing_failure, signing_share, Context};
-use crate::output::Failure;
+use crate::commands::{block_on, Context};
+use crate::output::{client_failure, Failure};
 
 /// The Taproot mode of the `--taproot` and `--merkle-root` flags.
 pub(crate) fn taproot_mode(taproot: bool, merkle_root: Option<[u8; 32]>) -> Taproot {
@@ -19,15 +20,17 @@ pub(crate) fn taproot_mode(taproot: bool, merkle_root: Option<[u8; 32]>) -> Tapr
 }
 
 /// Checks the signature with libsecp256k1's schnorrsig, independently of
-/// the protocol's own check, under the x-only key it claims.
-fn verify_bip340(message: &[u8; 32], signed: &SchnorrSignature) -> Result<(), Failure> {
+/// the protocol's and the wallet's own checks, under the x-only key it
+/// claims.
+fn verify_bip340(signed: &SchnorrSignature) -> Result<(), Failure> {
     let bad = |what: &str| Failure::remote("verification_failed", format!("the signature {what}"));
     let secp = secp256k1::Secp256k1::verification_only();
-    let key = secp256k1::XOnlyPublicKey::from_slice(&signed.public_key)
+    let key = secp256k1::XOnlyPublicKey::from_slice(&signed.output_key)
         .map_err(|_| bad("names an invalid x-only key"))?;
     let signature = secp256k1::schnorr::Signature::from_slice(&signed.signature)
         .map_err(|_| bad("is malformed"))?;
-    secp.verify_schnorr(&signature, &secp256k1::Message::from_digest(*message), &key)
+    let message = secp256k1::Message::from_digest(signed.message);
+    secp.verify_schnorr(&signature, &message, &key)
         .map_err(|_| bad("does not verify under the key"))
 }
 
@@ -44,37 +47,25 @@ pub(crate) fn cmd_sign_bip340(
             "--taproot and --merkle-root need --scheme bip340",
         ));
     }
-    let client = ctx.client()?;
-    let mut share = signing_share(ctx, key_id)?;
-    let root = DerivationPath::root();
-    let path = path.unwrap_or(&root);
-    let (public_key, _) = share
-        .derive(path)
-        .map_err(|e| Failure::usage(format!("--path {path}: {}", e.as_str())))?;
-    let (internal, output) = mpc_core::schnorr::signing_keys(&share, path, taproot)
-        .map_err(|e| Failure::usage(format!("--merkle-root: {}", e.as_str())))?;
-    let message = *message.as_bytes();
-    let result = block_on(client.sign_schnorr(&share, message, path, taproot))?;
-    let signed = result.map_err(|err| signing_failure(ctx, &mut share, &err))?;
-    if signed.public_key != output || signed.internal_key != internal {
-        return Err(Failure::remote(
-            "verification_failed",
-            "the signature is for another key",
-        ));
-    }
-    verify_bip340(&message, &signed)?;
-    let taproot_output_key = (taproot != Taproot::Off).then(|| hex::encode(output));
+    let wallet = ctx.wallet(true, None)?;
+    let key = ctx.held(&wallet, key_id)?;
+    let path = path.map(ToString::to_string);
+    let signed =
+        block_on(wallet.sign_schnorr(&key.key_id, *message.as_bytes(), path.as_deref(), taproot))?
+            .map_err(|e| client_failure(&e))?;
+    verify_bip340(&signed)?;
+    let taproot_output_key = (taproot != Taproot::Off).then(|| hex::encode(signed.output_key));
     let merkle_root = match taproot {
         Taproot::MerkleRoot(root) => Some(hex::encode(root)),
         _ => None,
     };
     Ok(json!({
         "scheme": "bip340",
-        "public_key": key_hex(&public_key),
-        "x_only_public_key": hex::encode(internal),
+        "public_key": hex::encode(signed.public_key),
+        "x_only_public_key": hex::encode(signed.internal_key),
         "taproot_output_key": taproot_output_key,
         "merkle_root": merkle_root,
-        "message": hex::encode(message),
+        "message": hex::encode(signed.message),
         "signature": hex::encode(signed.signature),
     }))
 }
