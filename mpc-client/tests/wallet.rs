@@ -22,7 +22,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mpc_client::{
-    ClientError, FileStore, MemoryStore, ShareStore, Signature, StoreError, Wallet, WalletConfig,
+    ClientError, FileStore, MemoryStore, SchnorrSignature, ShareStore, Signature, StoreError,
+    Taproot, Wallet, WalletConfig,
 };
 use mpc_server::auth::TokenBuilder;
 use mpc_transport_ws::TransportConfig;
@@ -254,6 +255,48 @@ fn assert_libsecp(signature: &Signature, expected_key: &[u8; 33], prehash: [u8; 
     assert_eq!(secp.recover_ecdsa(&message, &recoverable).unwrap(), key);
 }
 
+/// Checks a BIP340 signature with libsecp256k1, and its keys against keys
+/// computed here: the x-only form of `derived` (SEC1), and the BIP341
+/// output key from libsecp256k1's x-only tweak with a TapTweak hashed here.
+fn assert_bip340(
+    signed: &SchnorrSignature,
+    derived: &[u8; 33],
+    taproot: Taproot,
+    message: [u8; 32],
+) {
+    use sha2::Digest;
+    let secp = secp256k1::Secp256k1::new();
+    assert_eq!(&signed.public_key, derived);
+    let (internal, _) = secp256k1::PublicKey::from_slice(derived)
+        .unwrap()
+        .x_only_public_key();
+    assert_eq!(signed.internal_key, internal.serialize());
+    let expected_output = match taproot {
+        Taproot::Off => internal,
+        Taproot::KeyPathOnly | Taproot::MerkleRoot(_) => {
+            let tag = sha2::Sha256::digest(b"TapTweak");
+            let mut hash = sha2::Sha256::new();
+            hash.update(tag);
+            hash.update(tag);
+            hash.update(internal.serialize());
+            if let Taproot::MerkleRoot(root) = taproot {
+                hash.update(root);
+            }
+            let tweak = secp256k1::Scalar::from_be_bytes(hash.finalize().into()).unwrap();
+            internal.add_tweak(&secp, &tweak).unwrap().0
+        }
+    };
+    assert_eq!(signed.output_key, expected_output.serialize());
+    assert_eq!(signed.message, message);
+    let signature = secp256k1::schnorr::Signature::from_slice(&signed.signature).unwrap();
+    secp.verify_schnorr(
+        &signature,
+        &secp256k1::Message::from_digest(message),
+        &expected_output,
+    )
+    .unwrap();
+}
+
 fn prehash(label: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(label.as_bytes()).into()
@@ -319,6 +362,32 @@ async fn every_operation_against_the_server() {
         assert_eq!(again.public_key, child.public_key);
         assert!(matches!(
             wallet.sign(&key.key_id, prehash("x"), Some("m/0'/1")).await,
+            Err(ClientError::InvalidInput { .. })
+        ));
+
+        // BIP340 (PROTOCOL.md §20) at the root, under the same path, and
+        // for Taproot output keys, each checked independently.
+        for (path, derived, taproot) in [
+            (None, key.public_key, Taproot::Off),
+            (Some("m/0/5"), child.public_key, Taproot::Off),
+            (Some("m/0/5"), child.public_key, Taproot::KeyPathOnly),
+            (
+                None,
+                key.public_key,
+                Taproot::MerkleRoot(prehash("scripts")),
+            ),
+        ] {
+            let message = prehash(&format!("bip340 {path:?} {taproot:?}"));
+            let signed = wallet
+                .sign_schnorr(&key.key_id, message, path, taproot)
+                .await
+                .unwrap();
+            assert_bip340(&signed, &derived, taproot, message);
+        }
+        assert!(matches!(
+            wallet
+                .sign_schnorr(&key.key_id, prehash("x"), Some("m/0'/1"), Taproot::Off)
+                .await,
             Err(ClientError::InvalidInput { .. })
         ));
 
