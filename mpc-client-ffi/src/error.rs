@@ -3,7 +3,9 @@
 //! Kotlin sealed exception class, Python exception subclasses), and
 //! [`StoreError`] is what a foreign [`ShareStore`](crate::ShareStore)
 //! raises. Their strings carry codes, names and server or system
-//! messages, never a token, key or share.
+//! messages, never a token, key or share. Text fields are named `reason`,
+//! not `message`: a field `message` in an error variant generates Kotlin
+//! that does not compile (it collides with `Throwable.message`).
 
 use std::fmt;
 
@@ -16,7 +18,7 @@ pub enum StoreError {
     /// The storage failed (I/O, Keychain, database).
     Io {
         /// What failed (no secret: blobs are never part of it).
-        message: String,
+        reason: String,
     },
     /// The directory or a file is accessible by group or others (the file
     /// store): it is not used.
@@ -42,7 +44,7 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Io { message } => write!(f, "share store: {message}"),
+            Self::Io { reason } => write!(f, "share store: {reason}"),
             Self::InsecurePermissions { path, mode } => write!(
                 f,
                 "{path} is accessible by group or others (mode {mode:04o})"
@@ -61,7 +63,7 @@ impl std::error::Error for StoreError {}
 impl From<uniffi::UnexpectedUniFFICallbackError> for StoreError {
     fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
         Self::Io {
-            message: error.reason,
+            reason: error.reason,
         }
     }
 }
@@ -73,11 +75,11 @@ impl From<mpc_client::StoreError> for StoreError {
             E::InsecurePermissions { path, mode } => Self::InsecurePermissions { path, mode },
             E::InvalidName { name } => Self::InvalidName { name },
             E::TooLarge { name } => Self::TooLarge { name },
-            E::Backend { message } => Self::Io { message },
+            E::Backend { message } => Self::Io { reason: message },
             // Io and any variant added later: its full text (operation,
             // entry, system message).
             other => Self::Io {
-                message: other.to_string(),
+                reason: other.to_string(),
             },
         }
     }
@@ -91,7 +93,7 @@ impl From<StoreError> for mpc_client::StoreError {
             }
             StoreError::InvalidName { name } => Self::InvalidName { name },
             StoreError::TooLarge { name } => Self::TooLarge { name },
-            StoreError::Io { message } => Self::Backend { message },
+            StoreError::Io { reason } => Self::Backend { message: reason },
         }
     }
 }
@@ -150,19 +152,19 @@ pub enum WalletError {
     /// No connection, or it broke: retry when online.
     Network {
         /// The transport's message.
-        message: String,
+        reason: String,
     },
     /// The protocol failed; the key material is untouched.
     Protocol {
         /// What failed.
-        message: String,
+        reason: String,
     },
     /// Any other error the server reported.
     Server {
         /// The problem's `code`, `http_<status>` or `close_<code>`.
         code: String,
         /// The server's (sanitized) message.
-        message: String,
+        reason: String,
     },
     /// The share store failed.
     Store {
@@ -183,7 +185,7 @@ pub enum WalletError {
     /// An argument is malformed.
     InvalidInput {
         /// What is wrong.
-        message: String,
+        reason: String,
     },
     /// A failure of a kind this version of the bindings does not know
     /// (a newer `mpc-client`).
@@ -191,13 +193,13 @@ pub enum WalletError {
         /// Its stable code.
         code: String,
         /// Its message.
-        message: String,
+        reason: String,
     },
     /// A bug in the library (a panic, caught before the FFI boundary), or
     /// no async runtime.
     Internal {
         /// What happened.
-        message: String,
+        reason: String,
     },
 }
 
@@ -208,18 +210,18 @@ impl fmt::Display for WalletError {
             Self::RateLimited {
                 retry_after_secs: Some(secs),
             } => write!(f, "rate limited: retry after {secs} s"),
-            Self::Network { message } => write!(f, "network: {message}"),
-            Self::Protocol { message } => write!(f, "protocol: {message}"),
-            Self::Server { code, message } | Self::Other { code, message } => {
-                write!(f, "{code}: {message}")
+            Self::Network { reason } => write!(f, "network: {reason}"),
+            Self::Protocol { reason } => write!(f, "protocol: {reason}"),
+            Self::Server { code, reason } | Self::Other { code, reason } => {
+                write!(f, "{code}: {reason}")
             }
             Self::Store { error } => write!(f, "{error}"),
             Self::Corrupt { name } => write!(f, "corrupt store entry {name}"),
             Self::BackupInvalid { reasons } => {
                 write!(f, "backup invalid: {}", reasons.join("; "))
             }
-            Self::InvalidInput { message } => write!(f, "invalid input: {message}"),
-            Self::Internal { message } => write!(f, "internal error: {message}"),
+            Self::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
+            Self::Internal { reason } => write!(f, "internal error: {reason}"),
             // The variants without fields: their code says it all.
             other => f.write_str(&other.code()),
         }
@@ -268,7 +270,7 @@ impl WalletError {
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidInput {
-            message: message.into(),
+            reason: message.into(),
         }
     }
 }
@@ -294,18 +296,21 @@ impl From<ClientError> for WalletError {
             ClientError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },
             ClientError::Unavailable => Self::Unavailable,
             ClientError::Timeout => Self::Timeout,
-            ClientError::Network { message } => Self::Network { message },
-            ClientError::Protocol { message } => Self::Protocol { message },
-            ClientError::Server { code, message } => Self::Server { code, message },
+            ClientError::Network { message } => Self::Network { reason: message },
+            ClientError::Protocol { message } => Self::Protocol { reason: message },
+            ClientError::Server { code, message } => Self::Server {
+                code,
+                reason: message,
+            },
             ClientError::Store(error) => Self::Store {
                 error: error.into(),
             },
             ClientError::Corrupt { name } => Self::Corrupt { name },
             ClientError::BackupInvalid { reasons } => Self::BackupInvalid { reasons },
-            ClientError::InvalidInput { message } => Self::InvalidInput { message },
+            ClientError::InvalidInput { message } => Self::InvalidInput { reason: message },
             other => Self::Other {
                 code: other.code().to_owned(),
-                message: other.to_string(),
+                reason: other.to_string(),
             },
         }
     }
@@ -386,7 +391,7 @@ mod tests {
                 mode: 0o777,
             },
             StoreError::Io {
-                message: "disk full".into(),
+                reason: "disk full".into(),
             },
         ] {
             let back = StoreError::from(mpc_client::StoreError::from(error.clone()));

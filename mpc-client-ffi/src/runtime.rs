@@ -26,7 +26,7 @@ fn runtime() -> Result<&'static Runtime, WalletError> {
         })
         .as_ref()
         .ok_or_else(|| WalletError::Internal {
-            message: "cannot start the async runtime".to_owned(),
+            reason: "cannot start the async runtime".to_owned(),
         })
 }
 
@@ -45,7 +45,7 @@ where
         // A panic inside the library (a bug): reported, never unwound
         // across the FFI.
         Err(join) => Err(WalletError::Internal {
-            message: if join.is_panic() {
+            reason: if join.is_panic() {
                 "the operation panicked".to_owned()
             } else {
                 "the operation was cancelled".to_owned()

@@ -163,7 +163,10 @@ mod tests {
     fn the_memory_store_round_trips_through_both_traits() {
         let store = Foreign(memory_store());
         store.put("a.share", b"sealed").unwrap();
-        assert_eq!(store.get("a.share").unwrap().as_deref(), Some(&b"sealed"[..]));
+        assert_eq!(
+            store.get("a.share").unwrap().as_deref(),
+            Some(&b"sealed"[..])
+        );
         assert_eq!(store.list().unwrap(), vec!["a.share".to_owned()]);
         store.delete("a.share").unwrap();
         store.delete("a.share").unwrap();

@@ -339,7 +339,10 @@ mod tests {
         let wallet = wallet();
         for prehash in [vec![], vec![1; 31], vec![1; 33]] {
             let sign = runtime.block_on(wallet.sign("00".repeat(32), prehash.clone(), None));
-            assert!(matches!(sign, Err(WalletError::InvalidInput { .. })), "{sign:?}");
+            assert!(
+                matches!(sign, Err(WalletError::InvalidInput { .. })),
+                "{sign:?}"
+            );
             let online = runtime.block_on(wallet.sign_online("00".repeat(32), prehash));
             assert!(matches!(online, Err(WalletError::InvalidInput { .. })));
         }

@@ -146,14 +146,14 @@ def test_store_failures_are_typed_errors(server, user):
     with pytest.raises(ffi.WalletError.Store) as raised:
         run(wallet_over(server, user, full, secrets.token_bytes(32)).keygen())
     assert isinstance(raised.value.error, ffi.StoreError.Io)
-    assert "disk full" in raised.value.error.message
+    assert "disk full" in raised.value.error.reason
 
     # A store that raises something else (a bug in the app's store): a
     # typed error with the exception's text, not a crash.
     broken = FailingStore("list", RuntimeError("keychain locked"))
     with pytest.raises(ffi.WalletError.Store) as raised:
         wallet_over(server, user, broken, secrets.token_bytes(32)).keys()
-    assert "keychain locked" in raised.value.error.message
+    assert "keychain locked" in raised.value.error.reason
 
     # A store that answers with an invalid entry name in its listing.
     class Odd(DictStore):

@@ -189,3 +189,29 @@ def test_sign_time_through_the_bindings(server, user):
 
     for signature, prehash in run(timed()):
         check_signature(signature, key.public_key, prehash)
+
+
+def test_the_independent_checks_reject_forgeries(server, user):
+    """The suite's verifier is not a rubber stamp: one flipped bit, another
+    recovery id, another message or another derived key each fail it."""
+    wallet = new_wallet(server, user)
+    key = run(wallet.keygen())
+    prehash = prehash_of(b"genuine")
+    signature = run(wallet.sign(key.key_id, prehash, None))
+    check_signature(signature, key.public_key, prehash)
+    r_s = bytes(signature.r_s)
+    forgeries = [
+        (ffi.Signature(public_key=signature.public_key, prehash=signature.prehash,
+                       r_s=r_s[:63] + bytes([r_s[63] ^ 1]), recovery_id=signature.recovery_id),
+         prehash),
+        (ffi.Signature(public_key=signature.public_key, prehash=signature.prehash,
+                       r_s=r_s, recovery_id=signature.recovery_id ^ 1), prehash),
+        (ffi.Signature(public_key=signature.public_key, prehash=prehash_of(b"other"),
+                       r_s=r_s, recovery_id=signature.recovery_id), prehash_of(b"other")),
+    ]
+    for forged, message in forgeries:
+        with pytest.raises(AssertionError):
+            check_signature(forged, key.public_key, message)
+    derived = run(wallet.sign(key.key_id, prehash, "m/0/5"))
+    with pytest.raises(AssertionError):
+        check_signature(derived, derive_public(key.xpub, "m/0/6"), prehash)
