@@ -39,6 +39,19 @@ pub(crate) struct Cli {
     /// verify-backup and verify).
     #[arg(long, value_name = "DIR", global = true, help_heading = GLOBAL)]
     pub(crate) state: Option<PathBuf>,
+    /// The 32-byte key (64 hex digits) the shares in the state directory
+    /// are sealed under. Without it a fixed development key is used, which
+    /// protects nothing: set it for real keys. Prefer the environment
+    /// variable: command-line arguments are visible to other local users.
+    #[arg(
+        long,
+        value_name = "HEX",
+        env = "MPC_STORAGE_KEY",
+        hide_env_values = true,
+        global = true,
+        help_heading = GLOBAL
+    )]
+    pub(crate) storage_key: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

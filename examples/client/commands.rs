@@ -1,18 +1,20 @@
-//! The commands that use the WebSocket server or only the state directory:
-//! `keygen`, `sign`, `refresh`, `list` and `show`.
+//! The commands that use the wallet: `keygen`, `sign`, `refresh`, `list`,
+//! `show` and `export`, each a thin shell over `mpc_client::Wallet`.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use k256::ecdsa::signature::hazmat::PrehashVerifier;
-use k256::ecdsa::VerifyingKey;
-use mpc_core::wire::Role;
-use mpc_core::{DerivationPath, KeyId, KeyShare, Prehash, Refresh, SignatureOutput};
-use mpc_transport_ws::{Client, Rejection};
+use mpc_client::{ClientError, KeyInfo, ShareStore, Wallet, WalletConfig};
+use mpc_core::{DerivationPath, KeyId, Prehash};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::output::{transport_failure, Failure};
+use crate::output::{client_failure, Failure};
 use crate::state::StateDir;
+
+/// Stands in for the URLs of commands that do not talk to the server (the
+/// wallet never connects for them).
+const UNUSED_URL: &str = "http://127.0.0.1:9";
 
 /// What every command gets.
 pub(crate) struct Context {
@@ -23,7 +25,7 @@ pub(crate) struct Context {
 
 impl Context {
     /// The bearer token; fails without one.
-    pub(crate) fn token(&self) -> Result<&str, Failure> {
+    fn token(&self) -> Result<&str, Failure> {
         match self.token.as_ref().filter(|t| !t.is_empty()) {
             Some(token) => Ok(token.as_str()),
             None => Err(Failure::usage(
@@ -32,16 +34,47 @@ impl Context {
         }
     }
 
-    /// A client of the server; fails without a token.
-    fn client(&self) -> Result<Client, Failure> {
-        let token = self.token()?;
-        if !(self.server.starts_with("ws://") || self.server.starts_with("wss://")) {
-            return Err(Failure::usage(format!(
-                "--server must be a ws:// or wss:// URL, not {:?}",
-                self.server
-            )));
+    /// A wallet over the state directory. With `rest`, for the server
+    /// (needs a token); without, for local reads only.
+    fn wallet(&self, server: bool, rest: Option<&str>) -> Result<Wallet, Failure> {
+        let (server_url, token) = if server || rest.is_some() {
+            if !(self.server.starts_with("ws://") || self.server.starts_with("wss://")) {
+                return Err(Failure::usage(format!(
+                    "--server must be a ws:// or wss:// URL, not {:?}",
+                    self.server
+                )));
+            }
+            (self.server.clone(), self.token()?.to_owned())
+        } else {
+            (UNUSED_URL.replace("http", "ws"), String::new())
+        };
+        let store: Arc<dyn ShareStore> = Arc::clone(&self.state.store) as Arc<dyn ShareStore>;
+        Wallet::new(
+            WalletConfig {
+                server_url,
+                rest_url: rest.unwrap_or(UNUSED_URL).to_owned(),
+                token: Zeroizing::new(token),
+                storage_key: self.state.storage_key.clone(),
+            },
+            store,
+        )
+        .map_err(|e| match e {
+            ClientError::InvalidInput { message } => Failure::usage(format!("--rest: {message}")),
+            other => client_failure(&other),
+        })
+    }
+
+    /// The key's data; `unknown_key` if the state directory does not hold
+    /// it.
+    fn held(&self, wallet: &Wallet, key_id: &KeyId) -> Result<KeyInfo, Failure> {
+        match wallet.key(&key_id.to_string()) {
+            Ok(info) => Ok(info),
+            Err(ClientError::NotFound { .. }) => Err(Failure::local(
+                "unknown_key",
+                format!("no key {key_id} in {}", self.state.store.dir().display()),
+            )),
+            Err(err) => Err(client_failure(&err)),
         }
-        Ok(Client::new(self.server.clone()).with_bearer_token(token))
     }
 }
 
@@ -54,59 +87,14 @@ pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output, Failure> {
     Ok(runtime.block_on(future))
 }
 
-pub(crate) fn key_hex(public_key: &k256::PublicKey) -> String {
-    hex::encode(public_key.to_sec1_bytes())
-}
-
-/// A share the server handed back must be this client's.
-fn check_role(share: &KeyShare) -> Result<(), Failure> {
-    if share.role() == Role::A {
-        Ok(())
-    } else {
-        Err(Failure::remote(
-            "protocol",
-            "the server returned a share of the wrong role",
-        ))
-    }
-}
-
 pub(crate) fn cmd_keygen(ctx: &Context) -> Result<Value, Failure> {
-    let client = ctx.client()?;
-    let share = block_on(client.keygen())?.map_err(|e| transport_failure(&e))?;
-    check_role(&share)?;
-    ctx.state.save_share(&share)?;
-    ctx.state.set_current(share.key_id(), share.epoch())?;
+    let wallet = ctx.wallet(true, None)?;
+    let key = block_on(wallet.keygen())?.map_err(|e| client_failure(&e))?;
     Ok(json!({
-        "key_id": share.key_id().to_string(),
-        "public_key": key_hex(&share.public_key()),
-        "xpub": share.xpub().to_string(),
+        "key_id": key.key_id,
+        "public_key": hex::encode(key.public_key),
+        "xpub": key.xpub,
     }))
-}
-
-/// Checks a signature independently of the protocol's own check: valid and
-/// low-S under `public_key`, and the recovery id recovers that key.
-fn verify_signature(
-    public_key: &k256::PublicKey,
-    prehash: &Prehash,
-    signed: &SignatureOutput,
-) -> Result<(), Failure> {
-    let key = VerifyingKey::from(public_key);
-    let bad = |what: &str| Failure::remote("verification_failed", format!("the signature {what}"));
-    if signed.signature.normalize_s().is_some() {
-        return Err(bad("is not low-S"));
-    }
-    key.verify_prehash(prehash.as_bytes(), &signed.signature)
-        .map_err(|_| bad("does not verify under the key"))?;
-    let recovered = VerifyingKey::recover_from_prehash(
-        prehash.as_bytes(),
-        &signed.signature,
-        signed.recovery_id,
-    )
-    .map_err(|_| bad("recovers no key"))?;
-    if recovered != key {
-        return Err(bad("recovers another key with its recovery id"));
-    }
-    Ok(())
 }
 
 pub(crate) fn cmd_sign(
@@ -115,186 +103,90 @@ pub(crate) fn cmd_sign(
     prehash: Prehash,
     path: Option<&DerivationPath>,
 ) -> Result<Value, Failure> {
-    let client = ctx.client()?;
-    let mut share = ctx.state.load_current(key_id)?;
-    if share.is_ot_burned() {
-        return Err(Failure::local(
-            "ot_burned",
-            format!(
-                "the OT material of epoch {} was burned after a failed signature: run refresh",
-                share.epoch()
-            ),
-        ));
-    }
-    let public_key = match path {
-        Some(path) => {
-            share
-                .derive(path)
-                .map_err(|e| Failure::usage(format!("--path {path}: {}", e.as_str())))?
-                .0
-        }
-        None => share.public_key(),
-    };
-    let result = block_on(async {
-        match path {
-            Some(path) => client.sign_with_path(&share, prehash, path).await,
-            None => client.sign(&share, prehash).await,
-        }
-    })?;
-    let signed = match result {
-        Ok(signed) => signed,
-        Err(err) => {
-            let mut failure = transport_failure(&err);
-            if err.is_ban() {
-                // PROTOCOL.md §8: never use this OT material again.
-                share.burn_ot_material();
-                failure.message = match ctx.state.save_share(&share) {
-                    Ok(()) => format!(
-                        "{}; the share's OT material was burned: run refresh before signing again",
-                        failure.message
-                    ),
-                    Err(save) => format!(
-                        "{}; burning the share's OT material failed ({}): run refresh before signing again",
-                        failure.message, save.message
-                    ),
-                };
-            }
-            return Err(failure);
-        }
-    };
-    verify_signature(&public_key, &prehash, &signed)?;
+    let wallet = ctx.wallet(true, None)?;
+    ctx.held(&wallet, key_id)?;
+    let path = path.map(ToString::to_string);
+    let signed = block_on(wallet.sign(&key_id.to_string(), *prehash.as_bytes(), path.as_deref()))?
+        .map_err(|e| client_failure(&e))?;
     Ok(json!({
-        "public_key": key_hex(&public_key),
-        "prehash": hex::encode(prehash.as_bytes()),
-        "signature": hex::encode(signed.signature.to_bytes()),
-        "recovery_id": signed.recovery_id.to_byte(),
+        "public_key": hex::encode(signed.public_key),
+        "prehash": hex::encode(signed.prehash),
+        "signature": hex::encode(signed.r_s),
+        "recovery_id": signed.recovery_id,
     }))
 }
 
-/// Persists a refresh's progress before each message leaves
-/// (PROTOCOL.md §18.1).
-struct RefreshJournal<'a> {
-    state: &'a StateDir,
-    key_id: KeyId,
-    new_epoch: u64,
-    /// The new share file is written ("ready").
-    saved: bool,
-    /// `current` names the new epoch ("confirmed").
-    confirmed: bool,
-    /// Why the hook stopped the session, if it did.
-    failure: Option<Failure>,
-}
-
-impl RefreshJournal<'_> {
-    fn before_send(&mut self, refresh: &Refresh<'_>) -> Result<(), Rejection> {
-        self.record(refresh).map_err(|failure| {
-            self.failure = Some(failure);
-            Rejection::INTERNAL
-        })
-    }
-
-    fn record(&mut self, refresh: &Refresh<'_>) -> Result<(), Failure> {
-        if !self.saved {
-            if let Some(new) = refresh.ready_share() {
-                if new.epoch() != self.new_epoch || *new.key_id() != self.key_id {
-                    return Err(Failure::remote(
-                        "protocol",
-                        "the refresh produced a share of another key or epoch",
-                    ));
-                }
-                // Overwrites a leftover of an earlier, interrupted refresh.
-                self.state.save_share(new)?;
-                self.saved = true;
-            }
-        }
-        if self.saved && !self.confirmed && refresh.is_confirmed() {
-            self.state.set_current(&self.key_id, self.new_epoch)?;
-            self.confirmed = true;
-        }
-        Ok(())
-    }
-}
-
 pub(crate) fn cmd_refresh(ctx: &Context, key_id: &KeyId) -> Result<Value, Failure> {
-    let client = ctx.client()?;
-    let old = ctx.state.load_current(key_id)?;
-    let old_epoch = old.epoch();
-    let Some(new_epoch) = old_epoch.checked_add(1) else {
-        return Err(Failure::local("state", "the epoch cannot grow any more"));
-    };
-    let mut journal = RefreshJournal {
-        state: &ctx.state,
-        key_id: *key_id,
-        new_epoch,
-        saved: false,
-        confirmed: false,
-        failure: None,
-    };
-    let result = {
-        let mut hook = |refresh: &Refresh<'_>| std::future::ready(journal.before_send(refresh));
-        block_on(client.refresh(&old, &mut hook))?
-    };
-    let new = match result {
-        Ok(new) => new,
+    let wallet = ctx.wallet(true, None)?;
+    ctx.held(&wallet, key_id)?;
+    match block_on(wallet.refresh(&key_id.to_string()))? {
+        Ok(epoch) => Ok(json!({ "key_id": key_id.to_string(), "epoch": epoch })),
         Err(err) => {
-            let signing = if journal.confirmed {
-                new_epoch
-            } else {
-                old_epoch
-            };
-            // A storage failure in the hook is the cause; the transport only
-            // reports that the hook stopped the session.
-            let mut failure = journal
-                .failure
-                .take()
-                .unwrap_or_else(|| transport_failure(&err));
-            failure.message = format!(
-                "{}; the refresh did not finish, signing uses epoch {signing}",
-                failure.message
-            );
-            return Err(failure);
+            let mut failure = client_failure(&err);
+            // PROTOCOL.md §18.1: the epoch the wallet signs with now.
+            if let Ok(info) = wallet.key(&key_id.to_string()) {
+                failure.message = format!(
+                    "{}; the refresh did not finish, signing uses epoch {}",
+                    failure.message, info.epoch
+                );
+            }
+            Err(failure)
         }
-    };
-    check_role(&new)?;
-    if new.epoch() != new_epoch || new.key_id() != key_id || new.public_key() != old.public_key() {
-        return Err(Failure::remote(
-            "protocol",
-            "the refresh returned a share of another key or epoch",
-        ));
     }
-    // The hook saw both states before the last message left; this only
-    // matters if it did not.
-    if !journal.saved {
-        ctx.state.save_share(&new)?;
-    }
-    if !journal.confirmed {
-        ctx.state.set_current(key_id, new_epoch)?;
-    }
-    // Finalized: the server is confirmed and will not ask for older epochs.
-    ctx.state.remove_shares_before(key_id, new_epoch)?;
-    Ok(json!({ "key_id": key_id.to_string(), "epoch": new_epoch }))
 }
 
 pub(crate) fn cmd_list(ctx: &Context) -> Result<Value, Failure> {
-    let mut keys = Vec::new();
-    for key_id in ctx.state.keys()? {
-        let share = ctx.state.load_current(&key_id)?;
-        keys.push(json!({
-            "key_id": key_id.to_string(),
-            "public_key": key_hex(&share.public_key()),
-            "epoch": share.epoch(),
-        }));
-    }
+    let wallet = ctx.wallet(false, None)?;
+    let keys: Vec<Value> = wallet
+        .keys()
+        .map_err(|e| client_failure(&e))?
+        .into_iter()
+        .map(|key| {
+            json!({
+                "key_id": key.key_id,
+                "public_key": hex::encode(key.public_key),
+                "epoch": key.epoch,
+            })
+        })
+        .collect();
     Ok(json!({ "keys": keys }))
 }
 
 pub(crate) fn cmd_show(ctx: &Context, key_id: &KeyId) -> Result<Value, Failure> {
-    let share = ctx.state.load_current(key_id)?;
+    let wallet = ctx.wallet(false, None)?;
+    let key = ctx.held(&wallet, key_id)?;
     Ok(json!({
-        "key_id": key_id.to_string(),
-        "public_key": key_hex(&share.public_key()),
-        "xpub": share.xpub().to_string(),
-        "epoch": share.epoch(),
-        "ot_burned": share.is_ot_burned(),
+        "key_id": key.key_id,
+        "public_key": hex::encode(key.public_key),
+        "xpub": key.xpub,
+        "epoch": key.epoch,
+        "ot_burned": key.ot_burned,
+    }))
+}
+
+/// 64 hex digits of a secret, in one allocation of the right size and
+/// without other copies left behind.
+fn secret_hex(bytes: &[u8; 32]) -> String {
+    let mut digits = Zeroizing::new([0u8; 64]);
+    // 64 = 2 * 32: cannot fail.
+    let _ = hex::encode_to_slice(bytes, digits.as_mut());
+    let mut text = String::with_capacity(digits.len());
+    text.extend(digits.iter().map(|&d| char::from(d)));
+    text
+}
+
+pub(crate) fn cmd_export(ctx: &Context, key_id: &KeyId, rest: &str) -> Result<Value, Failure> {
+    let token = ctx.token()?.to_owned();
+    let wallet = ctx.wallet(false, Some(rest))?;
+    ctx.held(&wallet, key_id)?;
+    let exported = block_on(wallet.export(&key_id.to_string(), &token))?.map_err(|e| match e {
+        // A REST 404 names the server's key record.
+        ClientError::NotFound { .. } => Failure::remote("key_not_found", e.to_string()),
+        other => client_failure(&other),
+    })?;
+    // `main` wipes the printed strings.
+    Ok(json!({
+        "secret_key": secret_hex(&exported.secret_key),
+        "public_key": hex::encode(exported.public_key),
     }))
 }

@@ -91,37 +91,41 @@
 //!
 //! # State directory
 //!
-//! Created with mode 0700 if missing; every file is written with mode 0600
-//! and atomically (temporary file in the same directory, fsync, rename,
-//! fsync of the directory). A command refuses to run if the directory or
-//! one of its share or epoch files is accessible by group or others.
+//! An [`mpc_client::FileStore`]: created with mode 0700 if missing; every
+//! file is written with mode 0600 and atomically (temporary file in the
+//! same directory, fsync, rename, fsync of the directory). A command
+//! refuses to run if the directory or one of its files is accessible by
+//! group or others.
 //!
-//! - `<key_id>.<epoch>.share`: the share of that epoch ([`KeyShare::to_bytes`],
-//!   not encrypted: protect the directory);
+//! - `<key_id>.<epoch>.share`: the share of that epoch, sealed
+//!   (XChaCha20-Poly1305) under the storage key: `--storage-key` /
+//!   `$MPC_STORAGE_KEY` (64 hex digits). Without one, a fixed development
+//!   key is used, which protects nothing: set it for real keys (a state
+//!   directory written under one key does not open under another);
 //! - `<key_id>.current`: the epoch the client signs with (decimal, one line).
 //!
-//! A refresh follows PROTOCOL.md §18.1: the new share is written when it is
-//! ready (`current` still names the old epoch), `current` switches to the
-//! new epoch when the server confirmed it, and the older share files are
-//! deleted once the refresh finished. An interrupted refresh thus leaves a
-//! state the server can sign with; a newer share file that `current` does
-//! not name is ignored, and the next refresh overwrites it. The directory is
-//! not locked: run one command at a time per state directory.
+//! A refresh follows PROTOCOL.md §18.1 (in `mpc_client::Wallet::refresh`):
+//! the new share is written when it is ready (`current` still names the
+//! old epoch), `current` switches to the new epoch when the server
+//! confirmed it, and the older share files are deleted once the refresh
+//! finished. An interrupted refresh thus leaves a state the server can sign
+//! with; a newer share file that `current` does not name is ignored, and
+//! the next refresh overwrites it. The directory is not locked: run one
+//! command at a time per state directory.
 //!
 //! If a signing session ends with a ban-class error (PROTOCOL.md §8), the
 //! share's OT material is burned and saved so; signing is then refused until
 //! a refresh.
 //!
-//! Adding a command: a variant of `Command` (in `cli.rs`), a `cmd_*`
-//! function returning the JSON object or a `Failure` (in the module of
-//! its group of commands), and an arm in `run`.
+//! The commands are a thin shell over the `mpc-client` library. Adding a
+//! command: a variant of `Command` (in `cli.rs`), a `cmd_*` function
+//! returning the JSON object or a `Failure` (in the module of its group of
+//! commands), and an arm in `run`.
 
 mod backup;
 mod cli;
 mod commands;
-mod export;
 mod output;
-mod rest;
 mod state;
 mod verify;
 
@@ -135,10 +139,9 @@ use zeroize::Zeroizing;
 
 use backup::cmd_verify_backup;
 use cli::{Cli, Command};
-use commands::{cmd_keygen, cmd_list, cmd_refresh, cmd_show, cmd_sign, Context};
-use export::cmd_export;
+use commands::{cmd_export, cmd_keygen, cmd_list, cmd_refresh, cmd_show, cmd_sign, Context};
 use output::{print_failure, print_value, usage_message, wipe_strings, Failure, EXIT_LOCAL};
-use state::StateDir;
+use state::{storage_key, StateDir};
 use verify::cmd_verify;
 
 fn run(cli: Cli) -> Result<Value, Failure> {
@@ -146,8 +149,10 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         server,
         token,
         state,
+        storage_key: storage_key_hex,
         command,
     } = cli;
+    let storage_key = storage_key(storage_key_hex.as_deref())?;
     // Called by the one arm that runs.
     let context = |state: Option<PathBuf>| -> Result<Context, Failure> {
         let Some(state) = state else {
@@ -156,7 +161,7 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         Ok(Context {
             server,
             token: token.map(Zeroizing::new),
-            state: StateDir::open(state)?,
+            state: StateDir::open(state, storage_key.clone())?,
         })
     };
     match &command {
@@ -172,7 +177,9 @@ fn run(cli: Cli) -> Result<Value, Failure> {
         Command::Export { key_id, rest } => cmd_export(&context(state)?, key_id, rest),
         Command::VerifyBackup { file, key_id } => {
             // Needs no server, and the state directory only if given.
-            let state = state.map(StateDir::open_existing).transpose()?;
+            let state = state
+                .map(|dir| StateDir::open_existing(dir, storage_key.clone()))
+                .transpose()?;
             cmd_verify_backup(state.as_ref(), file, key_id.as_ref())
         }
         // Needs no server, token or state directory.

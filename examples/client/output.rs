@@ -4,10 +4,9 @@
 use std::borrow::Cow;
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::path::Path;
 use std::process::ExitCode;
 
-use mpc_transport_ws::{CloseCode, TransportError};
+use mpc_client::{ClientError, StoreError};
 use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -45,38 +44,57 @@ impl Failure {
             exit: EXIT_REMOTE,
         }
     }
-
-    pub(crate) fn io(action: &str, path: &Path, err: &io::Error) -> Self {
-        Self::local("state", format!("{action} {}: {err}", path.display()))
-    }
-
-    pub(crate) fn corrupt(path: &Path, what: impl std::fmt::Display) -> Self {
-        Self::local("corrupt_state", format!("{}: {what}", path.display()))
-    }
 }
 
-/// A transport error as a failure. The transport's messages hold no token
-/// or secret data.
-pub(crate) fn transport_failure(err: &TransportError) -> Failure {
-    let code = match err {
-        TransportError::UpgradeRefused {
-            status: 401 | 403, ..
-        } => "unauthorized",
-        TransportError::UpgradeRefused { .. } => "upgrade_refused",
-        TransportError::Transport { .. } | TransportError::Closed => "connection",
-        TransportError::Timeout { .. } => "timeout",
-        _ if err.is_ban() => "protocol_ban",
-        TransportError::RejectedByPeer { code, .. } => match *code {
-            CloseCode::NOT_FOUND => "server_not_found",
-            CloseCode::UNAVAILABLE | CloseCode::GOING_AWAY => "unavailable",
-            CloseCode::UNSUPPORTED_OPERATION => "unsupported",
-            CloseCode::TIMEOUT => "timeout",
-            CloseCode::PROTOCOL_ABORT => "protocol",
-            _ => "rejected",
-        },
-        _ => "protocol",
+/// A library error as a failure: the CLI's error codes (a key the state
+/// directory does not hold is checked, and reported as `unknown_key`,
+/// before any call that could give a server's `NotFound`). The library's
+/// messages hold no token or secret data.
+pub(crate) fn client_failure(err: &ClientError) -> Failure {
+    let code: Cow<'static, str> = match err {
+        ClientError::Network { .. } => "connection".into(),
+        ClientError::NotFound { .. } => "server_not_found".into(),
+        ClientError::Server { code, .. } if code.starts_with("close_") => "rejected".into(),
+        ClientError::Corrupt { .. } => "corrupt_state".into(),
+        ClientError::Store(StoreError::InsecurePermissions { .. }) => "insecure_permissions".into(),
+        ClientError::Store(_) => "state".into(),
+        ClientError::InvalidInput { .. } => "usage".into(),
+        other => other.code().to_owned().into(),
     };
-    Failure::remote(code, err.to_string())
+    let mut message = err.to_string();
+    match err {
+        ClientError::StepUpRequired => {
+            message = format!(
+                "this operation needs a token with a second-factor (step-up) claim: \
+                 authenticate again with your second factor and pass the new token \
+                 in MPC_TOKEN or --token ({message})"
+            );
+        }
+        ClientError::StepUpTokenUsed => {
+            message = format!(
+                "this step-up token was already used (each one works once): \
+                 authenticate again with your second factor and pass the new token \
+                 in MPC_TOKEN or --token ({message})"
+            );
+        }
+        ClientError::ProtocolBan => {
+            message = format!("{message}: run refresh before signing again");
+        }
+        _ => {}
+    }
+    let local = matches!(
+        err,
+        ClientError::Store(_)
+            | ClientError::Corrupt { .. }
+            | ClientError::InvalidInput { .. }
+            | ClientError::OtMaterialBurned
+            | ClientError::NoPresignatures
+    );
+    if local {
+        Failure::local(code, message)
+    } else {
+        Failure::remote(code, message)
+    }
 }
 
 /// The token values this invocation may carry, to keep them out of error

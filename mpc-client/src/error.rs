@@ -150,6 +150,14 @@ pub enum ClientError {
         /// The store entry.
         name: String,
     },
+    /// The server's export does not decrypt to this key (PROTOCOL.md §16):
+    /// `code` is `"key_mismatch"` (another key, epoch or party),
+    /// `"export_failed"` (changed, or for another one-time key) or
+    /// `"export_mismatch"` (`x*G` is not the public key).
+    ExportInvalid {
+        /// Which check failed.
+        code: String,
+    },
     /// A backup file that does not verify, with every failed check.
     BackupInvalid {
         /// The failed checks.
@@ -192,6 +200,7 @@ impl ClientError {
             Self::Store(StoreError::InsecurePermissions { .. }) => "insecure_permissions",
             Self::Store(_) => "store",
             Self::Corrupt { .. } => "corrupt",
+            Self::ExportInvalid { code } => code,
             Self::BackupInvalid { .. } => "backup_invalid",
             Self::InvalidInput { .. } => "invalid_input",
         }
@@ -345,6 +354,12 @@ impl fmt::Display for ClientError {
                 f,
                 "{name} does not open: tampered, truncated, moved or sealed under another key"
             ),
+            Self::ExportInvalid { code } => {
+                write!(
+                    f,
+                    "the server's export does not decrypt to this key ({code})"
+                )
+            }
             Self::BackupInvalid { reasons } => {
                 write!(f, "the backup is invalid: {}", reasons.join("; "))
             }

@@ -188,8 +188,8 @@ impl Wallet {
     ///
     /// [`ClientError::StepUpRequired`], [`ClientError::StepUpTokenUsed`],
     /// [`ClientError::NotFound`], [`ClientError::UnknownEpoch`], other
-    /// server problems; [`ClientError::Protocol`] if the answer does not
-    /// decrypt to this key.
+    /// server problems; [`ClientError::ExportInvalid`] if the answer does
+    /// not decrypt to this key.
     pub async fn export(
         &self,
         key_id: &str,
@@ -206,12 +206,20 @@ impl Wallet {
         });
         let response = post_json(url, step_up_token, &request).await?;
         let ciphertext = export_ciphertext(&response, &key_id, share.epoch())?;
-        let exported = import_export(&share, &onetime, &ciphertext)
-            .map_err(|e| ClientError::protocol(format!("the exported share: {}", e.as_str())))?;
+        let exported = import_export(&share, &onetime, &ciphertext).map_err(|e| {
+            let code = match e {
+                mpc_core::Error::KeyMismatch => "key_mismatch",
+                mpc_core::Error::ExportFailed => "export_failed",
+                _ => "export_mismatch",
+            };
+            ClientError::ExportInvalid { code: code.into() }
+        })?;
         drop(onetime);
         // import_export checked x*G; checked again where the key is taken.
         if exported.public_key() != share.public_key() {
-            return Err(ClientError::protocol("the exported key is not this key"));
+            return Err(ClientError::ExportInvalid {
+                code: "export_mismatch".into(),
+            });
         }
         let mut bytes: [u8; 32] = exported.to_bytes().into();
         let secret_key = Zeroizing::new(bytes);

@@ -255,7 +255,7 @@ impl FileStore {
                 return Err(io_error(
                     "opening",
                     &dir,
-                    &io::Error::new(io::ErrorKind::Other, "not a directory"),
+                    &io::Error::other("not a directory"),
                 ))
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound && create => {
@@ -375,5 +375,111 @@ impl ShareStore for FileStore {
             .into_iter()
             .filter(|name| check_name(name).is_ok())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn names_are_never_paths_or_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path().join("s")).unwrap();
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "Upper",
+            "a b",
+            "a\0b",
+            &"x".repeat(161),
+        ] {
+            assert!(
+                matches!(check_name(bad), Err(StoreError::InvalidName { .. })),
+                "{bad:?}"
+            );
+            assert!(store.put(bad, b"v").is_err(), "{bad:?}");
+            assert!(store.get(bad).is_err(), "{bad:?}");
+            assert!(store.delete(bad).is_err(), "{bad:?}");
+            assert!(MemoryStore::new().put(bad, b"v").is_err(), "{bad:?}");
+        }
+        assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn a_crash_during_a_write_leaves_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = FileStore::open(&path).unwrap();
+        store.put("k.0.share", b"version one").unwrap();
+        // What a crash between create and rename leaves: partial temporary
+        // files (private, as put creates them), one of them empty.
+        for (name, bytes) in [
+            (".k.0.share.0123456789abcdef.tmp", &b"version t"[..]),
+            (".k.0.share.fedcba9876543210.tmp", &b""[..]),
+        ] {
+            let mut file = os::create_private_file(&path.join(name)).unwrap();
+            file.write_all(bytes).unwrap();
+        }
+        drop(store);
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(store.get("k.0.share").unwrap().unwrap(), b"version one");
+        assert_eq!(store.list().unwrap(), vec!["k.0.share".to_owned()]);
+        store.put("k.0.share", b"version two").unwrap();
+        assert_eq!(store.get("k.0.share").unwrap().unwrap(), b"version two");
+        store.delete("k.0.share").unwrap();
+        store.delete("k.0.share").unwrap();
+        assert_eq!(store.get("k.0.share").unwrap(), None);
+    }
+
+    /// Runs in a child process whose umask is 000 (set by `sh`, since this
+    /// crate has no unsafe code to call umask itself).
+    #[cfg(unix)]
+    #[test]
+    fn nothing_is_written_open_under_a_permissive_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        const CHILD: &str = "MPC_CLIENT_UMASK_CHILD";
+        let name = "store::tests::nothing_is_written_open_under_a_permissive_umask";
+        if std::env::var_os(CHILD).is_none() {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("umask 000 && exec \"$0\" --exact \"$1\" --test-threads 1")
+                .arg(std::env::current_exe().unwrap())
+                .arg(name)
+                .env(CHILD, "1")
+                .status()
+                .unwrap();
+            assert!(status.success(), "the child under umask 000 failed");
+            return;
+        }
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // The umask really is permissive here.
+        let plain = dir.path().join("plain");
+        fs::write(&plain, b"x").unwrap();
+        assert_eq!(mode(&plain), 0o666);
+        fs::remove_file(&plain).unwrap();
+
+        let path = dir.path().join("a").join("store");
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o700);
+        store.put("k.0.share", b"one").unwrap();
+        store.put("k.0.share", b"two").unwrap();
+        store.put("k.current", b"0\n").unwrap();
+        for entry in fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap().path();
+            assert_eq!(mode(&entry), 0o600, "{}", entry.display());
+        }
+        // A directory made open by someone else is refused.
+        let open_dir = dir.path().join("open");
+        fs::create_dir(&open_dir).unwrap();
+        assert_eq!(mode(&open_dir), 0o777);
+        assert!(matches!(
+            FileStore::open(&open_dir),
+            Err(StoreError::InsecurePermissions { mode: 0o777, .. })
+        ));
     }
 }
