@@ -177,6 +177,12 @@ pub enum WalletError {
         /// The store entry.
         name: String,
     },
+    /// The server's export does not decrypt to this key: `code` is
+    /// `key_mismatch`, `export_failed` or `export_mismatch`.
+    ExportInvalid {
+        /// Which check failed.
+        code: String,
+    },
     /// A backup that does not verify.
     BackupInvalid {
         /// Every failed check.
@@ -217,6 +223,9 @@ impl fmt::Display for WalletError {
             }
             Self::Store { error } => write!(f, "{error}"),
             Self::Corrupt { name } => write!(f, "corrupt store entry {name}"),
+            Self::ExportInvalid { code } => {
+                write!(f, "the export does not decrypt to this key ({code})")
+            }
             Self::BackupInvalid { reasons } => {
                 write!(f, "backup invalid: {}", reasons.join("; "))
             }
@@ -255,7 +264,9 @@ impl WalletError {
             Self::Timeout => "timeout",
             Self::Network { .. } => "network",
             Self::Protocol { .. } => "protocol",
-            Self::Server { code, .. } | Self::Other { code, .. } => code,
+            Self::Server { code, .. } | Self::Other { code, .. } | Self::ExportInvalid { code } => {
+                code
+            }
             Self::Store {
                 error: StoreError::InsecurePermissions { .. },
             } => "insecure_permissions",
@@ -306,6 +317,7 @@ impl From<ClientError> for WalletError {
                 error: error.into(),
             },
             ClientError::Corrupt { name } => Self::Corrupt { name },
+            ClientError::ExportInvalid { code } => Self::ExportInvalid { code },
             ClientError::BackupInvalid { reasons } => Self::BackupInvalid { reasons },
             ClientError::InvalidInput { message } => Self::InvalidInput { reason: message },
             other => Self::Other {
@@ -362,6 +374,9 @@ mod tests {
             }),
             ClientError::Corrupt {
                 name: "a.share".into(),
+            },
+            ClientError::ExportInvalid {
+                code: "export_failed".into(),
             },
             ClientError::BackupInvalid {
                 reasons: vec!["r".into()],
