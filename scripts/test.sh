@@ -2,7 +2,8 @@
 # The whole test suite, as the README's quick start runs it and CI runs it:
 # the no_std link check, every test of the workspace (unit, integration,
 # property, doc, and benches in test mode), the ctgrind constant-time harness
-# under valgrind, and a short fuzz smoke run.
+# under valgrind, the Python suite of the UniFFI bindings, and a short fuzz
+# smoke run.
 # Non-interactive; run from anywhere.
 #   FUZZ_SECONDS  scales the fuzz smoke run: 20 (the default) runs each target
 #                 for its time in scripts/fuzz.sh, 40 twice as long; 0 skips it
@@ -82,6 +83,10 @@ else
     run cargo test --workspace --all-targets --all-features
 fi
 run cargo test --workspace --doc --all-features
+# The Python bindings of mpc-client-ffi against the real server (pytest in a
+# virtualenv under target/pyenv); built with the profile and features above,
+# so that only the binding generation is new work.
+run bash mpc-client-ffi/tests/python/run.sh
 
 # The ctgrind harness (audit/tests/ctgrind.rs, PROTOCOL.md §10): mpc-core's
 # secret-dependent code under valgrind, in the `ctgrind` profile (release

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Generates the Swift, Kotlin and Python bindings of mpc-client-ffi from the
+# built shared library (UniFFI library mode: the interface is read from the
+# library itself, so the bindings always match it). Nothing generated is
+# committed. Run from anywhere.
+#
+#   scripts/bindings.sh [--profile PROFILE] [--all-features] [LANGUAGE...]
+#
+#   LANGUAGE        swift, kotlin, python (default: all three)
+#   --profile       the cargo profile to build with (default: release)
+#   --all-features  build with the workspace's full feature set, as the test
+#                   command does (`--workspace --all-features`), so that
+#                   after `scripts/test.sh` nothing is rebuilt
+#
+# Output: target/bindings/<language>/; the shared library is copied next to
+# the Python module, which loads it from its own directory. The Swift output
+# is a .swift file, a C header and a modulemap for an Xcode target; the
+# Kotlin output is the package uniffi/mpc_client_ffi/ for JNA.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+profile=release
+features=(-p mpc-client-ffi --features bindgen)
+languages=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) profile="$2"; shift 2 ;;
+        --all-features) features=(--workspace --all-features); shift ;;
+        swift | kotlin | python) languages+=("$1"); shift ;;
+        *) echo "usage: $0 [--profile PROFILE] [--all-features] [swift|kotlin|python]..." >&2; exit 2 ;;
+    esac
+done
+[ ${#languages[@]} -gt 0 ] || languages=(swift kotlin python)
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$profile" in
+    dev | test) out_dir="$target_dir/debug" ;;
+    release | bench) out_dir="$target_dir/release" ;;
+    *) out_dir="$target_dir/$profile" ;;
+esac
+
+# --lib: a build of the binary alone compiles the cdylib but does not copy
+# it out of deps/.
+cargo build --quiet --profile "$profile" "${features[@]}" --lib --bin uniffi-bindgen
+
+case "$(uname -s)" in
+    Darwin) library="$out_dir/libmpc_client_ffi.dylib" ;;
+    *) library="$out_dir/libmpc_client_ffi.so" ;;
+esac
+for language in "${languages[@]}"; do
+    dest="$target_dir/bindings/$language"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    "$out_dir/uniffi-bindgen" generate --library "$library" \
+        --language "$language" --out-dir "$dest" >/dev/null
+    if [ "$language" = python ]; then
+        cp "$library" "$dest/"
+    fi
+    echo "$language bindings: $dest"
+done
