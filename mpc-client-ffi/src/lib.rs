@@ -29,9 +29,11 @@ uniffi::setup_scaffolding!();
 
 mod error;
 mod runtime;
+mod schnorr;
 mod store;
 mod wallet;
 
 pub use error::{StoreError, WalletError};
+pub use schnorr::{SchnorrSignature, Taproot};
 pub use store::{file_store, memory_store, ShareStore};
 pub use wallet::{verify_backup, ExportedKey, KeyInfo, Signature, Wallet};

@@ -98,7 +98,7 @@ impl ExportedKey {
 /// [`ShareStore`]. Operations of one wallet may run concurrently.
 #[derive(uniffi::Object)]
 pub struct Wallet {
-    inner: Arc<mpc_client::Wallet>,
+    pub(crate) inner: Arc<mpc_client::Wallet>,
 }
 
 impl fmt::Debug for Wallet {
@@ -109,7 +109,7 @@ impl fmt::Debug for Wallet {
 
 /// `bytes` as an array of `N`, or [`WalletError::InvalidInput`] naming
 /// `what`.
-fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], WalletError> {
+pub(crate) fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], WalletError> {
     bytes
         .try_into()
         .map_err(|_| WalletError::invalid(format!("{what} must be {N} bytes, not {}", bytes.len())))

@@ -3,6 +3,7 @@ signature is checked with libsecp256k1 (coincurve), never by the Rust code
 that made it."""
 
 import asyncio
+import hashlib
 import secrets
 import time
 
@@ -215,3 +216,39 @@ def test_the_independent_checks_reject_forgeries(server, user):
     derived = run(wallet.sign(key.key_id, prehash, "m/0/5"))
     with pytest.raises(AssertionError):
         check_signature(derived, derive_public(key.xpub, "m/0/6"), prehash)
+
+
+def tap_tweak(internal, merkle_root=b""):
+    """BIP341's TapTweak tagged hash, computed here."""
+    tag = hashlib.sha256(b"TapTweak").digest()
+    return hashlib.sha256(tag + tag + internal + merkle_root).digest()
+
+
+def test_bip340_signatures_verify_under_independent_keys(server, user):
+    wallet = new_wallet(server, user)
+    key = run(wallet.keygen())
+    child = derive_public(key.xpub, "m/0/5")
+    cases = [
+        (None, bytes(key.public_key), ffi.Taproot.OFF(), None),
+        ("m/0/5", child, ffi.Taproot.OFF(), None),
+        ("m/0/5", child, ffi.Taproot.KEY_PATH_ONLY(), b""),
+        (None, bytes(key.public_key), ffi.Taproot.MERKLE_ROOT(b"\x07" * 32), b"\x07" * 32),
+    ]
+    for path, derived, taproot, merkle_root in cases:
+        message = prehash_of(b"bip340 %r %r" % (path, merkle_root))
+        signed = run(wallet.sign_schnorr(key.key_id, message, path, taproot))
+        assert bytes(signed.public_key) == derived
+        internal = derived[1:]
+        assert bytes(signed.internal_key) == internal
+        expected = coincurve.PublicKeyXOnly(internal)
+        if merkle_root is not None:
+            expected.tweak_add(tap_tweak(internal, merkle_root))
+        assert bytes(signed.output_key) == expected.format()
+        assert expected.verify(bytes(signed.signature), message), "libsecp256k1 rejects it"
+        forged = bytearray(signed.signature)
+        forged[63] ^= 1
+        assert not expected.verify(bytes(forged), message)
+    with pytest.raises(ffi.WalletError.InvalidInput):
+        run(wallet.sign_schnorr(key.key_id, b"short", None, ffi.Taproot.OFF()))
+    with pytest.raises(ffi.WalletError.InvalidInput):
+        run(wallet.sign_schnorr(key.key_id, prehash_of(b"x"), None, ffi.Taproot.MERKLE_ROOT(b"1")))
