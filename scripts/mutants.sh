@@ -55,6 +55,7 @@ for f in "${files[@]}"; do
     args+=(--file "mpc-core/src/$f")
 done
 
+mkdir -p "$out"
 started=$(date +%s)
 status=0
 cargo mutants --package mpc-core --output "$out" "${iterate[@]}" "${args[@]}" || status=$?

@@ -24,6 +24,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+// `vec!` in scope crate-wide (the code itself imports what it uses), so
+// that mutation testing's "return an empty / one-element Vec" mutants
+// compile and are tested instead of counting as unviable (docs/mutants.md).
+#[allow(unused_imports)]
+#[macro_use]
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
