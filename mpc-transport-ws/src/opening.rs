@@ -207,6 +207,37 @@ pub enum Operation {
         /// The BIP341 output tweak, if any.
         taproot: Taproot,
     },
+    /// The BIP340 nonce round run ahead of the message, for the key
+    /// `key_id` under `path` with the output tweak `taproot`
+    /// ([`mpc_core::SchnorrPresign`], PROTOCOL.md §20.5).
+    PresignSchnorr {
+        /// The key.
+        key_id: KeyId,
+        /// The epoch of the client's share.
+        epoch: u64,
+        /// The BIP32 non-hardened path below the key (at most
+        /// [`MAX_PATH_DEPTH`] levels).
+        path: DerivationPath,
+        /// The BIP341 output tweak, if any.
+        taproot: Taproot,
+    },
+    /// The online round of the Schnorr presignature `presignature` (its
+    /// session id) of key `key_id`, for `message`
+    /// ([`mpc_core::SchnorrOnline`], PROTOCOL.md §20.5). `path` and
+    /// `taproot` must be the presignature's.
+    OnlineSignSchnorr {
+        /// The key.
+        key_id: KeyId,
+        /// The presignature's session id
+        /// ([`SchnorrPresignature::session_id`](mpc_core::SchnorrPresignature::session_id)).
+        presignature: SessionId,
+        /// The 32-byte message (a BIP341 signature hash for Taproot).
+        message: [u8; 32],
+        /// The path the presignature was made for.
+        path: DerivationPath,
+        /// The output tweak the presignature was made for.
+        taproot: Taproot,
+    },
 }
 
 impl Operation {
@@ -220,6 +251,8 @@ impl Operation {
             Self::OnlineSign { .. } => "online-sign",
             Self::Refresh { .. } => "refresh",
             Self::SignSchnorr { .. } => "sign-bip340",
+            Self::PresignSchnorr { .. } => "presign-bip340",
+            Self::OnlineSignSchnorr { .. } => "online-sign-bip340",
         }
     }
 
@@ -232,7 +265,9 @@ impl Operation {
             | Self::Presign { key_id, .. }
             | Self::OnlineSign { key_id, .. }
             | Self::Refresh { key_id, .. }
-            | Self::SignSchnorr { key_id, .. } => Some(key_id),
+            | Self::SignSchnorr { key_id, .. }
+            | Self::PresignSchnorr { key_id, .. }
+            | Self::OnlineSignSchnorr { key_id, .. } => Some(key_id),
         }
     }
 }
@@ -272,6 +307,19 @@ enum WireOperation {
     SignSchnorr {
         key_id: [u8; 32],
         epoch: u64,
+        message: [u8; 32],
+        path: Vec<u32>,
+        taproot: WireTaproot,
+    },
+    PresignSchnorr {
+        key_id: [u8; 32],
+        epoch: u64,
+        path: Vec<u32>,
+        taproot: WireTaproot,
+    },
+    OnlineSignSchnorr {
+        key_id: [u8; 32],
+        presignature: [u8; 32],
         message: [u8; 32],
         path: Vec<u32>,
         taproot: WireTaproot,
@@ -376,6 +424,30 @@ impl Opening {
                 path: path.indices().to_vec(),
                 taproot: WireTaproot::from_core(*taproot),
             },
+            Operation::PresignSchnorr {
+                key_id,
+                epoch,
+                path,
+                taproot,
+            } => WireOperation::PresignSchnorr {
+                key_id: key_id.0,
+                epoch: *epoch,
+                path: path.indices().to_vec(),
+                taproot: WireTaproot::from_core(*taproot),
+            },
+            Operation::OnlineSignSchnorr {
+                key_id,
+                presignature,
+                message,
+                path,
+                taproot,
+            } => WireOperation::OnlineSignSchnorr {
+                key_id: key_id.0,
+                presignature: presignature.0,
+                message: *message,
+                path: path.indices().to_vec(),
+                taproot: WireTaproot::from_core(*taproot),
+            },
         };
         WireOpening {
             version: OPENING_VERSION,
@@ -458,6 +530,30 @@ impl Opening {
             } => Operation::SignSchnorr {
                 key_id: KeyId(key_id),
                 epoch,
+                message,
+                path: decode_path(&path)?,
+                taproot: taproot.to_core(),
+            },
+            WireOperation::PresignSchnorr {
+                key_id,
+                epoch,
+                path,
+                taproot,
+            } => Operation::PresignSchnorr {
+                key_id: KeyId(key_id),
+                epoch,
+                path: decode_path(&path)?,
+                taproot: taproot.to_core(),
+            },
+            WireOperation::OnlineSignSchnorr {
+                key_id,
+                presignature,
+                message,
+                path,
+                taproot,
+            } => Operation::OnlineSignSchnorr {
+                key_id: KeyId(key_id),
+                presignature: SessionId(presignature),
                 message,
                 path: decode_path(&path)?,
                 taproot: taproot.to_core(),
@@ -673,6 +769,19 @@ mod tests {
                 prehash,
             },
             Operation::Refresh { key_id, epoch: 3 },
+            Operation::PresignSchnorr {
+                key_id,
+                epoch: 2,
+                path: path.clone(),
+                taproot: Taproot::MerkleRoot([4; 32]),
+            },
+            Operation::OnlineSignSchnorr {
+                key_id,
+                presignature: SessionId([6; 32]),
+                message: [8; 32],
+                path: path.clone(),
+                taproot: Taproot::KeyPathOnly,
+            },
         ]
         .into_iter()
         .map(|operation| Opening { session, operation })
