@@ -118,7 +118,7 @@ fn presigned_signatures_at_root_path_and_taproot_verify_independently() {
             seed += 1;
             let pres = presign(seed, (&a, &b), path, taproot);
             assert_eq!(pres.0.session_id(), pres.1.session_id());
-            let message = [seed as u8; 32];
+            let message = [u8::try_from(seed).unwrap(); 32];
             let (ea, eb) = online_hooked(
                 seed,
                 (&a, &b),

@@ -7,6 +7,7 @@
 //! (`partial_signature` and `on_partial` in the parent module); only where
 //! the nonces come from differs.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -172,9 +173,11 @@ impl SchnorrPresignature {
     }
 }
 
+/// The nonces are boxed to keep the states' sizes close (the box's drop
+/// wipes them before freeing).
 enum PresignState<'a> {
     Init(Setup<'a>),
-    Nonces(Setup<'a>, Nonces),
+    Nonces(Setup<'a>, Box<Nonces>),
 }
 
 impl Machine for PresignState<'_> {
@@ -195,7 +198,7 @@ impl Machine for PresignState<'_> {
         if setup.share.is_ot_burned() {
             return Err(Error::OtMaterialBurned);
         }
-        let nonces = Nonces::derive(rng, &setup, None);
+        let nonces = Box::new(Nonces::derive(rng, &setup, None));
         let payload = nonces.payload();
         let session = SessionId(setup.setup);
         Ok((Self::Nonces(setup, nonces), session, 1, payload))
@@ -218,6 +221,11 @@ impl Machine for PresignState<'_> {
         };
         let (peer_points, sid) =
             receive_nonces(&setup.setup, setup.role(), &nonces.points, payload)?;
+        // Copied out of the box, which wipes its own copy when dropped.
+        let nonces = Nonces {
+            k: nonces.k,
+            points: nonces.points,
+        };
         Ok(Transition::Done(SchnorrPresignature {
             role: setup.role(),
             key_id: *setup.share.key_id(),
@@ -261,9 +269,11 @@ impl<'a> SchnorrPresign<'a> {
 
 impl_protocol!(SchnorrPresign<'_> => SchnorrPresignature);
 
+/// Both states boxed: they are large and of different sizes (the boxes'
+/// drops wipe the nonces and `s_i` before freeing).
 enum OnlineState<'a> {
-    Init(Setup<'a>, Message, SchnorrPresignature),
-    Partial(AwaitPartial<'a>),
+    Init(Box<(Setup<'a>, Message, SchnorrPresignature)>),
+    Partial(Box<AwaitPartial<'a>>),
 }
 
 impl Machine for OnlineState<'_> {
@@ -272,30 +282,33 @@ impl Machine for OnlineState<'_> {
 
     fn role(&self) -> Role {
         match self {
-            Self::Init(setup, ..) => setup.role(),
+            Self::Init(init) => init.0.role(),
             Self::Partial(state) => state.setup.role(),
         }
     }
 
     fn begin<R: CryptoRngCore>(self, _rng: &mut R) -> Result<(Self, SessionId, u8, Vec<u8>)> {
-        let Self::Init(setup, message, presignature) = self else {
+        let Self::Init(init) = self else {
             return Err(Error::AlreadyStarted);
         };
-        let sid = presignature.sid;
-        // Copied out (Scalar is Copy); the presignature wipes its own on drop.
+        // Copied out field by field: moving the presignature out of the box
+        // would free the box's copy of the nonces unwiped. What stays in the
+        // box (the presignature) is dropped, and wiped, in place on return.
+        let sid = init.2.sid;
         let nonces = Nonces {
-            k: presignature.nonces.k,
-            points: presignature.nonces.points,
+            k: init.2.nonces.k,
+            points: init.2.nonces.points,
         };
-        let peer_points = presignature.peer_points;
-        drop(presignature);
+        let peer_points = init.2.peer_points;
+        let setup = init.0;
+        let message = init.1;
         let (state, payload) = partial_signature(setup, message, sid, nonces, &peer_points)?;
-        Ok((Self::Partial(state), SessionId(sid), 2, payload))
+        Ok((Self::Partial(Box::new(state)), SessionId(sid), 2, payload))
     }
 
     fn expect(&self) -> Expect {
         let sid = match self {
-            Self::Init(_, _, presignature) => presignature.sid,
+            Self::Init(init) => init.2.sid,
             Self::Partial(state) => state.sid,
         };
         Expect::round(sid, 2, &ROUND_BYTES)
@@ -362,11 +375,11 @@ impl<'a> SchnorrOnline<'a> {
             )
             .map_err(|_| Error::PresignatureClaimRefused)?;
         Ok(Self {
-            driver: Driver::new(OnlineState::Init(
+            driver: Driver::new(OnlineState::Init(Box::new((
                 setup,
                 Message::new(message),
                 presignature,
-            )),
+            )))),
         })
     }
 
@@ -374,7 +387,7 @@ impl<'a> SchnorrOnline<'a> {
     #[must_use]
     pub fn session_id(&self) -> Option<SessionId> {
         match self.driver.machine()? {
-            OnlineState::Init(_, _, presignature) => Some(SessionId(presignature.sid)),
+            OnlineState::Init(init) => Some(SessionId(init.2.sid)),
             OnlineState::Partial(state) => Some(SessionId(state.sid)),
         }
     }
