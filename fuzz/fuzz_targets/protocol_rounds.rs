@@ -189,6 +189,10 @@ fn check_changed_output(kind: Kind, output: Output) {
                 "{kind:?} output an invalid signature"
             );
         }
+        // Changed peer nonces give a presignature under another session id
+        // than the honest peer's: its online round never meets the peer's,
+        // so there is nothing to sign (PROTOCOL.md §20.5).
+        Output::SchnorrPresignature(_) => {}
     }
 }
 

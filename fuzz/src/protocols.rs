@@ -21,7 +21,8 @@ use mpc_core::sign::ClaimSet;
 use mpc_core::wire::{Envelope, ProtocolId, Role, MAX_MESSAGE_BYTES};
 use mpc_core::{
     DerivationPath, Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh,
-    SchnorrSignature, Sign, SignSchnorr, SignatureOutput, Step, Taproot,
+    SchnorrOnline, SchnorrPresign, SchnorrPresignature, SchnorrSignature, Sign, SignSchnorr,
+    SignatureOutput, Step, Taproot,
 };
 use rand_chacha::ChaCha20Rng;
 
@@ -56,6 +57,10 @@ pub enum Kind {
     /// Two-party BIP340 signing (2 rounds), under the BIP32 path
     /// [`SCHNORR_PATH`] with the Taproot key-path tweak.
     SignSchnorr,
+    /// The BIP340 nonce round run ahead (1 round), same path and tweak.
+    PresignSchnorr,
+    /// The online round of the fixture BIP340 presignature (1 round).
+    OnlineSchnorr,
 }
 
 /// The BIP32 path the fixture's BIP340 signature is made under.
@@ -67,13 +72,15 @@ fn schnorr_path() -> DerivationPath {
 
 impl Kind {
     /// Every kind, in selector order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Dkg,
         Self::Sign,
         Self::Presign,
         Self::Online,
         Self::Refresh,
         Self::SignSchnorr,
+        Self::PresignSchnorr,
+        Self::OnlineSchnorr,
     ];
 
     /// Messages each party sends (and receives) in a run.
@@ -82,7 +89,7 @@ impl Kind {
         match self {
             Self::Dkg | Self::Sign => 4,
             Self::Presign => 3,
-            Self::Online => 1,
+            Self::Online | Self::PresignSchnorr | Self::OnlineSchnorr => 1,
             Self::Refresh => 5,
             Self::SignSchnorr => 2,
         }
@@ -98,6 +105,8 @@ impl Kind {
             Self::Online => "online",
             Self::Refresh => "refresh",
             Self::SignSchnorr => "sign_bip340",
+            Self::PresignSchnorr => "presign_bip340",
+            Self::OnlineSchnorr => "online_bip340",
         }
     }
 
@@ -109,6 +118,8 @@ impl Kind {
             Self::Online => 3,
             Self::Refresh => 4,
             Self::SignSchnorr => 5,
+            Self::PresignSchnorr => 6,
+            Self::OnlineSchnorr => 7,
         }
     }
 
@@ -127,8 +138,10 @@ pub enum Output {
     Signature(SignatureOutput),
     /// Presigning.
     Presignature(Box<Presignature>),
-    /// BIP340 signing.
+    /// BIP340 signing and its online round.
     Schnorr(SchnorrSignature),
+    /// BIP340 presigning.
+    SchnorrPresignature(Box<SchnorrPresignature>),
 }
 
 impl Output {
@@ -144,6 +157,7 @@ impl Output {
             }
             Self::Presignature(presignature) => presignature.to_bytes().to_vec(),
             Self::Schnorr(out) => [&out.signature[..], &out.public_key].concat(),
+            Self::SchnorrPresignature(presignature) => presignature.to_bytes().to_vec(),
         }
     }
 }
@@ -163,6 +177,10 @@ pub enum Party {
     Refresh(Refresh<'static>),
     /// BIP340 signing with a fixture share.
     SignSchnorr(SignSchnorr<'static>),
+    /// BIP340 presigning with a fixture share.
+    PresignSchnorr(SchnorrPresign<'static>),
+    /// The online round of a fixture BIP340 presignature.
+    OnlineSchnorr(SchnorrOnline<'static>),
 }
 
 fn step<T>(result: Result<Step<T>>, wrap: fn(T) -> Output) -> Result<Step<Output>> {
@@ -196,6 +214,26 @@ impl Party {
                 SignSchnorr::new(key(role), &PREHASH, &schnorr_path(), Taproot::KeyPathOnly)
                     .expect("fixture path derives"),
             ),
+            Kind::PresignSchnorr => Self::PresignSchnorr(
+                SchnorrPresign::new(key(role), &schnorr_path(), Taproot::KeyPathOnly)
+                    .expect("fixture path derives"),
+            ),
+            Kind::OnlineSchnorr => {
+                let stored = &transcript(Kind::PresignSchnorr).outputs[role.index()];
+                let presignature = SchnorrPresignature::from_bytes(stored)
+                    .expect("fixture presignature decodes");
+                Self::OnlineSchnorr(
+                    SchnorrOnline::new(
+                        key(role),
+                        presignature,
+                        &PREHASH,
+                        &schnorr_path(),
+                        Taproot::KeyPathOnly,
+                        &mut ClaimSet::new(),
+                    )
+                    .expect("fixture presignature matches its share"),
+                )
+            }
         };
         (party, rng(kind.seed(role)))
     }
@@ -213,6 +251,8 @@ impl Party {
             Self::Online(p) => p.start(rng),
             Self::Refresh(p) => p.start(rng),
             Self::SignSchnorr(p) => p.start(rng),
+            Self::PresignSchnorr(p) => p.start(rng),
+            Self::OnlineSchnorr(p) => p.start(rng),
         }
     }
 
@@ -235,6 +275,10 @@ impl Party {
                 Output::Share(Box::new(share))
             }),
             Self::SignSchnorr(p) => step(p.handle(rng, message), Output::Schnorr),
+            Self::PresignSchnorr(p) => step(p.handle(rng, message), |presignature| {
+                Output::SchnorrPresignature(Box::new(presignature))
+            }),
+            Self::OnlineSchnorr(p) => step(p.handle(rng, message), Output::Schnorr),
         }
     }
 
@@ -317,6 +361,8 @@ pub fn transcript(kind: Kind) -> &'static Transcript {
     static ONLINE: OnceLock<Transcript> = OnceLock::new();
     static REFRESH: OnceLock<Transcript> = OnceLock::new();
     static SIGN_SCHNORR: OnceLock<Transcript> = OnceLock::new();
+    static PRESIGN_SCHNORR: OnceLock<Transcript> = OnceLock::new();
+    static ONLINE_SCHNORR: OnceLock<Transcript> = OnceLock::new();
     let cell = match kind {
         Kind::Dkg => &DKG,
         Kind::Sign => &SIGN,
@@ -324,6 +370,8 @@ pub fn transcript(kind: Kind) -> &'static Transcript {
         Kind::Online => &ONLINE,
         Kind::Refresh => &REFRESH,
         Kind::SignSchnorr => &SIGN_SCHNORR,
+        Kind::PresignSchnorr => &PRESIGN_SCHNORR,
+        Kind::OnlineSchnorr => &ONLINE_SCHNORR,
     };
     cell.get_or_init(|| {
         let transcript = checked_run(kind);
@@ -345,7 +393,7 @@ pub fn transcript(kind: Kind) -> &'static Transcript {
                     .verify_prehash(&PREHASH, &signature)
                     .expect("fixture signature verifies");
             }
-            Kind::SignSchnorr => {
+            Kind::SignSchnorr | Kind::OnlineSchnorr => {
                 assert_eq!(transcript.outputs[0], transcript.outputs[1]);
                 let bytes = &transcript.outputs[0];
                 let signature: [u8; 64] = bytes[..64].try_into().expect("64-byte signature");
@@ -353,7 +401,7 @@ pub fn transcript(kind: Kind) -> &'static Transcript {
                 assert_eq!(public_key, schnorr_key(), "fixture output key");
                 assert!(mpc_core::schnorr::verify(&public_key, &PREHASH, &signature));
             }
-            Kind::Presign => {}
+            Kind::Presign | Kind::PresignSchnorr => {}
         }
         transcript
     })
@@ -417,7 +465,8 @@ pub const fn protocol_id(kind: Kind) -> ProtocolId {
         Kind::Sign | Kind::Online => ProtocolId::Sign,
         Kind::Presign => ProtocolId::Presign,
         Kind::Refresh => ProtocolId::Refresh,
-        Kind::SignSchnorr => ProtocolId::SignSchnorr,
+        Kind::SignSchnorr | Kind::OnlineSchnorr => ProtocolId::SignSchnorr,
+        Kind::PresignSchnorr => ProtocolId::PresignSchnorr,
     }
 }
 

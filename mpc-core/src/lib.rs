@@ -58,7 +58,9 @@ pub use error::{AbortClass, Error};
 pub use keyshare::{KeyId, KeyShare};
 pub use protocol::{Protocol, Step};
 pub use refresh::Refresh;
-pub use schnorr::{SchnorrSignature, SignSchnorr, Taproot};
+pub use schnorr::{
+    SchnorrOnline, SchnorrPresign, SchnorrPresignature, SchnorrSignature, SignSchnorr, Taproot,
+};
 pub use sign::{
     ClaimRefused, ClaimSet, OnlineSign, Prehash, Presign, Presignature, PresignatureGuard, Sign,
     SignatureOutput,

@@ -28,11 +28,16 @@ use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 mod bip340;
+mod presign;
 
 use bip340::{challenge, parity_sign, KeyTweaks};
 pub use bip340::{
     has_even_y, lift_x, tagged_hash, taproot_output_key, verify, x_only, Taproot, CHALLENGE_TAG,
     TAP_TWEAK_TAG,
+};
+pub use presign::{
+    SchnorrOnline, SchnorrPresign, SchnorrPresignature, PRESIGN_ROUND_BYTES,
+    SCHNORR_PRESIGNATURE_VERSION,
 };
 
 use crate::derive::DerivationPath;
@@ -77,23 +82,24 @@ pub fn signing_keys(
     Ok((x_only(&key.internal), x_only(&key.output)))
 }
 
-/// Shared inputs of a session.
+/// The key-side inputs of a session: everything but the message.
 struct Setup<'a> {
     share: &'a KeyShare,
     key: KeyTweaks,
     /// `x(Q)`, the BIP340 public key.
     output_x: [u8; 32],
     setup: [u8; 32],
-    message: Vec<u8>,
-    message_digest: [u8; 32],
 }
 
 impl<'a> Setup<'a> {
+    /// `protocol` is the opening round's protocol ([`ProtocolId::SignSchnorr`]
+    /// for one-shot signing, [`ProtocolId::PresignSchnorr`] for presigning),
+    /// so the two flows never share a setup, nonce or session id.
     fn new(
         share: &'a KeyShare,
-        message: &[u8],
         path: &DerivationPath,
         taproot: Taproot,
+        protocol: ProtocolId,
     ) -> Result<Self> {
         let (_, bip32) = share.derive(path)?;
         let root = share.public_key_point();
@@ -108,21 +114,33 @@ impl<'a> Setup<'a> {
             .chain(&path.to_bytes())
             .chain(&encode_scalar(&bip32))
             .chain(&taproot.to_bytes())
-            .chain(&[ProtocolId::SignSchnorr.as_u8()])
+            .chain(&[protocol.as_u8()])
             .finalize();
-        let message_digest = Transcript::new(tags::SCHNORR_MSG).chain(message).finalize();
         Ok(Self {
             share,
             output_x: x_only(&key.output),
             key,
             setup,
-            message: message.to_vec(),
-            message_digest,
         })
     }
 
     fn role(&self) -> Role {
         self.share.role()
+    }
+}
+
+/// The message and its digest `mdig` (compared in round 2).
+struct Message {
+    bytes: Vec<u8>,
+    digest: [u8; 32],
+}
+
+impl Message {
+    fn new(message: &[u8]) -> Self {
+        Self {
+            bytes: message.to_vec(),
+            digest: Transcript::new(tags::SCHNORR_MSG).chain(message).finalize(),
+        }
     }
 }
 
@@ -135,25 +153,27 @@ struct Nonces {
 }
 
 impl Nonces {
-    /// `k_j = H2S(nonce tag; rand, x_i, setup, H(m), u8(j))`: fresh randomness
-    /// mixed with the share and the session's inputs, so that a repeated
-    /// random source still gives distinct nonces for distinct keys, paths or
-    /// messages (PROTOCOL.md §20.2).
-    fn derive<R: CryptoRngCore>(rng: &mut R, setup: &Setup<'_>) -> Self {
+    /// `k_j = H2S(nonce tag; rand, x_i, setup, [H(m),] u8(j))`: fresh
+    /// randomness mixed with the share and the session's inputs, so that a
+    /// repeated random source still gives distinct nonces for distinct keys,
+    /// paths or (one-shot only) messages (PROTOCOL.md §20.2, §20.5).
+    /// Presigning passes no message digest: the message is not known yet.
+    fn derive<R: CryptoRngCore>(
+        rng: &mut R,
+        setup: &Setup<'_>,
+        message_digest: Option<&[u8; 32]>,
+    ) -> Self {
         loop {
             let mut rand = zeroize::Zeroizing::new([0u8; 32]);
             rng.fill_bytes(rand.as_mut());
             let secret = zeroize::Zeroizing::new(encode_scalar(&setup.share.secret));
+            // Presigning hashes an empty string in mdig's place; its setup
+            // differs from one-shot signing's (the protocol byte).
+            let digest: &[u8] = message_digest.map_or(&[], |digest| digest);
             let k = [0u8, 1].map(|j| {
                 hash_to_scalar(
                     tags::SCHNORR_NONCE,
-                    &[
-                        rand.as_ref(),
-                        secret.as_ref(),
-                        &setup.setup,
-                        &setup.message_digest,
-                        &[j],
-                    ],
+                    &[rand.as_ref(), secret.as_ref(), &setup.setup, digest, &[j]],
                 )
             });
             if k.iter().all(|k| !bool::from(k.is_zero())) {
@@ -162,15 +182,54 @@ impl Nonces {
             }
         }
     }
+
+    /// Round 1's payload: `enc33(D_i) || enc33(E_i)`.
+    fn payload(&self) -> Vec<u8> {
+        let encoded = encode_points(&self.points);
+        let mut payload = Vec::with_capacity(ROUND_BYTES[0]);
+        payload.extend_from_slice(&encoded[0]);
+        payload.extend_from_slice(&encoded[1]);
+        payload
+    }
+}
+
+/// Decodes the peer's round-1 payload and derives the joint session id
+/// `sid = H(sid tag; setup, D_A, E_A, D_B, E_B)`.
+fn receive_nonces(
+    setup: &[u8; 32],
+    role: Role,
+    own: &[ProjectivePoint; 2],
+    payload: &[u8],
+) -> Result<([ProjectivePoint; 2], [u8; 32])> {
+    let mut reader = Reader::exact(payload, ROUND_BYTES[0])?;
+    let peer = [reader.point()?, reader.point()?];
+    Ok((peer, session_id(setup, role, own, &peer)))
+}
+
+fn session_id(
+    setup: &[u8; 32],
+    role: Role,
+    own: &[ProjectivePoint; 2],
+    peer: &[ProjectivePoint; 2],
+) -> [u8; 32] {
+    let (points_a, points_b) = role.order(own, peer);
+    let encoded = encode_points(&[points_a[0], points_a[1], points_b[0], points_b[1]]);
+    let mut sid = Transcript::new(tags::SCHNORR_SID).chain(setup);
+    for point in &encoded {
+        sid.append(point);
+    }
+    sid.finalize()
 }
 
 struct AwaitNonces<'a> {
     setup: Setup<'a>,
+    message: Message,
     nonces: Nonces,
 }
 
 struct AwaitPartial<'a> {
     setup: Setup<'a>,
+    message: Message,
     sid: [u8; 32],
     /// The peer's effective nonce `g_R * (D_j + b*E_j)`.
     peer_nonce: ProjectivePoint,
@@ -180,7 +239,7 @@ struct AwaitPartial<'a> {
 }
 
 enum State<'a> {
-    Init(Setup<'a>),
+    Init(Setup<'a>, Message),
     Nonces(AwaitNonces<'a>),
     Partial(AwaitPartial<'a>),
 }
@@ -191,28 +250,29 @@ impl Machine for State<'_> {
 
     fn role(&self) -> Role {
         match self {
-            Self::Init(setup) => setup.role(),
+            Self::Init(setup, _) => setup.role(),
             Self::Nonces(s) => s.setup.role(),
             Self::Partial(s) => s.setup.role(),
         }
     }
 
     fn begin<R: CryptoRngCore>(self, rng: &mut R) -> Result<(Self, SessionId, u8, Vec<u8>)> {
-        let Self::Init(setup) = self else {
+        let Self::Init(setup, message) = self else {
             return Err(Error::AlreadyStarted);
         };
         // A ban ends all signing on the key, whatever the scheme (§8).
         if setup.share.is_ot_burned() {
             return Err(Error::OtMaterialBurned);
         }
-        let nonces = Nonces::derive(rng, &setup);
-        let encoded = encode_points(&nonces.points);
-        let mut payload = Vec::with_capacity(ROUND_BYTES[0]);
-        payload.extend_from_slice(&encoded[0]);
-        payload.extend_from_slice(&encoded[1]);
+        let nonces = Nonces::derive(rng, &setup, Some(&message.digest));
+        let payload = nonces.payload();
         let session = SessionId(setup.setup);
         Ok((
-            Self::Nonces(AwaitNonces { setup, nonces }),
+            Self::Nonces(AwaitNonces {
+                setup,
+                message,
+                nonces,
+            }),
             session,
             1,
             payload,
@@ -221,7 +281,7 @@ impl Machine for State<'_> {
 
     fn expect(&self) -> Expect {
         let (session, round) = match self {
-            Self::Init(setup) => (setup.setup, 0),
+            Self::Init(setup, _) => (setup.setup, 0),
             Self::Nonces(s) => (s.setup.setup, 1),
             Self::Partial(s) => (s.sid, 2),
         };
@@ -234,7 +294,7 @@ impl Machine for State<'_> {
         payload: &[u8],
     ) -> Result<Transition<Self, SchnorrSignature>> {
         match self {
-            Self::Init(_) => Err(Error::NotStarted),
+            Self::Init(..) => Err(Error::NotStarted),
             Self::Nonces(state) => {
                 let (next, out) = on_nonces(state, payload)?;
                 Ok(Transition::Next {
@@ -249,26 +309,34 @@ impl Machine for State<'_> {
     }
 }
 
-/// Round 1 received: the joint nonce, the challenge and this party's
-/// partial signature (PROTOCOL.md §20.2).
+/// Round 1 received (one-shot signing).
 fn on_nonces<'a>(state: AwaitNonces<'a>, payload: &[u8]) -> Result<(AwaitPartial<'a>, Vec<u8>)> {
-    let mut reader = Reader::exact(payload, ROUND_BYTES[0])?;
-    let peer_points = [reader.point()?, reader.point()?];
-    let AwaitNonces { setup, nonces } = state;
-    let role = setup.role();
-    let (points_a, points_b) = role.order(&nonces.points, &peer_points);
-    let encoded = encode_points(&[points_a[0], points_a[1], points_b[0], points_b[1]]);
-    let mut sid = Transcript::new(tags::SCHNORR_SID).chain(&setup.setup);
-    for point in &encoded {
-        sid.append(point);
-    }
-    let sid = sid.finalize();
-    // The binding factor covers every nonce point, the output key and the
-    // message: a peer that picks its nonces after seeing ours changes b, and
-    // with it our effective nonce (MuSig2's defence against ROS).
+    let AwaitNonces {
+        setup,
+        message,
+        nonces,
+    } = state;
+    let (peer, sid) = receive_nonces(&setup.setup, setup.role(), &nonces.points, payload)?;
+    partial_signature(setup, message, sid, nonces, &peer)
+}
+
+/// The joint nonce, the challenge and this party's partial signature, the
+/// round-2 math shared by one-shot signing and the online step of a
+/// presignature (PROTOCOL.md §20.2, §20.5). Consumes the nonces.
+fn partial_signature<'a>(
+    setup: Setup<'a>,
+    message: Message,
+    sid: [u8; 32],
+    nonces: Nonces,
+    peer_points: &[ProjectivePoint; 2],
+) -> Result<(AwaitPartial<'a>, Vec<u8>)> {
+    // The binding factor covers every nonce point (through sid), the output
+    // key and the message: a peer that picks its nonces after seeing ours,
+    // or a message after both, changes b, and with it our effective nonce
+    // (MuSig2's defence against ROS).
     let b = hash_to_scalar(
         tags::SCHNORR_BINDING,
-        &[&sid, &setup.output_x, &setup.message],
+        &[&sid, &setup.output_x, &message.bytes],
     );
     let own = nonces.points[0] + nonces.points[1] * b;
     let peer = peer_points[0] + peer_points[1] * b;
@@ -279,17 +347,18 @@ fn on_nonces<'a>(state: AwaitNonces<'a>, payload: &[u8]) -> Result<(AwaitPartial
     // BIP340: R must have even y, so both parties negate their nonces if not.
     let g_r = parity_sign(&big_r);
     let r_x = x_only(&big_r);
-    let e = challenge(&r_x, &setup.output_x, &setup.message);
+    let e = challenge(&r_x, &setup.output_x, &message.bytes);
     let mut k = nonces.k[0] + nonces.k[1] * b;
     let own_s = g_r * k + e * setup.key.share_factor() * setup.share.secret;
     k.zeroize();
     drop(nonces);
     let mut out = Vec::with_capacity(ROUND_BYTES[1]);
     out.extend_from_slice(&encode_scalar(&own_s));
-    out.extend_from_slice(&setup.message_digest);
+    out.extend_from_slice(&message.digest);
     Ok((
         AwaitPartial {
             setup,
+            message,
             sid,
             peer_nonce: peer * g_r,
             r_x,
@@ -306,7 +375,8 @@ fn on_partial(state: &AwaitPartial<'_>, payload: &[u8]) -> Result<SchnorrSignatu
     let peer_s = reader.scalar()?;
     let peer_digest: [u8; 32] = reader.array()?;
     let setup = &state.setup;
-    if peer_digest != setup.message_digest {
+    let message = &state.message;
+    if peer_digest != message.digest {
         return Err(Error::PrehashMismatch);
     }
     // s_j*G == g_R*(D_j + b*E_j) + e*g*gacc*X_j: identifies a wrong share
@@ -320,7 +390,7 @@ fn on_partial(state: &AwaitPartial<'_>, payload: &[u8]) -> Result<SchnorrSignatu
     let mut signature = [0u8; 64];
     signature[..32].copy_from_slice(&state.r_x);
     signature[32..].copy_from_slice(&encode_scalar(&s));
-    if !verify(&setup.output_x, &setup.message, &signature) {
+    if !verify(&setup.output_x, &message.bytes, &signature) {
         return Err(Error::SignatureVerificationFailed);
     }
     Ok(SchnorrSignature {
@@ -360,7 +430,10 @@ impl<'a> SignSchnorr<'a> {
         taproot: Taproot,
     ) -> Result<Self> {
         Ok(Self {
-            driver: Driver::new(State::Init(Setup::new(share, message, path, taproot)?)),
+            driver: Driver::new(State::Init(
+                Setup::new(share, path, taproot, ProtocolId::SignSchnorr)?,
+                Message::new(message),
+            )),
         })
     }
 

@@ -339,8 +339,10 @@ fn split(bytes: &[u8], at: usize) -> Result<(&[u8], &[u8]), SealError> {
 pub enum RecordKind {
     /// A key share.
     Share,
-    /// A presignature.
+    /// An ECDSA presignature.
     Presignature,
+    /// A BIP340 (Schnorr) presignature (PROTOCOL.md §20.5).
+    SchnorrPresignature,
     /// The check value that tells whether the master key is the right one.
     KekCheck,
 }
@@ -351,6 +353,7 @@ impl RecordKind {
             Self::Share => 1,
             Self::Presignature => 2,
             Self::KekCheck => 3,
+            Self::SchnorrPresignature => 4,
         }
     }
 }

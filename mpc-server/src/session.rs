@@ -103,6 +103,36 @@ pub(crate) async fn handle<F: Frames>(
             };
             crate::schnorr::sign(&state, &owner, session, request).await
         }
+        Operation::PresignSchnorr {
+            key_id,
+            epoch,
+            path,
+            taproot,
+        } => {
+            let request = crate::schnorr::PresignRequest {
+                key_id,
+                epoch,
+                path,
+                taproot,
+            };
+            crate::schnorr::presign(&state, &owner, session, request).await
+        }
+        Operation::OnlineSignSchnorr {
+            key_id,
+            presignature,
+            message,
+            path,
+            taproot,
+        } => {
+            let request = crate::schnorr::OnlineRequest {
+                key_id,
+                presignature,
+                message,
+                path,
+                taproot,
+            };
+            crate::schnorr::online_sign(&state, &owner, session, request).await
+        }
         _ => Err(session.reject(Rejection::UNSUPPORTED_OPERATION).await),
     }
 }
@@ -122,7 +152,7 @@ pub(crate) async fn finish<F: Frames>(
 /// A detected rollback (the vault has logged the incident) is refused as
 /// not found: for the client the retired record does not exist
 /// (PROTOCOL.md §18.3).
-fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Rejection {
+pub(crate) fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Rejection {
     error!(%error, "storage failed: {what}");
     if matches!(error, crate::vault::VaultError::RolledBack(_)) {
         return Rejection::NOT_FOUND;
@@ -397,7 +427,7 @@ async fn online_sign<F: Frames>(
     // is what OnlineSign::new asks for (§14.3).
     let claimed = match state
         .vault
-        .claim_presignature(&record, &presignature, now_ms())
+        .claim_presignature::<mpc_core::Presignature>(&record, &presignature, now_ms())
         .await
     {
         Ok(Some(claimed)) => claimed,

@@ -11,7 +11,10 @@ use mpc_core::wire::Role;
 use mpc_core::{
     Dkg, KeyShare, OnlineSign, Prehash, Presign, Presignature, Protocol, Refresh, Sign,
 };
-use mpc_core::{KeyId, SchnorrSignature, SignSchnorr, SignatureOutput, Taproot};
+use mpc_core::{
+    KeyId, SchnorrOnline, SchnorrPresign, SchnorrPresignature, SchnorrSignature, SignSchnorr,
+    SignatureOutput, Taproot,
+};
 use rand_core::{CryptoRngCore, OsRng};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -488,6 +491,65 @@ impl Client {
             path: path.clone(),
             taproot,
         };
+        self.run(operation, move |_| protocol)
+            .await
+            .map(|(signed, _)| signed)
+    }
+
+    /// The BIP340 nonce round for the key at `path` with the output tweak
+    /// `taproot`, ahead of the message (PROTOCOL.md §20.5). Store the result
+    /// as [`Client::online_sign`]'s presignatures are stored; the server
+    /// keeps its half sealed, under the same session id.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`SchnorrPresign::new`] without connecting; then as
+    /// [`Client::run`].
+    pub async fn presign_schnorr(
+        &self,
+        share: &KeyShare,
+        path: &DerivationPath,
+        taproot: Taproot,
+    ) -> Result<SchnorrPresignature> {
+        let protocol = SchnorrPresign::new(share, path, taproot)?;
+        let operation = Operation::PresignSchnorr {
+            key_id: *share.key_id(),
+            epoch: share.epoch(),
+            path: path.clone(),
+            taproot,
+        };
+        self.run(operation, move |_| protocol)
+            .await
+            .map(|(presignature, _)| presignature)
+    }
+
+    /// The online round of a Schnorr presignature for the 32-byte `message`
+    /// (PROTOCOL.md §20.5). `guard` is asked to claim the presignature
+    /// before anything is sent; `path` and `taproot` must be the ones it
+    /// was made for.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`SchnorrOnline::new`] (burned share, another key,
+    /// epoch, path or Taproot setting, a refused claim), before any
+    /// connection; then as [`Client::run`].
+    pub async fn online_sign_schnorr<G: PresignatureGuard + ?Sized>(
+        &self,
+        share: &KeyShare,
+        presignature: SchnorrPresignature,
+        message: [u8; 32],
+        path: &DerivationPath,
+        taproot: Taproot,
+        guard: &mut G,
+    ) -> Result<SchnorrSignature> {
+        let operation = Operation::OnlineSignSchnorr {
+            key_id: *presignature.key_id(),
+            presignature: presignature.session_id(),
+            message,
+            path: path.clone(),
+            taproot,
+        };
+        let protocol = SchnorrOnline::new(share, presignature, &message, path, taproot, guard)?;
         self.run(operation, move |_| protocol)
             .await
             .map(|(signed, _)| signed)

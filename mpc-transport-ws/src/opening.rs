@@ -207,6 +207,37 @@ pub enum Operation {
         /// The BIP341 output tweak, if any.
         taproot: Taproot,
     },
+    /// The BIP340 nonce round run ahead of the message, for the key
+    /// `key_id` under `path` with the output tweak `taproot`
+    /// ([`mpc_core::SchnorrPresign`], PROTOCOL.md §20.5).
+    PresignSchnorr {
+        /// The key.
+        key_id: KeyId,
+        /// The epoch of the client's share.
+        epoch: u64,
+        /// The BIP32 non-hardened path below the key (at most
+        /// [`MAX_PATH_DEPTH`] levels).
+        path: DerivationPath,
+        /// The BIP341 output tweak, if any.
+        taproot: Taproot,
+    },
+    /// The online round of the Schnorr presignature `presignature` (its
+    /// session id) of key `key_id`, for `message`
+    /// ([`mpc_core::SchnorrOnline`], PROTOCOL.md §20.5). `path` and
+    /// `taproot` must be the presignature's.
+    OnlineSignSchnorr {
+        /// The key.
+        key_id: KeyId,
+        /// The presignature's session id
+        /// ([`SchnorrPresignature::session_id`](mpc_core::SchnorrPresignature::session_id)).
+        presignature: SessionId,
+        /// The 32-byte message (a BIP341 signature hash for Taproot).
+        message: [u8; 32],
+        /// The path the presignature was made for.
+        path: DerivationPath,
+        /// The output tweak the presignature was made for.
+        taproot: Taproot,
+    },
 }
 
 impl Operation {
@@ -220,6 +251,8 @@ impl Operation {
             Self::OnlineSign { .. } => "online-sign",
             Self::Refresh { .. } => "refresh",
             Self::SignSchnorr { .. } => "sign-bip340",
+            Self::PresignSchnorr { .. } => "presign-bip340",
+            Self::OnlineSignSchnorr { .. } => "online-sign-bip340",
         }
     }
 
@@ -232,7 +265,9 @@ impl Operation {
             | Self::Presign { key_id, .. }
             | Self::OnlineSign { key_id, .. }
             | Self::Refresh { key_id, .. }
-            | Self::SignSchnorr { key_id, .. } => Some(key_id),
+            | Self::SignSchnorr { key_id, .. }
+            | Self::PresignSchnorr { key_id, .. }
+            | Self::OnlineSignSchnorr { key_id, .. } => Some(key_id),
         }
     }
 }
@@ -272,6 +307,19 @@ enum WireOperation {
     SignSchnorr {
         key_id: [u8; 32],
         epoch: u64,
+        message: [u8; 32],
+        path: Vec<u32>,
+        taproot: WireTaproot,
+    },
+    PresignSchnorr {
+        key_id: [u8; 32],
+        epoch: u64,
+        path: Vec<u32>,
+        taproot: WireTaproot,
+    },
+    OnlineSignSchnorr {
+        key_id: [u8; 32],
+        presignature: [u8; 32],
         message: [u8; 32],
         path: Vec<u32>,
         taproot: WireTaproot,
@@ -376,6 +424,30 @@ impl Opening {
                 path: path.indices().to_vec(),
                 taproot: WireTaproot::from_core(*taproot),
             },
+            Operation::PresignSchnorr {
+                key_id,
+                epoch,
+                path,
+                taproot,
+            } => WireOperation::PresignSchnorr {
+                key_id: key_id.0,
+                epoch: *epoch,
+                path: path.indices().to_vec(),
+                taproot: WireTaproot::from_core(*taproot),
+            },
+            Operation::OnlineSignSchnorr {
+                key_id,
+                presignature,
+                message,
+                path,
+                taproot,
+            } => WireOperation::OnlineSignSchnorr {
+                key_id: key_id.0,
+                presignature: presignature.0,
+                message: *message,
+                path: path.indices().to_vec(),
+                taproot: WireTaproot::from_core(*taproot),
+            },
         };
         WireOpening {
             version: OPENING_VERSION,
@@ -458,6 +530,30 @@ impl Opening {
             } => Operation::SignSchnorr {
                 key_id: KeyId(key_id),
                 epoch,
+                message,
+                path: decode_path(&path)?,
+                taproot: taproot.to_core(),
+            },
+            WireOperation::PresignSchnorr {
+                key_id,
+                epoch,
+                path,
+                taproot,
+            } => Operation::PresignSchnorr {
+                key_id: KeyId(key_id),
+                epoch,
+                path: decode_path(&path)?,
+                taproot: taproot.to_core(),
+            },
+            WireOperation::OnlineSignSchnorr {
+                key_id,
+                presignature,
+                message,
+                path,
+                taproot,
+            } => Operation::OnlineSignSchnorr {
+                key_id: KeyId(key_id),
+                presignature: SessionId(presignature),
                 message,
                 path: decode_path(&path)?,
                 taproot: taproot.to_core(),
@@ -618,197 +714,5 @@ impl Outcome {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn samples() -> Vec<Opening> {
-        let session = SessionHandle([7; 32]);
-        let key_id = KeyId([9; 32]);
-        let prehash = Prehash::from_bytes([3; 32]);
-        let path = DerivationPath::from_indices(&[44, 60, 0, 0, 1 << 30]).unwrap();
-        let deepest = DerivationPath::from_indices(&[(1 << 31) - 1; MAX_PATH_DEPTH]).unwrap();
-        [
-            Operation::Keygen,
-            Operation::Sign {
-                key_id,
-                epoch: 0,
-                prehash,
-                path: DerivationPath::root(),
-            },
-            Operation::Sign {
-                key_id,
-                epoch: u64::MAX,
-                prehash,
-                path: deepest.clone(),
-            },
-            Operation::SignSchnorr {
-                key_id,
-                epoch: u64::MAX,
-                message: [1; 32],
-                path: deepest,
-                taproot: Taproot::MerkleRoot([2; 32]),
-            },
-            Operation::SignSchnorr {
-                key_id,
-                epoch: 0,
-                message: [1; 32],
-                path: DerivationPath::root(),
-                taproot: Taproot::KeyPathOnly,
-            },
-            Operation::SignSchnorr {
-                key_id,
-                epoch: 0,
-                message: [1; 32],
-                path: path.clone(),
-                taproot: Taproot::Off,
-            },
-            Operation::Presign {
-                key_id,
-                epoch: 7,
-                path: path.clone(),
-            },
-            Operation::OnlineSign {
-                key_id,
-                presignature: SessionId([5; 32]),
-                prehash,
-            },
-            Operation::Refresh { key_id, epoch: 3 },
-        ]
-        .into_iter()
-        .map(|operation| Opening { session, operation })
-        .collect()
-    }
-
-    #[test]
-    fn openings_round_trip() {
-        for opening in samples() {
-            let bytes = opening.encode();
-            assert!(bytes.len() <= MAX_OPENING_BYTES);
-            assert_eq!(bytes[0], OPENING_VERSION);
-            assert_eq!(Opening::decode(&bytes), Ok(opening.clone()));
-        }
-    }
-
-    #[test]
-    fn known_keygen_encoding() {
-        let opening = Opening {
-            session: SessionHandle([0x11; 32]),
-            operation: Operation::Keygen,
-        };
-        let mut want = vec![1u8];
-        want.extend_from_slice(&[0x11; 32]);
-        want.push(0);
-        assert_eq!(opening.encode(), want);
-    }
-
-    #[test]
-    fn bad_openings_rejected() {
-        for opening in samples() {
-            let bytes = opening.encode();
-            for len in 0..bytes.len() {
-                assert!(Opening::decode(&bytes[..len]).is_err(), "prefix {len}");
-            }
-            let mut long = bytes.clone();
-            long.push(0);
-            assert!(Opening::decode(&long).is_err());
-            let mut version = bytes.clone();
-            version[0] = 2;
-            assert_eq!(
-                Opening::decode(&version),
-                Err(DecodeError("unsupported opening version"))
-            );
-        }
-        // Unknown operation tag, and an over-long varint for a known one.
-        let mut bytes = samples()[0].encode();
-        bytes[33] = 9;
-        assert!(Opening::decode(&bytes).is_err());
-        let mut bytes = samples()[0].encode();
-        bytes[33] = 0x80;
-        bytes.push(0);
-        assert!(Opening::decode(&bytes).is_err());
-        assert!(Opening::decode(&[0xff; MAX_OPENING_BYTES + 1]).is_err());
-    }
-
-    fn sign_opening(path: Vec<u32>) -> Vec<u8> {
-        postcard::to_allocvec(&WireOpening {
-            version: OPENING_VERSION,
-            session: [1; 32],
-            operation: WireOperation::Sign {
-                key_id: [2; 32],
-                epoch: 0,
-                prehash: [3; 32],
-                path,
-            },
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn bad_paths_rejected() {
-        assert!(Opening::decode(&sign_opening(vec![1; MAX_PATH_DEPTH])).is_ok());
-        assert_eq!(
-            Opening::decode(&sign_opening(vec![1; MAX_PATH_DEPTH + 1])),
-            Err(DecodeError("derivation path too deep"))
-        );
-        assert_eq!(
-            Opening::decode(&sign_opening(vec![0, 1 << 31])),
-            Err(DecodeError("hardened derivation index"))
-        );
-        // A path length that runs past the input.
-        let mut bytes = sign_opening(vec![5]);
-        let len_at = 1 + 32 + 1 + 32 + 1 + 32;
-        assert_eq!(bytes[len_at], 1);
-        bytes[len_at] = 100;
-        assert!(Opening::decode(&bytes).is_err());
-    }
-
-    #[test]
-    fn outcomes_round_trip() {
-        let failed = Outcome::from_protocol_error(mpc_core::Error::RvoleCheckFailed);
-        assert_eq!(
-            failed,
-            Outcome::Failed {
-                code: CloseCode::PROTOCOL_BAN,
-                class: Some(AbortClass::Ban),
-                reason: "ban: RVOLE consistency check failed".into(),
-            }
-        );
-        for outcome in [Outcome::Ok, failed] {
-            let bytes = outcome.encode();
-            assert_eq!(Outcome::decode(&bytes), Ok(outcome));
-            let mut long = bytes.clone();
-            long.push(0);
-            assert!(Outcome::decode(&long).is_err());
-        }
-        assert!(Outcome::decode(&[]).is_err());
-        assert!(Outcome::decode(&[7]).is_err());
-    }
-
-    #[test]
-    fn long_reasons_are_cut_on_a_char_boundary() {
-        let outcome = Outcome::Failed {
-            code: CloseCode::INTERNAL_ERROR,
-            class: None,
-            reason: "é".repeat(100),
-        };
-        let Ok(Outcome::Failed { reason, .. }) = Outcome::decode(&outcome.encode()) else {
-            panic!("does not decode");
-        };
-        assert_eq!(reason.len(), 122);
-        assert_eq!(truncate("abc", 2), "ab");
-    }
-
-    #[test]
-    fn frames() {
-        let frame = encode_frame(FrameKind::Message, b"xyz");
-        assert_eq!(frame, b"\x02xyz");
-        assert_eq!(
-            decode_frame(&frame),
-            Some((FrameKind::Message, &b"xyz"[..]))
-        );
-        assert_eq!(decode_frame(&[]), None);
-        assert_eq!(decode_frame(&[0, 1]), None);
-        assert_eq!(decode_frame(&[4]), None);
-        assert_eq!(decode_frame(&[3]), Some((FrameKind::Outcome, &[][..])));
-    }
-}
+#[path = "opening_tests.rs"]
+mod tests;

@@ -48,6 +48,9 @@ pub enum ProtocolId {
     Export = 5,
     /// Two-party BIP340 Schnorr signing (PROTOCOL.md §20).
     SignSchnorr = 6,
+    /// The message-independent nonce round of BIP340 signing, run ahead
+    /// (PROTOCOL.md §20.5); its online step runs as [`Self::SignSchnorr`].
+    PresignSchnorr = 7,
 }
 
 impl ProtocolId {
@@ -61,6 +64,7 @@ impl ProtocolId {
             4 => Some(Self::Refresh),
             5 => Some(Self::Export),
             6 => Some(Self::SignSchnorr),
+            7 => Some(Self::PresignSchnorr),
             _ => None,
         }
     }
@@ -387,7 +391,7 @@ mod tests {
             }
         }
         assert_eq!(ProtocolId::from_u8(0), None);
-        assert_eq!(ProtocolId::from_u8(7), None);
+        assert_eq!(ProtocolId::from_u8(8), None);
         assert_eq!(Role::from_u8(0), None);
         assert_eq!(Role::from_u8(3), None);
     }
@@ -460,7 +464,7 @@ mod tests {
     #[test]
     fn unknown_codes_rejected() {
         let bytes = sample(1).encode();
-        for (index, bad) in [(1usize, 0u8), (1, 7), (1, 0xff), (35, 0), (35, 3)] {
+        for (index, bad) in [(1usize, 0u8), (1, 8), (1, 0xff), (35, 0), (35, 3)] {
             let mut b = bytes.clone();
             b[index] = bad;
             assert_eq!(
@@ -571,6 +575,7 @@ mod tests {
             Just(ProtocolId::Refresh),
             Just(ProtocolId::Export),
             Just(ProtocolId::SignSchnorr),
+            Just(ProtocolId::PresignSchnorr),
         ]
     }
 

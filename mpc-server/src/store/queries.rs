@@ -390,24 +390,26 @@ pub(crate) async fn reseal_share(
 
 // ---- presignatures ----
 
-/// Inserts an unused presignature; `false` if its session id exists.
+/// Inserts an unused presignature of `scheme` (`ecdsa` or `bip340`, the
+/// column of migration 0007); `false` if its session id exists.
 pub(crate) async fn insert_presignature(
     conn: &mut AnyConnection,
-    session_id: &[u8; 32],
+    (session_id, scheme): (&[u8; 32], &str),
     key_id: &KeyId,
     epoch: u64,
     sealed: &[u8],
     now: i64,
 ) -> Result<bool, VaultError> {
     let done = sqlx::query(
-        "INSERT INTO presignatures (session_id, key_id, epoch, sealed, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id) DO NOTHING",
+        "INSERT INTO presignatures (session_id, key_id, epoch, sealed, created_at, scheme) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (session_id) DO NOTHING",
     )
     .bind(hex::encode(session_id))
     .bind(key_id_text(key_id))
     .bind(epoch_to_db(epoch)?)
     .bind(sealed.to_vec())
     .bind(now)
+    .bind(scheme)
     .execute(conn)
     .await
     .map_err(err("inserting a presignature"))?;
@@ -419,10 +421,11 @@ pub(crate) async fn insert_presignature(
 /// matches while it is unused. Under concurrency exactly one caller's update
 /// matches (PostgreSQL re-checks `used_at IS NULL` after waiting for the
 /// row lock; SQLite runs writers one at a time); the others get `None`.
+/// A row of another `scheme` is not found (and stays unused).
 /// Must run inside a transaction.
 pub(crate) async fn claim_presignature(
     conn: &mut AnyConnection,
-    session_id: &[u8; 32],
+    (session_id, scheme): (&[u8; 32], &str),
     key_id: &KeyId,
     now: i64,
 ) -> Result<Option<(u64, Vec<u8>)>, VaultError> {
@@ -430,10 +433,11 @@ pub(crate) async fn claim_presignature(
     let key = key_id_text(key_id);
     let row = sqlx::query(
         "SELECT epoch, sealed FROM presignatures \
-         WHERE session_id = $1 AND key_id = $2 AND used_at IS NULL",
+         WHERE session_id = $1 AND key_id = $2 AND scheme = $3 AND used_at IS NULL",
     )
     .bind(session.as_str())
     .bind(key.as_str())
+    .bind(scheme)
     .fetch_optional(&mut *conn)
     .await
     .map_err(err("reading a presignature"))?;
@@ -442,11 +446,12 @@ pub(crate) async fn claim_presignature(
     let sealed: Option<Vec<u8>> = col(&row, "sealed")?;
     let done = sqlx::query(
         "UPDATE presignatures SET used_at = $3, sealed = NULL \
-         WHERE session_id = $1 AND key_id = $2 AND used_at IS NULL",
+         WHERE session_id = $1 AND key_id = $2 AND scheme = $4 AND used_at IS NULL",
     )
     .bind(session.as_str())
     .bind(key.as_str())
     .bind(now)
+    .bind(scheme)
     .execute(&mut *conn)
     .await
     .map_err(err("claiming a presignature"))?;

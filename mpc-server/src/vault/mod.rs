@@ -38,7 +38,7 @@ pub use crate::store::records::{
 };
 pub(crate) use keys::spawn_reaper;
 pub use keys::Confirmation;
-pub use presignatures::ClaimedPresignature;
+pub use presignatures::{ClaimedPresignature, StoredPresignature};
 pub use refresh::RefreshLease;
 
 const KEK_CHECK_NAME: &str = "kek_check";

@@ -1,14 +1,74 @@
-//! Presignatures: stored sealed, taken at most once.
+//! Presignatures, ECDSA (PROTOCOL.md §14.3) and BIP340 (§20.5): stored
+//! sealed, taken at most once, each scheme only by its own online step.
 
+use mpc_core::derive::DerivationPath;
 use mpc_core::sign::{ClaimRefused, PresignatureGuard};
 use mpc_core::wire::SessionId;
-use mpc_core::{KeyId, KeyShare, OnlineSign, Prehash, Presignature};
+use mpc_core::{
+    KeyId, KeyShare, OnlineSign, Prehash, Presignature, SchnorrOnline, SchnorrPresignature, Taproot,
+};
+use zeroize::Zeroizing;
 
 use super::rollback::rolled_back;
 use super::{open_error, same_owner, KeyRecord, Vault, VaultError};
 use crate::seal::{self, share_aad, RecordKind};
 use crate::store::queries as q;
 use crate::store::{commit, tombstones};
+
+/// A presignature the vault stores: its scheme (the table's `scheme`
+/// column) and sealing kind keep the two schemes apart twice over, so a
+/// presignature of one scheme is never opened as the other.
+pub trait StoredPresignature: Sized {
+    /// The `scheme` column value.
+    const SCHEME: &'static str;
+    /// The sealed record's kind (in its associated data).
+    const KIND: RecordKind;
+    /// The key it signs for.
+    fn key_id(&self) -> &KeyId;
+    /// The epoch of the shares it was made with.
+    fn epoch(&self) -> u64;
+    /// Its session id, the row's primary key.
+    fn session_id(&self) -> SessionId;
+    /// The stored encoding.
+    fn to_bytes(&self) -> Zeroizing<Vec<u8>>;
+    /// Decodes the stored encoding.
+    ///
+    /// # Errors
+    ///
+    /// The decoding errors of the scheme's `from_bytes`.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, mpc_core::Error>;
+}
+
+macro_rules! stored_presignature {
+    ($ty:ty, $scheme:literal, $kind:expr) => {
+        impl StoredPresignature for $ty {
+            const SCHEME: &'static str = $scheme;
+            const KIND: RecordKind = $kind;
+            fn key_id(&self) -> &KeyId {
+                <$ty>::key_id(self)
+            }
+            fn epoch(&self) -> u64 {
+                <$ty>::epoch(self)
+            }
+            fn session_id(&self) -> SessionId {
+                <$ty>::session_id(self)
+            }
+            fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+                <$ty>::to_bytes(self)
+            }
+            fn from_bytes(bytes: &[u8]) -> Result<Self, mpc_core::Error> {
+                <$ty>::from_bytes(bytes)
+            }
+        }
+    };
+}
+
+stored_presignature!(Presignature, "ecdsa", RecordKind::Presignature);
+stored_presignature!(
+    SchnorrPresignature,
+    "bip340",
+    RecordKind::SchnorrPresignature
+);
 
 impl Vault {
     /// Stores an unused presignature of the key, sealed and bound to its
@@ -20,10 +80,10 @@ impl Vault {
     /// [`VaultError::Conflict`] if the presignature is of another key or of
     /// an epoch older than the key's, its session id is stored or spent
     /// already, or the key is revoked; [`VaultError::Database`]; [`VaultError::Seal`].
-    pub async fn store_presignature(
+    pub async fn store_presignature<P: StoredPresignature>(
         &self,
         key: &KeyRecord,
-        presignature: &Presignature,
+        presignature: &P,
         now: i64,
     ) -> Result<(), VaultError> {
         if *presignature.key_id() != key.key_id {
@@ -31,13 +91,7 @@ impl Vault {
         }
         let session = presignature.session_id();
         let epoch = presignature.epoch();
-        let aad = share_aad(
-            RecordKind::Presignature,
-            &key.key_id,
-            &key.owner,
-            epoch,
-            &session.0,
-        );
+        let aad = share_aad(P::KIND, &key.key_id, &key.owner, epoch, &session.0);
         let sealed = seal::seal(&*self.inner.kek, &presignature.to_bytes(), &aad)
             .await
             .map_err(VaultError::Seal)?;
@@ -51,8 +105,15 @@ impl Vault {
         }
         // A session id spent before (its row since deleted) stays spent.
         if tombstones::presignature_spent(&mut tx, &hex::encode(session.0)).await?
-            || !q::insert_presignature(&mut tx, &session.0, &key.key_id, epoch, &sealed, now)
-                .await?
+            || !q::insert_presignature(
+                &mut tx,
+                (&session.0, P::SCHEME),
+                &key.key_id,
+                epoch,
+                &sealed,
+                now,
+            )
+            .await?
         {
             return Err(VaultError::Conflict("the presignature exists"));
         }
@@ -69,7 +130,7 @@ impl Vault {
         now: i64,
     ) -> Result<Option<Presignature>, VaultError> {
         Ok(self
-            .claim_presignature(key, session_id, now)
+            .claim_presignature::<Presignature>(key, session_id, now)
             .await?
             .map(|claimed| claimed.presignature))
     }
@@ -82,7 +143,7 @@ impl Vault {
     /// back later is refused (PROTOCOL.md §18.4). Returns the decrypted
     /// presignature with the proof of that claim, the only way the server
     /// can start its online step (§14.3); `None` if it is unknown, used, or
-    /// of another key.
+    /// of another key or another scheme than `P`'s (which it leaves unused).
     ///
     /// # Errors
     ///
@@ -92,15 +153,15 @@ impl Vault {
     /// [`VaultError::CorruptRecord`] if the claimed record does not open or
     /// decode to this key's presignature of that session (it is used up
     /// all the same); [`VaultError::Database`]; [`VaultError::Seal`].
-    pub async fn claim_presignature(
+    pub async fn claim_presignature<P: StoredPresignature>(
         &self,
         key: &KeyRecord,
         session_id: &SessionId,
         now: i64,
-    ) -> Result<Option<ClaimedPresignature>, VaultError> {
+    ) -> Result<Option<ClaimedPresignature<P>>, VaultError> {
         let mut tx = self.store().begin().await?;
         let Some((epoch, sealed)) =
-            q::claim_presignature(&mut tx, &session_id.0, &key.key_id, now).await?
+            q::claim_presignature(&mut tx, (&session_id.0, P::SCHEME), &key.key_id, now).await?
         else {
             return Ok(None);
         };
@@ -122,18 +183,12 @@ impl Vault {
                 "a presignature of a retired epoch",
             ));
         }
-        let aad = share_aad(
-            RecordKind::Presignature,
-            &key.key_id,
-            &key.owner,
-            epoch,
-            &session_id.0,
-        );
+        let aad = share_aad(P::KIND, &key.key_id, &key.owner, epoch, &session_id.0);
         let bytes = seal::open(&*self.inner.kek, &sealed, &aad)
             .await
             .map_err(open_error("presignature"))?;
-        let presignature = Presignature::from_bytes(&bytes)
-            .map_err(|_| VaultError::CorruptRecord("presignature"))?;
+        let presignature =
+            P::from_bytes(&bytes).map_err(|_| VaultError::CorruptRecord("presignature"))?;
         if *presignature.key_id() != key.key_id
             || presignature.epoch() != epoch
             || presignature.session_id() != *session_id
@@ -155,18 +210,20 @@ impl Vault {
 /// A presignature whose row this process claimed in the database
 /// ([`Vault::claim_presignature`]): the only value from which the server
 /// starts an online step.
-pub struct ClaimedPresignature {
-    presignature: Presignature,
+pub struct ClaimedPresignature<P> {
+    presignature: P,
     claim: DbClaim,
 }
 
-impl ClaimedPresignature {
+impl<P: StoredPresignature> ClaimedPresignature<P> {
     /// The epoch of the shares it was made with.
     #[must_use]
     pub fn epoch(&self) -> u64 {
         self.presignature.epoch()
     }
+}
 
+impl ClaimedPresignature<Presignature> {
     /// The online step for `prehash` with `share` (PROTOCOL.md §14.3):
     /// `OnlineSign::new` checks the share and asks this claim's guard, which
     /// confirms the database claim once, for this session id only.
@@ -185,6 +242,29 @@ impl ClaimedPresignature {
             mut claim,
         } = self;
         OnlineSign::new(share, presignature, prehash, &mut claim)
+    }
+}
+
+impl ClaimedPresignature<SchnorrPresignature> {
+    /// The BIP340 online round for `message` with `share` (PROTOCOL.md
+    /// §20.5): `SchnorrOnline::new` checks the share, path and Taproot
+    /// setting and asks this claim's guard, as for ECDSA.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`SchnorrOnline::new`].
+    pub fn into_online_schnorr<'a>(
+        self,
+        share: &'a KeyShare,
+        message: &[u8],
+        path: &DerivationPath,
+        taproot: Taproot,
+    ) -> Result<SchnorrOnline<'a>, mpc_core::Error> {
+        let Self {
+            presignature,
+            mut claim,
+        } = self;
+        SchnorrOnline::new(share, presignature, message, path, taproot, &mut claim)
     }
 }
 
