@@ -259,28 +259,12 @@ async fn presign_then_online(db: &Db) {
         })
         .count();
     assert_eq!(presigned, cases.len() + 1, "{log}");
-    // Metrics are counted as each session ends on the server, which may be
-    // just after the client returned: poll (bounded) for the counts.
+    // Counted as each session ends on the server (polled, bounded).
     let want = [
         r#"mpc_sessions_total{protocol="online-sign-bip340",outcome="ok"} 5"#,
         r#"mpc_sessions_total{protocol="presign-bip340",outcome="ok"} 7"#,
     ];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = reqwest::get(format!("{}/metrics", server.rest_url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if want.iter().all(|line| text.contains(line)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    for line in want {
-        assert!(text.contains(line), "{line} missing from\n{text}");
-    }
+    metrics_containing(&server.rest_url, &want).await;
     server.kill();
 }
 

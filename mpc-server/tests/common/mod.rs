@@ -295,6 +295,28 @@ impl Drop for TestServer {
     }
 }
 
+/// The server's `/metrics` text once it contains every line of `want`.
+/// Sessions are counted as they end on the server, which may be just after
+/// the client returned, so this polls (bounded: 100 reads, 50 ms apart) and
+/// fails naming the first line still missing.
+pub async fn metrics_containing(rest_url: &str, want: &[&str]) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest::get(format!("{rest_url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if want.iter().all(|line| text.contains(line)) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = want.iter().find(|line| !text.contains(*line));
+    panic!("{missing:?} missing from\n{text}");
+}
+
 pub fn client_config() -> TransportConfig {
     let mut config = TransportConfig::default();
     config.message_timeout = Duration::from_secs(20);
