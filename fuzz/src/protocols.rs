@@ -220,8 +220,8 @@ impl Party {
             ),
             Kind::OnlineSchnorr => {
                 let stored = &transcript(Kind::PresignSchnorr).outputs[role.index()];
-                let presignature = SchnorrPresignature::from_bytes(stored)
-                    .expect("fixture presignature decodes");
+                let presignature =
+                    SchnorrPresignature::from_bytes(stored).expect("fixture presignature decodes");
                 Self::OnlineSchnorr(
                     SchnorrOnline::new(
                         key(role),

@@ -17,7 +17,9 @@ use tracing::{error, warn};
 use crate::bans::BanHooks;
 use crate::crash;
 use crate::server::{now_ms, AppState};
-use crate::session::{codes, finish, record_use, share_of, storage_failed, usable_key, Purpose};
+use crate::session::{
+    claim_presignature, codes, finish, record_use, share_of, storage_failed, usable_key, Purpose,
+};
 use crate::vault::Event;
 
 /// What the client's opening asks to sign.
@@ -193,20 +195,10 @@ pub(crate) async fn online_sign<F: Frames>(
     } = request;
     let joined = state.key_guards.join(&key_id);
     let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
-    let claimed = match state
-        .vault
-        .claim_presignature::<SchnorrPresignature>(&record, &presignature, now_ms())
-        .await
-    {
-        Ok(Some(claimed)) => claimed,
-        // Unknown, used, another key's, or an ECDSA presignature.
-        Ok(None) => return Err(session.reject(Rejection::NOT_FOUND).await),
-        Err(e) => {
-            return Err(session
-                .reject(storage_failed("take presignature", &e))
-                .await)
-        }
-    };
+    // An ECDSA presignature's id is refused as unknown.
+    let (claimed, session) =
+        claim_presignature::<SchnorrPresignature, F>(state, &record, &presignature, session)
+            .await?;
     crash::point("online-bip340:after-take");
     let epoch = claimed.epoch();
     let (stored, mut session) = share_of(state, &record, epoch, session).await?;

@@ -26,7 +26,10 @@ use tracing::{error, info, warn};
 use crate::bans::BanHooks;
 use crate::crash;
 use crate::server::{now_ms, AppState};
-use crate::vault::{Confirmation, Event, KeyRecord, KeyStatus, RefreshLease, StoredShare};
+use crate::vault::{
+    ClaimedPresignature, Confirmation, Event, KeyRecord, KeyStatus, RefreshLease,
+    StoredPresignature, StoredShare,
+};
 
 /// Close codes (application range) this server sends, beyond the
 /// transport's own (`mpc_transport_ws::CloseCode`).
@@ -281,6 +284,29 @@ pub(crate) enum Purpose {
 }
 
 /// The server's share of `epoch`, or the session is rejected.
+/// Claims the stored presignature `id` of `record` for an online step
+/// (marked used, ciphertext erased, tombstoned: PROTOCOL.md §14.3, §18.4);
+/// refuses the session with 4006 if there is no usable one of scheme `P`
+/// (unknown, used, another key's, or of the other scheme).
+pub(crate) async fn claim_presignature<P: StoredPresignature, F: Frames>(
+    state: &AppState,
+    record: &KeyRecord,
+    id: &SessionId,
+    session: ServerSession<F>,
+) -> Result<(ClaimedPresignature<P>, ServerSession<F>), TransportError> {
+    match state
+        .vault
+        .claim_presignature::<P>(record, id, now_ms())
+        .await
+    {
+        Ok(Some(claimed)) => Ok((claimed, session)),
+        Ok(None) => Err(session.reject(Rejection::NOT_FOUND).await),
+        Err(e) => Err(session
+            .reject(storage_failed("take presignature", &e))
+            .await),
+    }
+}
+
 pub(crate) async fn share_of<F: Frames>(
     state: &AppState,
     record: &KeyRecord,
@@ -425,19 +451,9 @@ async fn online_sign<F: Frames>(
     // Claimed (marked used, ciphertext erased) before anything is sent: a
     // crash from here on loses the presignature, never reuses it. The claim
     // is what OnlineSign::new asks for (§14.3).
-    let claimed = match state
-        .vault
-        .claim_presignature::<mpc_core::Presignature>(&record, &presignature, now_ms())
-        .await
-    {
-        Ok(Some(claimed)) => claimed,
-        Ok(None) => return Err(session.reject(Rejection::NOT_FOUND).await),
-        Err(e) => {
-            return Err(session
-                .reject(storage_failed("take presignature", &e))
-                .await)
-        }
-    };
+    let (claimed, session) =
+        claim_presignature::<mpc_core::Presignature, F>(state, &record, &presignature, session)
+            .await?;
     crash::point("online:after-take");
     let epoch = claimed.epoch();
     // The share of the presignature's epoch: OnlineSign refuses a burned
