@@ -161,13 +161,34 @@ fn secrets_of(name: &str, share: &KeyShare, out: &mut Vec<(Vec<u8>, String)>) {
 /// refresh, and the drop of every share. Returns the public keys (to check
 /// the replay) and, if asked, the secrets of every share it made.
 fn scenario(collect: bool) -> (Vec<u8>, Vec<(Vec<u8>, String)>) {
+    lifecycle(collect, false)
+}
+
+/// As [`scenario`], with the protocol machines on the heap too.
+fn scenario_heap_machines(collect: bool) -> (Vec<u8>, Vec<(Vec<u8>, String)>) {
+    lifecycle(collect, true)
+}
+
+/// The scenario's DKG, signature, store/load, refresh and drops. The shares
+/// live on the heap, as a server or a wallet keeps them, so the share's own
+/// `Drop` must wipe the block it is freed with; with `heap_machines` the
+/// protocol machines do too.
+fn lifecycle(collect: bool, heap_machines: bool) -> (Vec<u8>, Vec<(Vec<u8>, String)>) {
     let mut rng = ChaCha20Rng::seed_from_u64(17);
     let mut secrets = Vec::new();
-    let (a, b, _) = run_pair(
-        &mut rng,
-        &mut Dkg::new(Role::A, b"zeroize"),
-        &mut Dkg::new(Role::B, b"zeroize"),
-    )
+    let (a, b, _) = if heap_machines {
+        run_pair(
+            &mut rng,
+            &mut *Box::new(Dkg::new(Role::A, b"zeroize")),
+            &mut *Box::new(Dkg::new(Role::B, b"zeroize")),
+        )
+    } else {
+        run_pair(
+            &mut rng,
+            &mut Dkg::new(Role::A, b"zeroize"),
+            &mut Dkg::new(Role::B, b"zeroize"),
+        )
+    }
     .unwrap();
     let prehash = Prehash::sha256(b"zeroize");
     let (signature, _, _) = run_pair(
@@ -177,14 +198,23 @@ fn scenario(collect: bool) -> (Vec<u8>, Vec<(Vec<u8>, String)>) {
     )
     .unwrap();
     // Stored and loaded, as the server does between requests.
-    let a = KeyShare::from_bytes(&a.to_bytes()).unwrap();
-    let b = KeyShare::from_bytes(&b.to_bytes()).unwrap();
-    let (new_a, new_b, _) = run_pair(
-        &mut rng,
-        &mut Refresh::new(&a, b"zeroize"),
-        &mut Refresh::new(&b, b"zeroize"),
-    )
+    let a = Box::new(KeyShare::from_bytes(&a.to_bytes()).unwrap());
+    let b = Box::new(KeyShare::from_bytes(&b.to_bytes()).unwrap());
+    let (new_a, new_b, _) = if heap_machines {
+        run_pair(
+            &mut rng,
+            &mut *Box::new(Refresh::new(&a, b"zeroize")),
+            &mut *Box::new(Refresh::new(&b, b"zeroize")),
+        )
+    } else {
+        run_pair(
+            &mut rng,
+            &mut Refresh::new(&a, b"zeroize"),
+            &mut Refresh::new(&b, b"zeroize"),
+        )
+    }
     .unwrap();
+    let (new_a, new_b) = (Box::new(new_a), Box::new(new_b));
     if collect {
         secrets_of("A", &a, &mut secrets);
         secrets_of("B", &b, &mut secrets);
@@ -337,6 +367,28 @@ fn no_share_secret_survives_in_freed_memory() {
         "scanned {} MiB of freed memory for {needles} secrets",
         SCANNED.load(Ordering::Relaxed) >> 20
     );
+    assert!(
+        found.is_empty(),
+        "secrets found in freed memory (label, blocks): {found:#?}"
+    );
+}
+
+#[test]
+// Found by this test, open (issue 17): a protocol machine held on the heap,
+// as a server session or a wallet holds it, keeps stale copies of its
+// round states. Each by-value transition moves the state out of the driver
+// (`core::mem::replace`), and the moved-from bytes stay in the driver's
+// memory under the `Finished` placeholder, never dropped, so never wiped:
+// after the last DKG or refresh round the machine's block still holds
+// `x_i` and the punctured indices when it is freed. The fix is to keep the
+// secret fields of round states in zeroizing heap blocks of their own, so
+// that a move copies pointers only.
+#[ignore = "fails until round states keep their secrets in their own zeroizing blocks (see above)"]
+fn no_share_secret_survives_in_a_heap_held_machine() {
+    let _watch = WATCH
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = leftovers(scenario_heap_machines);
     assert!(
         found.is_empty(),
         "secrets found in freed memory (label, blocks): {found:#?}"
