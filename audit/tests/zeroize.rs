@@ -374,16 +374,14 @@ fn no_share_secret_survives_in_freed_memory() {
 }
 
 #[test]
-// Found by this test, open (issue 17): a protocol machine held on the heap,
-// as a server session or a wallet holds it, keeps stale copies of its
-// round states. Each by-value transition moves the state out of the driver
-// (`core::mem::replace`), and the moved-from bytes stay in the driver's
-// memory under the `Finished` placeholder, never dropped, so never wiped:
-// after the last DKG or refresh round the machine's block still holds
-// `x_i` and the punctured indices when it is freed. The fix is to keep the
-// secret fields of round states in zeroizing heap blocks of their own, so
-// that a move copies pointers only.
-#[ignore = "fails until round states keep their secrets in their own zeroizing blocks (see above)"]
+// Found by this test: a protocol machine held on the heap, as a server
+// session or a wallet holds it, kept stale copies of its round states. Each
+// by-value transition moves the state out of the driver
+// (`core::mem::replace`), a move never drops its source, and the last
+// state's bytes stayed in the driver's memory: after the DKG or a refresh
+// the machine's block was freed with `x_i` and the punctured indices in it.
+// The driver now overwrites a moved-out machine with zeros
+// (`DriverState::Finished`, mpc-core/src/protocol.rs).
 fn no_share_secret_survives_in_a_heap_held_machine() {
     let _watch = WATCH
         .lock()

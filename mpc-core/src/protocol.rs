@@ -25,6 +25,7 @@
 //! cannot be forked or replayed (PROTOCOL.md §9).
 
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 
 use rand_core::CryptoRngCore;
 
@@ -156,8 +157,21 @@ pub(crate) trait Machine: Sized {
 enum DriverState<M> {
     Fresh(M),
     Running(M),
-    Finished,
+    /// The machine was moved out (to advance it, or for good). The zeroed
+    /// filler is as large as a machine and is written over the moved-from
+    /// bytes: a move copies bits and never drops the source, so without it
+    /// the last round state's secrets (a share, Delta's indices) would stay
+    /// in the driver's memory, unwiped, until it is freed (PROTOCOL.md §10;
+    /// audit/tests/zeroize.rs).
+    Finished(MaybeUninit<M>),
     Failed(Error),
+}
+
+impl<M> DriverState<M> {
+    /// The finished state, overwriting a moved-out machine with zeros.
+    fn finished() -> Self {
+        Self::Finished(MaybeUninit::zeroed())
+    }
 }
 
 /// Runs a [`Machine`]: envelopes, ordering, sticky errors.
@@ -194,7 +208,7 @@ impl<M: Machine> Driver<M> {
     }
 
     pub(crate) fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
-        match core::mem::replace(&mut self.state, DriverState::Finished) {
+        match core::mem::replace(&mut self.state, DriverState::finished()) {
             DriverState::Fresh(machine) => {
                 let role = machine.role();
                 match machine.begin(rng) {
@@ -208,7 +222,7 @@ impl<M: Machine> Driver<M> {
             other => {
                 let err = match &other {
                     DriverState::Failed(err) => *err,
-                    DriverState::Finished => Error::AlreadyFinished,
+                    DriverState::Finished(_) => Error::AlreadyFinished,
                     _ => Error::AlreadyStarted,
                 };
                 self.state = other;
@@ -225,7 +239,7 @@ impl<M: Machine> Driver<M> {
         let machine = match &self.state {
             DriverState::Running(machine) => machine,
             DriverState::Fresh(_) => return Err(Error::NotStarted),
-            DriverState::Finished => return Err(Error::AlreadyFinished),
+            DriverState::Finished(_) => return Err(Error::AlreadyFinished),
             DriverState::Failed(err) => return Err(*err),
         };
         // Addressing checks come first and leave the state untouched.
@@ -239,7 +253,7 @@ impl<M: Machine> Driver<M> {
             sender: role.peer(),
         })?;
         let DriverState::Running(machine) =
-            core::mem::replace(&mut self.state, DriverState::Finished)
+            core::mem::replace(&mut self.state, DriverState::finished())
         else {
             return Err(Error::AlreadyFinished);
         };
