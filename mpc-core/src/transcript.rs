@@ -336,6 +336,23 @@ mod tests {
     }
 
     #[test]
+    fn appends_in_place_frame_like_chain() {
+        // `append`/`append_u32` feed the same length-prefixed messages as
+        // `chain`, and each changes the digest (docs/mutants.md: both were
+        // untested before).
+        let mut in_place = Transcript::new(tags::TEST);
+        in_place.append(b"ab");
+        in_place.append_u32(7);
+        let chained = Transcript::new(tags::TEST)
+            .chain(b"ab")
+            .chain(&7u32.to_be_bytes())
+            .finalize();
+        assert_eq!(in_place.finalize(), chained);
+        let without_u32 = Transcript::new(tags::TEST).chain(b"ab").finalize();
+        assert_ne!(without_u32, chained);
+    }
+
+    #[test]
     fn encoding_is_injective_across_splits() {
         let ab_c = Transcript::new(tags::TEST)
             .chain(b"ab")
