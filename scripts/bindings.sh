@@ -39,6 +39,12 @@ case "$profile" in
     *) out_dir="$target_dir/$profile" ;;
 esac
 
+# One generation at a time (scripts/test.sh runs one in the background while
+# the Python suite's own may start).
+mkdir -p "$target_dir"
+exec 8>"$target_dir/bindings.lock"
+flock 8
+
 # --lib: a build of the binary alone compiles the cdylib but does not copy
 # it out of deps/.
 cargo build --quiet --profile "$profile" "${features[@]}" --lib --bin uniffi-bindgen

@@ -8,9 +8,10 @@
 #   FUZZ_SECONDS  scales the fuzz smoke run: 20 (the default) runs each target
 #                 for its time in scripts/fuzz.sh, 40 twice as long; 0 skips it
 #
-# The no_std check and the fuzz build run in the background at the lowest CPU
-# priority while the tests build and run, so they use only what the tests
-# leave idle. Every step prints its wall time; the summary at the end lists
+# The no_std check, the ctgrind harness's build, the Python virtualenv, the
+# binding generation and the fuzz build run in the background at the lowest
+# CPU priority while the tests build and run, so they use only what the tests
+# leave idle; the steps that need them wait for them (locks). Every step prints its wall time; the summary at the end lists
 # them all.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 fuzz_seconds="${FUZZ_SECONDS:-20}"
+ctgrind_target="$root/target/ctgrind-build"
 
 started_all=$(date +%s)
 summary=()
@@ -42,6 +44,21 @@ if [ "${1:-}" = "--background" ]; then
     CARGO_TARGET_DIR="$root/target/nostd-check" \
         cargo build --manifest-path ci/nostd-check/Cargo.toml
     echo "no_std check: $(($(date +%s) - started))s"
+    # The ctgrind harness's build (release code generation, its own target
+    # dir so that it does not wait for the tests' build lock) and the Python
+    # suite's virtualenv, so that their steps below only run.
+    started=$(date +%s)
+    CARGO_TARGET_DIR="$ctgrind_target" \
+        cargo test -p mpc-audit --profile ctgrind --test ctgrind --no-run
+    echo "ctgrind build: $(($(date +%s) - started))s"
+    started=$(date +%s)
+    bash mpc-client-ffi/tests/python/run.sh --prepare-venv
+    echo "python virtualenv: $(($(date +%s) - started))s"
+    # The binding generator and the Python module: this waits for the tests'
+    # build (cargo's lock on target/) and then builds while the tests run.
+    started=$(date +%s)
+    bash scripts/bindings.sh --profile test --all-features python swift kotlin
+    echo "bindings: $(($(date +%s) - started))s"
     if [ "$fuzz_seconds" != "0" ]; then
         started=$(date +%s)
         bash scripts/fuzz.sh build
@@ -67,7 +84,7 @@ background_log="$root/target/test-background.log"
 # Its own process group (setsid), so that cleanup stops cargo and rustc too.
 setsid nice -n 19 bash "$root/scripts/test.sh" --background >"$background_log" 2>&1 </dev/null &
 background_pid=$!
-step "background (nice 19): no_std check, fuzz build; log in target/test-background.log"
+step "background (nice 19): no_std check, ctgrind build, virtualenv, bindings, fuzz build; log in target/test-background.log"
 
 # A throwaway PostgreSQL for the server's PostgreSQL tests (installed with
 # apt-get when missing), stopped again however this script ends.
@@ -96,7 +113,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
     step "apt-get install valgrind (for the ctgrind harness)"
     apt-get update -qq && apt-get install -y -qq valgrind
 fi
-run cargo test -p mpc-audit --profile ctgrind --test ctgrind
+run env CARGO_TARGET_DIR="$ctgrind_target" cargo test -p mpc-audit --profile ctgrind --test ctgrind
 
 bash scripts/postgres.sh stop
 
