@@ -13,6 +13,7 @@
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod page;
 pub mod problem;
 
 use std::net::SocketAddr;
