@@ -21,6 +21,9 @@
 //! | refresh lease (s); must exceed the session timeout + 2 × the close timeout (2 s) | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
 //! | failed GGM-tree (PPRF) proofs per key and owner before each further one alerts (PROTOCOL.md §5.3) | `--pprf-failure-threshold` | `MPC_PPRF_FAILURE_THRESHOLD` | 3 |
+//! | longest wait for a complete request line and headers, also for a keep-alive connection's next request (s) | `--header-read-timeout` | `MPC_HEADER_READ_TIMEOUT` | 10 |
+//! | a connection moving no byte for this long is closed (s) | `--idle-timeout` | `MPC_IDLE_TIMEOUT` | 60 |
+//! | open connections per listener; lowered to fit the open-file limit (`RLIMIT_NOFILE`, less an eighth, at least 64, for the database, logs and webhooks), which the binary raises towards what the cap needs within the hard limit | `--max-connections` | `MPC_MAX_CONNECTIONS` | 4096 |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -228,6 +231,9 @@ pub struct Cli {
         default_value_t = 3
     )]
     pub pprf_failure_threshold: u64,
+    /// Connection timeouts and cap of both listeners.
+    #[command(flatten)]
+    pub connections: crate::listener::ConnectionArgs,
     /// Log format.
     #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -333,6 +339,8 @@ pub struct ServerConfig {
     /// PPRF proof failures per key and owner from which each alerts
     /// (PROTOCOL.md §5.3; at least 1).
     pub pprf_failure_threshold: u64,
+    /// Connection timeouts and cap of both listeners.
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -445,6 +453,7 @@ impl ServerConfig {
             refresh_lease,
             pending_key_max_age,
             pprf_failure_threshold: cli.pprf_failure_threshold.max(1),
+            connections: (&cli.connections).into(),
         })
     }
 

@@ -16,6 +16,7 @@ mod bans;
 pub mod config;
 pub mod crash;
 pub mod dev;
+pub mod listener;
 pub(crate) mod pprf;
 pub mod rest;
 mod schnorr;

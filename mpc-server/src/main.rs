@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mpc_server::config::{Cli, LogFormat, ProcessEnv, SecretSource, ServerConfig};
-use mpc_server::{dev, Server};
+use mpc_server::{dev, listener, Server};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -75,6 +75,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         })?;
     }
     info!(config = %config.redacted(), "starting");
+    // Distributions often set a low soft limit (1024) under a high hard one.
+    let wanted = listener::wanted_descriptors(config.connections.max_connections, 2);
+    listener::raise_open_file_limit(wanted);
     let server = Server::new(config.clone())
         .await
         .map_err(|e| format!("cannot start: {e}"))?;

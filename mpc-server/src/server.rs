@@ -6,7 +6,6 @@
 //! application, or call [`Server::run`] with listeners.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -110,6 +109,7 @@ pub struct AppState {
     /// Failed GGM-tree proofs per key and owner ([`crate::pprf`]).
     pub(crate) pprf_failures: crate::pprf::PprfFailures,
     webhook: Option<crate::webhook::WebhookConfig>,
+    connections: crate::listener::ConnectionLimits,
     pending_key_max_age: Duration,
     pub(crate) webhook_stats: Mutex<Option<Arc<crate::webhook::DeliveryStats>>>,
     shutdown: watch::Receiver<bool>,
@@ -182,6 +182,7 @@ impl Server {
             pprf_failures: crate::pprf::PprfFailures::new(config.pprf_failure_threshold),
             rest: config.rest.clone(),
             webhook: config.webhook.clone(),
+            connections: config.connections,
             pending_key_max_age: config.pending_key_max_age,
             webhook_stats: Mutex::new(None),
             shutdown,
@@ -214,8 +215,9 @@ impl Server {
     }
 
     /// The REST service ([`crate::rest`]), state attached. Serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()` so that the
-    /// per-IP rate limit applies.
+    /// `into_make_service_with_connect_info::<SocketAddr>()` (or insert
+    /// `ConnectInfo<SocketAddr>` into each request) so that the per-IP rate
+    /// limit applies.
     pub fn rest_router(&self) -> Router {
         crate::rest::router(Arc::clone(&self.state))
     }
@@ -227,12 +229,14 @@ impl Server {
     }
 
     /// Serves the WebSocket endpoint on `ws` and the REST endpoints on
-    /// `rest` until `shutdown` completes; then stops accepting, lets open
-    /// sessions finish (each is bounded by the session timeout) and returns.
+    /// `rest` ([`crate::listener`]: timeouts and a connection cap) until
+    /// `shutdown` completes; then stops accepting, lets open requests and
+    /// sessions finish (each session is bounded by the session timeout) and
+    /// returns.
     ///
     /// # Errors
     ///
-    /// [`ServerError::Io`] if a listener fails.
+    /// [`ServerError::Config`] if the webhook deliverer cannot start.
     pub async fn run(
         self,
         ws: TcpListener,
@@ -240,14 +244,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let state = Arc::clone(&self.state);
-        let ws_app = self
-            .ws_router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let rest_app = self
-            .rest_router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let mut ws_stop = state.shutdown.clone();
-        let mut rest_stop = state.shutdown.clone();
+        let ws_app = self.ws_router();
+        let rest_app = self.rest_router();
         let deliverer = match state.webhook.clone() {
             Some(webhook) => {
                 let (handle, stats) =
@@ -274,24 +272,30 @@ impl Server {
                 state.shutdown_tx.send_replace(true);
             })
         };
-        // Protocol rounds are small messages answered at once: without
-        // TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per round trip.
-        use axum::serve::ListenerExt;
-        let ws = ws.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let ws_server = axum::serve(ws, ws_app).with_graceful_shutdown(async move {
-            let _ = ws_stop.wait_for(|stop| *stop).await;
-        });
-        let rest_server = axum::serve(rest, rest_app).with_graceful_shutdown(async move {
-            let _ = rest_stop.wait_for(|stop| *stop).await;
-        });
-        let (ws_result, rest_result) = tokio::join!(ws_server, rest_server);
+        let limits = state.connections;
+        let file_limit = crate::listener::open_file_limit();
+        let cap = crate::listener::per_listener_cap(limits.max_connections, 2, file_limit);
+        if cap < limits.max_connections {
+            warn!(
+                configured = limits.max_connections,
+                cap,
+                open_file_limit = file_limit,
+                "connection cap per listener lowered to fit the open-file limit"
+            );
+        }
+        let settings = |name| crate::listener::ListenerSettings {
+            name,
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_connections: cap,
+        };
+        let ws_server = crate::listener::serve(ws, ws_app, settings("ws"), state.shutdown.clone());
+        let rest_server =
+            crate::listener::serve(rest, rest_app, settings("rest"), state.shutdown.clone());
+        tokio::join!(ws_server, rest_server);
         stopper.abort();
-        // Upgraded connections outlive axum's graceful shutdown: wait for
-        // them, bounded by the longest a session may take.
+        // Upgraded connections outlive the listeners' graceful shutdown:
+        // wait for them, bounded by the longest a session may take.
         let drain = state.transport.session_timeout + state.transport.close_timeout * 2;
         let deadline = tokio::time::Instant::now() + drain;
         while self.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
@@ -306,8 +310,6 @@ impl Server {
             // in the outbox for the next start.
             let _ = deliverer.await;
         }
-        ws_result?;
-        rest_result?;
         Ok(())
     }
 }

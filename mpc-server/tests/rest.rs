@@ -126,9 +126,11 @@ impl Rest {
             assert_eq!(value["status"], status.as_u16(), "{value}");
             assert!(value["code"].is_string(), "{value}");
         }
+        // The route, without the query.
+        let route = template.split('?').next().unwrap_or(template);
         self.seen.lock().unwrap().insert((
             method.as_str().to_lowercase(),
-            template.to_owned(),
+            route.to_owned(),
             status.as_u16(),
         ));
         (status, value)
@@ -550,6 +552,111 @@ async fn rate_limits(seen: &Seen) {
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
 }
 
+/// Follows `next_cursor` through a listing at `limit` rows a page; the
+/// rows' `field` values in order.
+async fn all_pages(
+    rest: &Rest,
+    template: &str,
+    key_id: &str,
+    owner: &str,
+    limit: u32,
+    field: &str,
+) -> Vec<Value> {
+    let list = if template == AUDIT { "entries" } else { "keys" };
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("?limit={limit}&cursor={cursor}"),
+            None => format!("?limit={limit}"),
+        };
+        let (status, page) = rest
+            .get(&format!("{template}{query}"), key_id, Some(&token(owner)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let page_rows = page[list].as_array().unwrap();
+        assert!(page_rows.len() <= usize::try_from(limit).unwrap());
+        rows.extend(page_rows.iter().map(|row| row[field].clone()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(page["next_cursor"].is_null(), "{page}");
+                return rows;
+            }
+        }
+        assert!(rows.len() < 1000, "the paging never ends");
+    }
+}
+
+/// `GET /v1/keys` and the audit log are paged: following the cursors
+/// returns every key (entry) once, in order, including a key created
+/// between pages; another owner's keys never appear; `limit` beyond 1..200
+/// and malformed cursors (including one of the other listing) are 400s.
+async fn pagination(seen: &Seen) {
+    let db = Db::sqlite();
+    let server = launch(&db).start();
+    let rest = Rest::new(&server, seen);
+    let client = server.client("paula");
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let key = client.keygen().await.unwrap();
+        sign_and_verify(&client, &key, b"pages").await;
+        keys.push(key.key_id().to_string());
+    }
+    let other = server.client("otto").keygen().await.unwrap();
+    let listed = all_pages(&rest, "/v1/keys", "", "paula", 2, "key_id").await;
+    assert_eq!(listed, keys.iter().map(|k| json!(k)).collect::<Vec<_>>());
+    // A key created between pages appears once, after the others.
+    let (_, first) = rest
+        .get("/v1/keys?limit=2", "", Some(&token("paula")))
+        .await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let late = client.keygen().await.unwrap();
+    sign_and_verify(&client, &late, b"late").await;
+    let (_, rest_of_it) = rest
+        .get(
+            &format!("/v1/keys?limit=2&cursor={cursor}"),
+            "",
+            Some(&token("paula")),
+        )
+        .await;
+    let tail: Vec<&Value> = rest_of_it["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["key_id"])
+        .collect();
+    assert_eq!(tail, [&json!(keys[2]), &json!(late.key_id().to_string())]);
+    assert!(!listed.contains(&json!(other.key_id().to_string())));
+    // The audit log, one entry a page, is the whole log.
+    let whole = all_pages(&rest, AUDIT, &keys[0], "paula", 200, "id").await;
+    let paged = all_pages(&rest, AUDIT, &keys[0], "paula", 1, "id").await;
+    assert!(whole.len() >= 2, "{whole:?}");
+    assert_eq!(paged, whole);
+    // Refusals.
+    let audit_cursor = {
+        let (_, page) = rest
+            .get(&format!("{AUDIT}?limit=1"), &keys[0], Some(&token("paula")))
+            .await;
+        page["next_cursor"].as_str().unwrap().to_owned()
+    };
+    for (template, key_id, query, code) in [
+        ("/v1/keys", "", "?limit=201".to_owned(), "invalid_request"),
+        ("/v1/keys", "", "?limit=0".to_owned(), "invalid_request"),
+        ("/v1/keys", "", "?limit=-1".to_owned(), "invalid_request"),
+        ("/v1/keys", "", "?cursor=not-a-cursor".to_owned(), "invalid_cursor"),
+        ("/v1/keys", "", format!("?cursor={audit_cursor}"), "invalid_cursor"),
+        (AUDIT, keys[0].as_str(), format!("?cursor={cursor}"), "invalid_cursor"),
+        (AUDIT, keys[0].as_str(), "?limit=1000".to_owned(), "invalid_request"),
+    ] {
+        let (status, problem) = rest
+            .get(&format!("{template}{query}"), key_id, Some(&token("paula")))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{template}{query}: {problem}");
+        assert_eq!(problem["code"], code, "{template}{query}");
+    }
+}
+
 async fn readiness_follows_the_database(seen: &Seen) -> bool {
     if skip_postgres() {
         return false;
@@ -650,6 +757,7 @@ async fn every_route_and_every_documented_response() {
         server.kill();
 
         rate_limits(&seen).await;
+        pagination(&seen).await;
         let readiness_checked = readiness_follows_the_database(&seen).await;
 
         // Every response the document promises was produced above.

@@ -17,11 +17,12 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
+use super::page::{AuditPosition, Page, PageParams};
 use super::problem::{Code, Problem};
 use super::{Caller, JsonBody};
 use crate::auth::{StepUpError, StepUpOp, StepUpPolicy, StepUpUse, SPENT_TOKEN_MARGIN_SECONDS};
 use crate::server::{now_ms, AppState};
-use crate::vault::{AuditEntry, Event, KeyRecord, KeyStatus, NewBackup};
+use crate::vault::{AuditEntry, Event, KeyPosition, KeyRecord, KeyStatus, NewBackup};
 
 /// A key as its owner sees it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,11 +77,13 @@ impl KeyView {
     }
 }
 
-/// The caller's keys.
+/// A page of the caller's keys.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
-    /// Oldest first.
+    /// Oldest first (by creation time, then key id).
     pub keys: Vec<KeyView>,
+    /// The `cursor` of the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A verifiable backup of the server share (PROTOCOL.md §17).
@@ -113,11 +116,13 @@ pub struct ExportView {
     pub ciphertext: String,
 }
 
-/// The key's audit log.
+/// A page of the key's audit log.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditLog {
     /// Oldest first.
     pub entries: Vec<AuditView>,
+    /// The `cursor` of the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// One audit entry.
@@ -284,20 +289,30 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<He
     Ok(Json(Health { status: "ready" }))
 }
 
-/// The caller's keys.
+/// The caller's keys, a page at a time: follow `next_cursor` until it is
+/// `null`. Every key that exists throughout the paging appears exactly
+/// once; a key created meanwhile may or may not appear.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])),
+    params(PageParams),
     responses(
-        (status = 200, description = "The caller's keys", body = KeyList),
+        (status = 200, description = "A page of the caller's keys", body = KeyList),
+        (status = 400, description = "`limit` out of range (`invalid_request`) or a malformed cursor (`invalid_cursor`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn list_keys(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    page: Page<KeyPosition>,
 ) -> Result<Json<KeyList>, Problem> {
-    let keys = state.vault.keys_of(&caller.0.subject).await?;
+    let mut keys = state
+        .vault
+        .keys_page(&caller.0.subject, page.after.as_ref(), page.fetch())
+        .await?;
+    let next_cursor = page.finish(&mut keys, KeyPosition::of);
     Ok(Json(KeyList {
         keys: keys.iter().map(KeyView::of).collect(),
+        next_cursor,
     }))
 }
 
@@ -399,11 +414,12 @@ pub(crate) async fn rotate_key(
     Ok(Json(KeyView::of(&record)))
 }
 
-/// The key's audit log.
+/// The key's audit log, a page at a time (follow `next_cursor`).
 #[utoipa::path(get, path = "/v1/keys/{key_id}/audit", tag = "keys", security(("bearer" = [])),
-    params(("key_id" = String, Path, description = "Key id, 64 hex characters")),
+    params(("key_id" = String, Path, description = "Key id, 64 hex characters"), PageParams),
     responses(
         (status = 200, description = "Oldest entry first", body = AuditLog),
+        (status = 400, description = "`limit` out of range (`invalid_request`) or a malformed cursor (`invalid_cursor`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key for this caller", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
@@ -412,11 +428,18 @@ pub(crate) async fn audit_log(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(key_id): Path<String>,
+    page: Page<AuditPosition>,
 ) -> Result<Json<AuditLog>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    let entries = state.vault.audit_log(&record.key_id).await?;
+    let after = page.after.map(|AuditPosition(id)| id);
+    let mut entries = state
+        .vault
+        .audit_page(&record.key_id, after, page.fetch())
+        .await?;
+    let next_cursor = page.finish(&mut entries, |entry| AuditPosition(entry.id));
     Ok(Json(AuditLog {
         entries: entries.into_iter().map(AuditView::from).collect(),
+        next_cursor,
     }))
 }
 

@@ -1,6 +1,12 @@
 //! Prometheus metrics: WebSocket sessions by protocol and outcome, their
 //! durations and bytes, open sessions, REST requests, webhook deliveries,
 //! failed OT-setup tree proofs and their alerts (PROTOCOL.md §5.3).
+//!
+//! Every label value comes from a closed set, most enforced by the type
+//! (`&'static str`): protocol names, outcomes, directions, operations, the
+//! normalized HTTP method; the REST route is its template or `unmatched`
+//! and the status the server's own. No client-chosen text becomes a label,
+//! so no client can add series.
 
 use std::time::Duration;
 
@@ -14,29 +20,31 @@ use prometheus_client::registry::Registry;
 /// Labels of a finished WebSocket session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
-    protocol: String,
-    outcome: String,
+    protocol: &'static str,
+    outcome: &'static str,
 }
 
 /// Labels of a protocol's byte counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ByteLabels {
-    protocol: String,
-    direction: String,
+    protocol: &'static str,
+    direction: &'static str,
 }
 
-/// Labels of a REST request.
+/// Labels of a REST request. Every value comes from a closed set: the
+/// method normalized (`GET` ... `OPTIONS`, `other`), the route's template
+/// or `unmatched`, the status code the server itself chose.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
-    status: String,
+    status: u16,
 }
 
 /// Labels of a protocol duration.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProtocolLabel {
-    protocol: String,
+    protocol: &'static str,
 }
 
 /// Labels of a PPRF proof failure: the operation (`keygen` or `refresh`).
@@ -44,7 +52,7 @@ struct ProtocolLabel {
 /// them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
-    operation: String,
+    operation: &'static str,
 }
 
 fn duration_histogram() -> Histogram {
@@ -153,28 +161,29 @@ impl Metrics {
     }
 
     /// Counts a finished session: `outcome` is `ok` or the failure kind.
-    pub fn session_finished(&self, protocol: &str, outcome: &str) {
+    pub fn session_finished(&self, protocol: &'static str, outcome: &'static str) {
         self.sessions
-            .get_or_create(&SessionLabels {
-                protocol: protocol.to_owned(),
-                outcome: outcome.to_owned(),
-            })
+            .get_or_create(&SessionLabels { protocol, outcome })
             .inc();
     }
 
     /// Records a successful session's duration and bytes.
-    pub fn session_succeeded(&self, protocol: &str, elapsed: Duration, sent: u64, received: u64) {
-        let label = ProtocolLabel {
-            protocol: protocol.to_owned(),
-        };
+    pub fn session_succeeded(
+        &self,
+        protocol: &'static str,
+        elapsed: Duration,
+        sent: u64,
+        received: u64,
+    ) {
+        let label = ProtocolLabel { protocol };
         self.session_seconds
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());
         for (direction, bytes) in [("sent", sent), ("received", received)] {
             self.session_bytes
                 .get_or_create(&ByteLabels {
-                    protocol: protocol.to_owned(),
-                    direction: direction.to_owned(),
+                    protocol,
+                    direction,
                 })
                 .inc_by(bytes);
         }
@@ -187,13 +196,15 @@ impl Metrics {
         &self.open_sessions
     }
 
-    /// Counts a REST request.
-    pub fn request(&self, method: &str, route: &str, status: u16) {
+    /// Counts a REST request. `method` and `route` must come from closed
+    /// sets (a normalized method, a route template or `unmatched`): every
+    /// distinct value is a series kept for the life of the process.
+    pub fn request(&self, method: &'static str, route: &str, status: u16) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method,
                 route: route.to_owned(),
-                status: status.to_string(),
+                status,
             })
             .inc();
     }
@@ -211,20 +222,16 @@ impl Metrics {
     }
 
     /// Counts a failed PPRF proof in `operation`.
-    pub fn pprf_proof_failed(&self, operation: &str) {
+    pub fn pprf_proof_failed(&self, operation: &'static str) {
         self.pprf_failures
-            .get_or_create(&OperationLabel {
-                operation: operation.to_owned(),
-            })
+            .get_or_create(&OperationLabel { operation })
             .inc();
     }
 
     /// Counts a PPRF proof failure at or past the threshold (an alert).
-    pub fn pprf_failure_alert(&self, operation: &str) {
+    pub fn pprf_failure_alert(&self, operation: &'static str) {
         self.pprf_alerts
-            .get_or_create(&OperationLabel {
-                operation: operation.to_owned(),
-            })
+            .get_or_create(&OperationLabel { operation })
             .inc();
     }
 

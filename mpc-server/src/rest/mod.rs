@@ -13,6 +13,7 @@
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod page;
 pub mod problem;
 
 use std::net::SocketAddr;
@@ -23,13 +24,13 @@ use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State,
 };
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::de::DeserializeOwned;
-use tracing::{info, Instrument};
+use tracing::{debug, info, Instrument};
 
 use crate::auth::Claims;
 use crate::server::AppState;
@@ -146,15 +147,42 @@ fn request_id(request: &Request) -> String {
     }
 }
 
+/// The method as a metric and log label: one of a closed set, so that
+/// clients cannot create label values (`other` for any method not listed).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route as a metric and log label: the matched route's template
+/// (e.g. `/v1/keys/{key_id}`), or `unmatched`; never the request's path.
+fn route_label(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// Operator routes (and unmatched requests) are logged at debug level:
+/// probes and scrapes, or a scanner's misses, come at request rate.
+fn is_quiet(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz" | "/metrics" | "unmatched")
+}
+
 /// Request id, timeout, one log line and a metric per request.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let id = request_id(&request);
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let method = method_label(request.method());
+    let route = route_label(&request);
+    let span = tracing::info_span!("request", request_id = %id, method, %route);
     let started = Instant::now();
     let limit = state.rest.request_timeout;
     let mut response =
@@ -163,13 +191,14 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
             Err(_) => Problem::new(Code::Unavailable, "the request took too long").into_response(),
         };
     let status = response.status().as_u16();
-    state.metrics.request(&method, &route, status);
+    state.metrics.request(method, &route, status);
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     span.in_scope(|| {
-        info!(
-            status,
-            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "request"
-        );
+        if is_quiet(&route) {
+            debug!(status, elapsed_ms, "request");
+        } else {
+            info!(status, elapsed_ms, "request");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

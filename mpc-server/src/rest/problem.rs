@@ -59,6 +59,8 @@ pub enum Code {
     RecoveryKeyNotConfigured,
     /// 400 / 415 / 422: the body or a parameter is malformed.
     InvalidRequest,
+    /// 400: a listing's `cursor` is not a `next_cursor` of that listing.
+    InvalidCursor,
     /// 413: the body is larger than allowed.
     PayloadTooLarge,
     /// 429: rate limited; see `Retry-After`.
@@ -87,6 +89,7 @@ impl Code {
             Self::EpochUnavailable => "epoch_unavailable",
             Self::RecoveryKeyNotConfigured => "recovery_key_not_configured",
             Self::InvalidRequest => "invalid_request",
+            Self::InvalidCursor => "invalid_cursor",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
@@ -111,6 +114,7 @@ impl Code {
             Self::EpochUnavailable => "Epoch unavailable",
             Self::RecoveryKeyNotConfigured => "No recovery key configured",
             Self::InvalidRequest => "Invalid request",
+            Self::InvalidCursor => "Invalid cursor",
             Self::PayloadTooLarge => "Payload too large",
             Self::RateLimited => "Too many requests",
             Self::Internal => "Internal error",
@@ -133,7 +137,7 @@ impl Code {
             | Self::KeyPending
             | Self::EpochUnavailable
             | Self::RecoveryKeyNotConfigured => StatusCode::CONFLICT,
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,

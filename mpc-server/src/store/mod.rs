@@ -20,6 +20,8 @@
 //! server processes.
 
 pub(crate) mod lease;
+#[cfg(test)]
+mod page_tests;
 pub(crate) mod pending;
 #[cfg(test)]
 mod pending_tests;

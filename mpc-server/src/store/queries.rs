@@ -13,7 +13,9 @@ use sqlx::{Any, AnyConnection, Row};
 
 use super::{db_error, tombstones};
 use crate::seal::SealError;
-use crate::vault::{AuditEntry, KeyRecord, KeyStatus, OutboxEvent, ShareState, VaultError};
+use crate::vault::{
+    AuditEntry, KeyPosition, KeyRecord, KeyStatus, OutboxEvent, ShareState, VaultError,
+};
 
 /// Longest `last_error` kept for an outbox event, in characters.
 const MAX_ERROR_CHARS: usize = 1000;
@@ -118,14 +120,38 @@ pub(crate) async fn key(
     row.as_ref().map(key_from_row).transpose()
 }
 
+/// All keys of `owner`, oldest first.
 pub(crate) async fn keys_of(
     conn: &mut AnyConnection,
     owner: &str,
 ) -> Result<Vec<KeyRecord>, VaultError> {
+    keys_page(conn, owner, None, i64::MAX).await
+}
+
+/// Up to `limit` keys of `owner` after `after`, in the order
+/// `(created_at, key_id)`: a total order on the owner's keys (key ids are
+/// unique), so that paging by the last row seen returns each key that
+/// exists throughout exactly once, whatever is inserted or deleted between
+/// pages.
+pub(crate) async fn keys_page(
+    conn: &mut AnyConnection,
+    owner: &str,
+    after: Option<&KeyPosition>,
+    limit: i64,
+) -> Result<Vec<KeyRecord>, VaultError> {
+    // Before every key: the smallest time and the empty id.
+    let (created_at, key_id) = after.map_or((i64::MIN, String::new()), |p| {
+        (p.created_at, key_id_text(&p.key_id))
+    });
     let rows = sqlx::query(&format!(
-        "SELECT {KEY_COLUMNS} FROM keys WHERE owner = $1 ORDER BY created_at, key_id"
+        "SELECT {KEY_COLUMNS} FROM keys WHERE owner = $1 \
+         AND (created_at > $2 OR (created_at = $2 AND key_id > $3)) \
+         ORDER BY created_at, key_id LIMIT $4"
     ))
     .bind(owner)
+    .bind(created_at)
+    .bind(key_id)
+    .bind(limit.max(0))
     .fetch_all(conn)
     .await
     .map_err(err("listing keys"))?;
@@ -512,14 +538,28 @@ pub(crate) async fn insert_audit(
     Ok(())
 }
 
+/// The key's whole audit log, oldest first.
 pub(crate) async fn audit_log(
     conn: &mut AnyConnection,
     key_id: &KeyId,
 ) -> Result<Vec<AuditEntry>, VaultError> {
+    audit_page(conn, key_id, None, i64::MAX).await
+}
+
+/// Up to `limit` audit entries of the key with ids above `after`, by id.
+pub(crate) async fn audit_page(
+    conn: &mut AnyConnection,
+    key_id: &KeyId,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, VaultError> {
     let rows = sqlx::query(
-        "SELECT id, key_id, owner, at, event, detail FROM audit_log WHERE key_id = $1 ORDER BY id",
+        "SELECT id, key_id, owner, at, event, detail FROM audit_log \
+         WHERE key_id = $1 AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(key_id_text(key_id))
+    .bind(after.unwrap_or(i64::MIN))
+    .bind(limit.max(0))
     .fetch_all(conn)
     .await
     .map_err(err("reading the audit log"))?;

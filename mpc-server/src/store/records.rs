@@ -104,6 +104,28 @@ pub struct KeyRecord {
     pub backed_up_at: Option<i64>,
 }
 
+/// A place in an owner's key listing (the order of
+/// [`Vault::keys_page`](crate::vault::Vault::keys_page)): the last key of a
+/// page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPosition {
+    /// The key's creation time.
+    pub created_at: i64,
+    /// The key's id.
+    pub key_id: KeyId,
+}
+
+impl KeyPosition {
+    /// The position of `record`.
+    #[must_use]
+    pub fn of(record: &KeyRecord) -> Self {
+        Self {
+            created_at: record.created_at,
+            key_id: record.key_id,
+        }
+    }
+}
+
 /// A decrypted share and its refresh state.
 #[derive(Debug)]
 pub struct StoredShare {

@@ -34,7 +34,7 @@ use crate::store::step_up as spent;
 use crate::store::{commit, tombstones, Store, Tx};
 
 pub use crate::store::records::{
-    AuditEntry, Event, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
+    AuditEntry, Event, KeyPosition, KeyRecord, KeyStatus, OutboxEvent, ShareState, StoredShare,
 };
 pub(crate) use keys::spawn_reaper;
 pub use keys::Confirmation;
@@ -286,6 +286,24 @@ impl Vault {
     pub async fn keys_of(&self, owner: &str) -> Result<Vec<KeyRecord>, VaultError> {
         let mut conn = self.store().acquire().await?;
         q::keys_of(&mut conn, owner).await
+    }
+
+    /// Up to `limit` keys of `owner` after `after` (from the first if
+    /// `None`), oldest first (by creation time, then id). Paging with the
+    /// last key of each page returns every key that exists throughout
+    /// exactly once, whatever is created or deleted between pages.
+    ///
+    /// # Errors
+    ///
+    /// As [`key`](Self::key).
+    pub async fn keys_page(
+        &self,
+        owner: &str,
+        after: Option<&KeyPosition>,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>, VaultError> {
+        let mut conn = self.store().acquire().await?;
+        q::keys_page(&mut conn, owner, after, i64::from(limit)).await
     }
 
     /// The share of `epoch`, if held: decrypted, decoded with
@@ -545,6 +563,22 @@ impl Vault {
     pub async fn audit_log(&self, key_id: &KeyId) -> Result<Vec<AuditEntry>, VaultError> {
         let mut conn = self.store().acquire().await?;
         q::audit_log(&mut conn, key_id).await
+    }
+
+    /// Up to `limit` entries of the key's audit log with ids above `after`
+    /// (from the first if `None`), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Database`]; [`VaultError::CorruptRecord`].
+    pub async fn audit_page(
+        &self,
+        key_id: &KeyId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, VaultError> {
+        let mut conn = self.store().acquire().await?;
+        q::audit_page(&mut conn, key_id, after, i64::from(limit)).await
     }
 
     /// Marks the key exported (`exported_at = now`) with the audit `event`

@@ -120,6 +120,9 @@ pub struct Launch<'a> {
     pub db: &'a Db,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// A program (and its arguments) that runs the server, e.g.
+    /// `prlimit --nofile=256:256 --`.
+    pub wrapper: Vec<String>,
 }
 
 impl<'a> Launch<'a> {
@@ -131,7 +134,14 @@ impl<'a> Launch<'a> {
                 ("MPC_MASTER_KEY".into(), MASTER_KEY.into()),
             ],
             args: Vec::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the server under `words` (a program and its arguments).
+    pub fn wrapped(mut self, words: &[&str]) -> Self {
+        self.wrapper = words.iter().map(|word| (*word).to_owned()).collect();
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -151,7 +161,15 @@ impl<'a> Launch<'a> {
     }
 
     pub fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mpc-server"));
+        let binary = env!("CARGO_BIN_EXE_mpc-server");
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
