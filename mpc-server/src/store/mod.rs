@@ -20,6 +20,7 @@
 //! server processes.
 
 pub(crate) mod lease;
+pub(crate) mod outbox;
 pub(crate) mod pending;
 #[cfg(test)]
 mod pending_tests;
