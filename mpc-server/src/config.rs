@@ -25,6 +25,12 @@
 //! | a connection moving no byte for this long is closed (s) | `--idle-timeout` | `MPC_IDLE_TIMEOUT` | 60 |
 //! | open connections per listener; lowered to fit the open-file limit (`RLIMIT_NOFILE`, less an eighth, at least 64, for the database, logs and webhooks), which the binary raises towards what the cap needs within the hard limit | `--max-connections` | `MPC_MAX_CONNECTIONS` | 4096 |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
+//! | webhook URL (events are POSTed here, signed) | `--webhook-url` | `MPC_WEBHOOK_URL` | none (no delivery) |
+//! | webhook secret (secret) | — | `MPC_WEBHOOK_SECRET` or `MPC_WEBHOOK_SECRET_FILE` | none (required with a URL) |
+//! | webhook first retry delay (ms), doubling up to 5 min | `--webhook-retry-base-ms` | `MPC_WEBHOOK_RETRY_BASE_MS` | 1000 |
+//! | webhook requests in flight at once, one key each (crate::webhook: order and delay bounds) | `--webhook-concurrency` | `MPC_WEBHOOK_CONCURRENCY` | 16 |
+//! | webhook request timeout (s) | `--webhook-timeout` | `MPC_WEBHOOK_TIMEOUT` | 10 |
+//! | webhook outbox poll interval (ms) | `--webhook-poll-interval-ms` | `MPC_WEBHOOK_POLL_INTERVAL_MS` | 1000 |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -202,19 +208,9 @@ pub struct Cli {
         default_value_t = 10
     )]
     pub sensitive_rate_limit_per_hour: u32,
-    /// Webhook endpoint of the backend (events are signed with
-    /// `MPC_WEBHOOK_SECRET`).
-    #[arg(long, hide_env_values = true, env = "MPC_WEBHOOK_URL")]
-    pub webhook_url: Option<String>,
-    /// First retry delay of a failed webhook delivery, in milliseconds
-    /// (doubling up to 5 minutes).
-    #[arg(
-        long,
-        hide_env_values = true,
-        env = "MPC_WEBHOOK_RETRY_BASE_MS",
-        default_value_t = 1000
-    )]
-    pub webhook_retry_base_ms: u64,
+    /// Webhook delivery.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
     /// Age in seconds at which a key whose keygen the client never
     /// confirmed (status `pending`) is deleted with its share; must exceed
     /// the session timeout plus twice the close timeout (PROTOCOL.md
@@ -411,21 +407,7 @@ impl ServerConfig {
             },
             request_timeout: Duration::from_secs(cli.request_timeout.max(1)),
         };
-        let webhook_secret = read_secret(source, "MPC_WEBHOOK_SECRET")?;
-        let webhook = match (&cli.webhook_url, webhook_secret) {
-            (Some(url), Some(secret)) => {
-                let mut config =
-                    crate::webhook::WebhookConfig::new(url.clone(), secret.as_bytes().to_vec());
-                config.retry_base = Duration::from_millis(cli.webhook_retry_base_ms.max(1));
-                Some(config)
-            }
-            (Some(_), None) => {
-                return Err("MPC_WEBHOOK_URL is set but MPC_WEBHOOK_SECRET (or \
-                            MPC_WEBHOOK_SECRET_FILE) is not"
-                    .into())
-            }
-            (None, _) => None,
-        };
+        let webhook = cli.webhook.config(source)?;
         let mut transport = TransportConfig::default();
         let session_timeout = cli.session_timeout.max(1);
         transport.session_timeout = Duration::from_secs(session_timeout);

@@ -2,9 +2,10 @@
 //!
 //! Every key change writes a webhook event into the `outbox` table in the
 //! same transaction as the change ([`crate::vault`]). [`spawn`] starts a
-//! task that POSTs due events to one configured URL and records the outcome
-//! in the database: delivered, or a failed attempt with the time of the
-//! next one (exponential backoff with jitter). Nothing that matters is kept
+//! task that POSTs due events to one configured URL, several keys at once,
+//! and records each outcome in the database: delivered, or a
+//! failed attempt with the time of the next one (exponential backoff with
+//! jitter). Nothing that matters is kept
 //! in memory, so events survive restarts and are retried until the
 //! receiver accepts them.
 //!
@@ -59,43 +60,88 @@
 //!    (rare, see below). Deduplicate by `id` (`Mpc-Webhook-Id`) and answer
 //!    2xx to a duplicate.
 //!
-//! Ordering: each deliverer sends one event at a time, taking due events
-//! in outbox order (oldest first), so events normally arrive in the order
-//! of the changes, per key and overall. A failed event is retried later
-//! while newer events go ahead, so after a failure (or with several server
-//! processes) a receiver may see a key's events out of order: use
-//! `created_at`, or fetch the key's current state, rather than arrival
-//! order.
+//! # Order, concurrency and delay
+//!
+//! Events of **one key** go out one at a time, in the order of the
+//! changes: an event is only sent once every earlier event of its key is
+//! delivered (a failed attempt holds the key's later events back until it
+//! succeeds). Events of **different keys** go out in parallel, on at most
+//! [`WebhookConfig::concurrency`] requests at once per server process
+//! (`MPC_WEBHOOK_CONCURRENCY`, default 16), each key on at most one of
+//! them. So a receiver that is slow, hangs or fails for one key's events
+//! delays that key only. With `P` the poll interval
+//! (`MPC_WEBHOOK_POLL_INTERVAL_MS`, default 1 s), `T` the request timeout
+//! (`MPC_WEBHOOK_TIMEOUT`, default 10 s) and `C` the concurrency:
+//!
+//! - An event whose key has no earlier undelivered event is first
+//!   attempted within `P` (plus one outbox query) of being written, as
+//!   long as fewer than `C` keys have an event in flight. An attempt ends
+//!   within `T`: a hung receiver holds a worker for at most `T`.
+//! - A key's next event is attempted as soon as the previous one is
+//!   delivered (same bound when keys wait, below). After a failed attempt
+//!   the same event is retried after the backoff above; its key's later
+//!   events wait, other keys' do not.
+//! - When more keys have due events than there are workers, they take
+//!   turns (round robin): a worker that delivered an event while other
+//!   keys wait moves on to the longest-waiting key, and its own key's
+//!   next event queues behind those already due. An event due at time `t`
+//!   (written, or its key's previous event delivered) is attempted within
+//!   about `P + ceil(K / C) * T`, where `K` is the number of other keys
+//!   with events due before `t`: each of them gets at most one attempt
+//!   ahead of it. Fairness is between keys, not owners: an owner with many
+//!   keys with due events gets as many turns.
+//!
+//! The receiver sees a key's events in order, except that an event may be
+//! repeated (at least once, above): after a duplicate, the key's later
+//! events follow again in order. Events of different keys arrive in any
+//! order; use `created_at` to order them.
 //!
 //! # Several processes on one database
 //!
 //! Before sending, a deliverer claims the event
 //! ([`Vault::claim_event`]): one conditional update moves its next attempt
-//! time to the end of a lease (the request timeout plus a margin), which
-//! only succeeds while the event is still due. Other deliverers then skip
-//! it until it is delivered, rescheduled, or the lease runs out (e.g. the
-//! claimer died). A deliverer stopped mid-request gives its claim back
-//! ([`Vault::release_event`]). Duplicates remain possible (a lease that
-//! runs out while its request is still in flight) and are harmless.
+//! time to the end of a lease (the request timeout plus
+//! [`WebhookConfig::lease_margin`], default 15 s), which only succeeds
+//! while the event is due and is its key's oldest undelivered event. So
+//! at most one event per key is claimed at a time, on all processes
+//! together, and other deliverers skip the key until the event is
+//! delivered, rescheduled, or the lease runs out (the claimer died: the
+//! event is sent again after at most `T` + the margin). A deliverer
+//! stopped mid-request gives its claim back ([`Vault::release_event`]), so
+//! the event is sent again at once. Duplicates therefore come from a lost
+//! 2xx, a stop or crash mid-request, or a lease that ran out while the
+//! claimer still recorded the outcome (a database slower than the
+//! margin); each carries the same `id`.
+//!
+//! # Metrics
+//!
+//! `/metrics` shows `mpc_webhook_backlog_events` (undelivered events in
+//! the outbox, of all processes), `mpc_webhook_oldest_event_age_seconds`
+//! (the oldest undelivered event's age, 0 when there is none), both
+//! refreshed every `P`, and `mpc_webhook_deliveries_in_flight` (this
+//! process's busy workers).
 //!
 //! Nothing here logs or stores the secret, a signature, a request body or
 //! the URL's path, query or credentials.
 
+mod args;
+mod deliver;
+
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use rand_core::{OsRng, RngCore};
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
 use sha2::Sha256;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-use crate::vault::{OutboxEvent, Vault};
+use crate::vault::Vault;
+
+pub use args::WebhookArgs;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -110,13 +156,8 @@ pub const SIGNATURE_HEADER: &str = "Mpc-Webhook-Signature";
 const SCHEME: &str = "v1=";
 /// Most signatures [`verify`] looks at in one header.
 const MAX_SIGNATURES: usize = 8;
-/// How long a claim outlives the request timeout (time to claim, then
-/// record the outcome).
-const LEASE_MARGIN: Duration = Duration::from_secs(15);
-/// Bound on giving a claim back at shutdown.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest error description stored with a failed attempt.
-const MAX_ERROR_CHARS: usize = 200;
+/// Default of [`WebhookConfig::concurrency`] (`MPC_WEBHOOK_CONCURRENCY`).
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// Configuration of webhook delivery.
 ///
@@ -140,8 +181,13 @@ pub struct WebhookConfig {
     /// Limit on one request, from connecting to the response headers.
     /// Default 10 s.
     pub request_timeout: Duration,
-    /// Most events read from the outbox per query. Default 32.
-    pub batch: u32,
+    /// Most requests in flight at once, each for a different key. Default
+    /// [`DEFAULT_CONCURRENCY`].
+    pub concurrency: usize,
+    /// How long a claim outlives the request timeout (time to claim, then
+    /// record the outcome); after a crash, the claimed event is sent again
+    /// `request_timeout + lease_margin` after its claim. Default 15 s.
+    pub lease_margin: Duration,
 }
 
 impl WebhookConfig {
@@ -155,7 +201,8 @@ impl WebhookConfig {
             retry_max: Duration::from_secs(5 * 60),
             poll_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
-            batch: 32,
+            concurrency: DEFAULT_CONCURRENCY,
+            lease_margin: Duration::from_secs(15),
         }
     }
 
@@ -211,7 +258,8 @@ impl fmt::Debug for WebhookConfig {
             .field("retry_max", &self.retry_max)
             .field("poll_interval", &self.poll_interval)
             .field("request_timeout", &self.request_timeout)
-            .field("batch", &self.batch)
+            .field("concurrency", &self.concurrency)
+            .field("lease_margin", &self.lease_margin)
             .finish()
     }
 }
@@ -231,8 +279,8 @@ pub enum WebhookError {
     Client(String),
 }
 
-/// Delivery counters, shared with the running deliverer (for the metrics
-/// endpoint). Read them with `load(Ordering::Relaxed)`.
+/// Delivery counters and gauges, shared with the running deliverer (for
+/// the metrics endpoint). Read them with `load(Ordering::Relaxed)`.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
     /// Events delivered (answered 2xx).
@@ -240,6 +288,41 @@ pub struct DeliveryStats {
     /// Failed attempts (non-2xx status, connection error, timeout); each
     /// is retried later.
     pub failed: AtomicU64,
+    /// Undelivered events in the outbox (all processes), as of the last
+    /// poll.
+    pub backlog: AtomicU64,
+    /// `created_at` (unix milliseconds) of the oldest undelivered event as
+    /// of the last poll; meaningless while `backlog` is 0.
+    pub oldest_created_at: AtomicI64,
+    /// Requests in flight in this process.
+    pub in_flight: AtomicU64,
+}
+
+impl DeliveryStats {
+    fn set_backlog(&self, waiting: u64, oldest_created_at: Option<i64>) {
+        self.oldest_created_at
+            .store(oldest_created_at.unwrap_or(0), Ordering::Relaxed);
+        self.backlog.store(waiting, Ordering::Relaxed);
+    }
+
+    fn set_in_flight(&self, workers: usize) {
+        self.in_flight
+            .store(u64::try_from(workers).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Age in seconds at `now_ms` (unix milliseconds) of the oldest
+    /// undelivered event as of the last poll; 0 when there is none.
+    #[must_use]
+    pub fn oldest_event_age_seconds(&self, now_ms: i64) -> f64 {
+        if self.backlog.load(Ordering::Relaxed) == 0 {
+            return 0.0;
+        }
+        let age_ms = now_ms.saturating_sub(self.oldest_created_at.load(Ordering::Relaxed));
+        // Exact below 2^53 ms (285,000 years).
+        #[allow(clippy::cast_precision_loss)]
+        let age = age_ms.max(0) as f64 / 1000.0;
+        age
+    }
 }
 
 /// The [`SIGNATURE_HEADER`] value for a request signed at `timestamp`
@@ -304,12 +387,13 @@ pub fn verify(
 /// `shutdown` becomes `true` (or its sender is dropped). Returns the task
 /// and its counters.
 ///
-/// The task polls the outbox every `poll_interval` (at once again after a
-/// full batch), and sends due events one at a time, oldest first, each
-/// claimed first so that other deliverers on the same database skip it
-/// (see the [module documentation](self)). It stops promptly at shutdown:
-/// a request in flight is abandoned and its claim given back, so a later
-/// deliverer sends that event again at once.
+/// The task looks for due events every `poll_interval` and whenever a
+/// request ends, and sends them on up to `concurrency` requests at once,
+/// in order and one at a time per key, each claimed first so that other
+/// deliverers on the same database skip its key (see the [module
+/// documentation](self)). It stops promptly at shutdown: requests in
+/// flight are abandoned and their claims given back, so a later deliverer
+/// sends those events again at once.
 ///
 /// Must be called within a Tokio runtime.
 ///
@@ -331,421 +415,16 @@ pub fn spawn(
         .build()
         .map_err(|e| WebhookError::Client(e.without_url().to_string()))?;
     let stats = Arc::new(DeliveryStats::default());
-    let deliverer = Deliverer {
+    let shared = Arc::new(deliver::Shared {
         vault,
         client,
         url,
         config,
         stats: Arc::clone(&stats),
-        shutdown,
-    };
-    Ok((tokio::spawn(deliverer.run()), stats))
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The delay before the next attempt of an event that has failed
-/// `attempts` times before this failure: `base * 2^attempts`, capped at
-/// `max`, then scaled by a factor in [0.8, 1.2] chosen by `jitter` (0 →
-/// 0.8, `u32::MAX` → 1.2) and capped at `max` again.
-fn backoff(base: Duration, max: Duration, attempts: u32, jitter: u32) -> Duration {
-    let exponential = 1u32
-        .checked_shl(attempts)
-        .and_then(|factor| base.checked_mul(factor))
-        .unwrap_or(max)
-        .min(max);
-    // Parts per million: 800_000 ..= 1_200_000.
-    let ppm = 800_000 + u128::from(jitter) * 400_000 / u128::from(u32::MAX);
-    let nanos = exponential.as_nanos() * ppm / 1_000_000;
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).min(max)
-}
-
-/// A uniformly random jitter input (the middle if randomness fails).
-fn random_jitter() -> u32 {
-    let mut bytes = [0u8; 4];
-    match OsRng.try_fill_bytes(&mut bytes) {
-        Ok(()) => u32::from_le_bytes(bytes),
-        Err(_) => u32::MAX / 2,
-    }
-}
-
-/// The stored and logged description of a failed request: what failed and
-/// the innermost cause, never the URL.
-fn describe_error(error: reqwest::Error) -> String {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_redirect() {
-        "redirect refused"
-    } else {
-        "request failed"
-    };
-    let error = error.without_url();
-    let mut cause: &dyn std::error::Error = &error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    let mut text = format!("{what}: {cause}");
-    if text.chars().count() > MAX_ERROR_CHARS {
-        text = text.chars().take(MAX_ERROR_CHARS).collect();
-    }
-    text
-}
-
-/// Resolves once shutdown is requested (or can no longer be: the sender is
-/// gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // An error means the sender is dropped: stop as well.
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// What became of one event.
-enum Outcome {
-    /// Delivered, retried later, or skipped (claimed elsewhere).
-    Done,
-    /// A database call failed; pause before the next pass.
-    DatabaseError,
-    /// Shutdown was requested.
-    Stop,
-}
-
-struct Deliverer {
-    vault: Vault,
-    client: reqwest::Client,
-    url: Url,
-    config: WebhookConfig,
-    stats: Arc<DeliveryStats>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Deliverer {
-    fn stop_requested(&self) -> bool {
-        *self.shutdown.borrow() || self.shutdown.has_changed().is_err()
-    }
-
-    async fn run(mut self) {
-        tracing::info!(
-            url = %url_origin(self.url.as_str()),
-            "webhook delivery started"
-        );
-        let batch = self.config.batch.max(1);
-        let batch_len = usize::try_from(batch).unwrap_or(usize::MAX);
-        while !self.stop_requested() {
-            let mut pause = true;
-            let due = tokio::select! {
-                () = stopped(&mut self.shutdown) => break,
-                due = self.vault.due_events(now_ms(), batch) => due,
-            };
-            match due {
-                Ok(mut events) => {
-                    // A full batch: more may be due, look again at once.
-                    pause = events.len() < batch_len;
-                    events.sort_by_key(|event| event.id);
-                    for event in &events {
-                        match self.deliver(event).await {
-                            Outcome::Done => {}
-                            Outcome::DatabaseError => pause = true,
-                            Outcome::Stop => break,
-                        }
-                        if self.stop_requested() {
-                            break;
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "webhook delivery: reading the outbox failed");
-                }
-            }
-            if pause && !self.stop_requested() {
-                tokio::select! {
-                    () = stopped(&mut self.shutdown) => break,
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
-                }
-            }
-        }
-        tracing::info!("webhook delivery stopped");
-    }
-
-    /// Claims, sends, and records the outcome of one event.
-    async fn deliver(&self, event: &OutboxEvent) -> Outcome {
-        let now = now_ms();
-        let lease = self.config.request_timeout.saturating_add(LEASE_MARGIN);
-        let lease_until = now.saturating_add(millis(lease));
-        match self.vault.claim_event(event.id, now, lease_until).await {
-            Ok(true) => {}
-            // Delivered, rescheduled or claimed by another deliverer.
-            Ok(false) => return Outcome::Done,
-            Err(error) => {
-                tracing::warn!(
-                    event_id = %event.event_id,
-                    event_type = %event.event_type,
-                    %error,
-                    "webhook delivery: claiming an event failed"
-                );
-                return Outcome::DatabaseError;
-            }
-        }
-        let mut shutdown = self.shutdown.clone();
-        let result = tokio::select! {
-            () = stopped(&mut shutdown) => None,
-            result = self.send(event) => Some(result),
-        };
-        let Some(result) = result else {
-            self.release(event, lease_until).await;
-            return Outcome::Stop;
-        };
-        let recorded = match result {
-            Ok(()) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    event_id = %event.event_id,
-                    event_type = %event.event_type,
-                    attempt = event.attempts.saturating_add(1),
-                    "webhook delivered"
-                );
-                self.vault.mark_delivered(event.id, now_ms()).await
-            }
-            Err(error) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let delay = backoff(
-                    self.config.retry_base,
-                    self.config.retry_max,
-                    event.attempts,
-                    random_jitter(),
-                );
-                tracing::warn!(
-                    event_id = %event.event_id,
-                    event_type = %event.event_type,
-                    attempt = event.attempts.saturating_add(1),
-                    error = %error,
-                    retry_in_ms = millis(delay),
-                    "webhook delivery failed"
-                );
-                let next = now_ms().saturating_add(millis(delay));
-                self.vault.schedule_retry(event.id, next, &error).await
-            }
-        };
-        match recorded {
-            Ok(()) => Outcome::Done,
-            Err(error) => {
-                tracing::warn!(
-                    event_id = %event.event_id,
-                    event_type = %event.event_type,
-                    %error,
-                    "webhook delivery: recording the outcome failed"
-                );
-                Outcome::DatabaseError
-            }
-        }
-    }
-
-    /// One POST of `event`; `Err` describes a failure (without the URL, the
-    /// body or the signature).
-    async fn send(&self, event: &OutboxEvent) -> Result<(), String> {
-        let body = serde_json::to_vec(&serde_json::json!({
-            "id": event.event_id,
-            "type": event.event_type,
-            "created_at": event.created_at,
-            "key_id": hex::encode(event.key_id.0),
-            "data": event.payload,
-        }))
-        .map_err(|_| "cannot serialize the event".to_owned())?;
-        let timestamp = now_ms().div_euclid(1000);
-        let mut signature = HeaderValue::from_str(&sign(&self.config.secret, timestamp, &body))
-            .map_err(|_| "invalid signature header".to_owned())?;
-        signature.set_sensitive(true);
-        let response = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ID_HEADER, event.event_id.as_str())
-            .header(TIMESTAMP_HEADER, timestamp)
-            .header(SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(describe_error)?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else if status.is_redirection() {
-            Err(format!("HTTP {status} (redirects are not followed)"))
-        } else {
-            Err(format!("HTTP {status}"))
-        }
-    }
-
-    /// Gives back the claim on an event not sent because of shutdown.
-    async fn release(&self, event: &OutboxEvent, lease_until: i64) {
-        let release = self.vault.release_event(event.id, lease_until, now_ms());
-        match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(
-                event_id = %event.event_id,
-                %error,
-                "webhook delivery: releasing an event at shutdown failed"
-            ),
-            Err(_) => tracing::warn!(
-                event_id = %event.event_id,
-                "webhook delivery: releasing an event at shutdown timed out"
-            ),
-        }
-    }
+        contended: AtomicBool::new(false),
+    });
+    Ok((tokio::spawn(deliver::run(shared, shutdown)), stats))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SECRET: &[u8] = b"a webhook secret of some length!";
-    const BODY: &[u8] = br#"{"id":"00112233445566778899aabbccddeeff","type":"key.created"}"#;
-    const TOLERANCE: Duration = Duration::from_secs(300);
-
-    #[test]
-    fn sign_is_hmac_sha256_of_timestamp_dot_body() {
-        let header = sign(SECRET, 1_700_000_000, BODY);
-        let hex_tag = header.strip_prefix("v1=").unwrap();
-        assert_eq!(hex_tag.len(), 64);
-        let mut mac = HmacSha256::new_from_slice(SECRET).unwrap();
-        mac.update(b"1700000000.");
-        mac.update(BODY);
-        assert_eq!(hex_tag, hex::encode(mac.finalize().into_bytes()));
-        // Deterministic.
-        assert_eq!(header, sign(SECRET, 1_700_000_000, BODY));
-    }
-
-    #[test]
-    fn verify_accepts_a_fresh_valid_signature() {
-        let ts = 1_700_000_000;
-        let header = sign(SECRET, ts, BODY);
-        assert!(verify(SECRET, &header, ts, BODY, ts, TOLERANCE));
-        assert!(verify(SECRET, &header, ts, BODY, ts + 300, TOLERANCE));
-        assert!(verify(SECRET, &header, ts, BODY, ts - 300, TOLERANCE));
-        // One of several listed signatures is enough.
-        let several = format!("v1=00ff, {header}");
-        assert!(verify(SECRET, &several, ts, BODY, ts, TOLERANCE));
-    }
-
-    #[test]
-    fn verify_rejects_wrong_secret_timestamp_body_or_header() {
-        let ts = 1_700_000_000;
-        let header = sign(SECRET, ts, BODY);
-        assert!(!verify(b"another secret", &header, ts, BODY, ts, TOLERANCE));
-        // The signed timestamp is not the one claimed.
-        assert!(!verify(SECRET, &header, ts + 1, BODY, ts, TOLERANCE));
-        // Body changed by one byte, or truncated.
-        let mut body = BODY.to_vec();
-        body[10] ^= 1;
-        assert!(!verify(SECRET, &header, ts, &body, ts, TOLERANCE));
-        assert!(!verify(
-            SECRET,
-            &header,
-            ts,
-            &BODY[..BODY.len() - 1],
-            ts,
-            TOLERANCE
-        ));
-        // Too old or too far in the future.
-        assert!(!verify(SECRET, &header, ts, BODY, ts + 301, TOLERANCE));
-        assert!(!verify(SECRET, &header, ts, BODY, ts - 301, TOLERANCE));
-        // Malformed headers.
-        let bare = header.strip_prefix("v1=").unwrap();
-        assert!(!verify(SECRET, bare, ts, BODY, ts, TOLERANCE));
-        assert!(!verify(
-            SECRET,
-            &format!("v0={bare}"),
-            ts,
-            BODY,
-            ts,
-            TOLERANCE
-        ));
-        assert!(!verify(
-            SECRET,
-            &header[..header.len() - 2],
-            ts,
-            BODY,
-            ts,
-            TOLERANCE
-        ));
-        assert!(!verify(SECRET, "v1=zz", ts, BODY, ts, TOLERANCE));
-        assert!(!verify(SECRET, "", ts, BODY, ts, TOLERANCE));
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(300);
-        let middle = u32::MAX / 2;
-        let close = |a: Duration, b: Duration| a.abs_diff(b) <= Duration::from_millis(1);
-        assert!(close(backoff(base, max, 0, middle), base));
-        assert!(close(backoff(base, max, 1, middle), 2 * base));
-        assert!(close(backoff(base, max, 5, middle), 32 * base));
-        assert!(close(backoff(base, max, 8, middle), 256 * base));
-        assert!(close(backoff(base, max, 9, middle), max));
-        for attempts in [9, 31, 32, 63, 1000, u32::MAX] {
-            assert!(backoff(base, max, attempts, u32::MAX) <= max);
-            assert!(close(backoff(base, max, attempts, middle), max));
-        }
-        // A base of zero stays zero; a huge base is capped.
-        assert_eq!(backoff(Duration::ZERO, max, 3, middle), Duration::ZERO);
-        assert_eq!(backoff(Duration::MAX, max, 3, 0), max.mul_f64(0.8));
-    }
-
-    #[test]
-    fn backoff_jitter_stays_within_20_percent() {
-        let base = Duration::from_millis(20);
-        let max = Duration::from_secs(300);
-        for attempts in 0..12 {
-            let nominal = (base * (1 << attempts)).min(max);
-            let low = backoff(base, max, attempts, 0);
-            let high = backoff(base, max, attempts, u32::MAX);
-            assert_eq!(low, nominal.mul_f64(0.8));
-            assert_eq!(high, nominal.mul_f64(1.2).min(max));
-            for _ in 0..100 {
-                let delay = backoff(base, max, attempts, random_jitter());
-                assert!(low <= delay && delay <= high, "{delay:?} for {attempts}");
-            }
-        }
-    }
-
-    #[test]
-    fn config_defaults_validation_and_redacted_debug() {
-        let config = WebhookConfig::new("https://user:pw@hooks.example:8443/p?token=t", b"s3cr3t");
-        assert_eq!(config.retry_base, Duration::from_secs(1));
-        assert_eq!(config.retry_max, Duration::from_secs(300));
-        assert_eq!(config.poll_interval, Duration::from_secs(1));
-        assert_eq!(config.request_timeout, Duration::from_secs(10));
-        assert_eq!(config.batch, 32);
-        assert!(config.validate().is_ok());
-        let debug = format!("{config:?}");
-        assert!(debug.contains("https://hooks.example:8443"), "{debug}");
-        for secret in ["s3cr3t", "pw", "token", "user", "/p"] {
-            assert!(!debug.contains(secret), "{debug}");
-        }
-
-        for url in [
-            "ftp://hooks.example/",
-            "hooks.example/x",
-            "",
-            "file:///tmp/x",
-        ] {
-            let config = WebhookConfig::new(url, b"s".to_vec());
-            assert!(
-                matches!(config.validate(), Err(WebhookError::InvalidUrl(_))),
-                "{url}"
-            );
-        }
-        let config = WebhookConfig::new("http://127.0.0.1:9/", Vec::new());
-        assert!(matches!(config.validate(), Err(WebhookError::EmptySecret)));
-    }
-}
+mod tests;

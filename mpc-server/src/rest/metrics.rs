@@ -1,5 +1,6 @@
 //! Prometheus metrics: WebSocket sessions by protocol and outcome, their
-//! durations and bytes, open sessions, REST requests, webhook deliveries,
+//! durations and bytes, open sessions, REST requests, webhook deliveries
+//! and backlog,
 //! failed OT-setup tree proofs and their alerts (PROTOCOL.md §5.3).
 //!
 //! Every label value comes from a closed set, most enforced by the type
@@ -8,6 +9,7 @@
 //! and the status the server's own. No client-chosen text becomes a label,
 //! so no client can add series.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -70,6 +72,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     webhooks_delivered: Counter,
     webhooks_failed: Counter,
+    webhook_backlog: Gauge,
+    webhook_oldest_age: Gauge<f64, AtomicU64>,
+    webhooks_in_flight: Gauge,
     pprf_failures: Family<OperationLabel, Counter>,
     pprf_alerts: Family<OperationLabel, Counter>,
 }
@@ -134,6 +139,24 @@ impl Metrics {
             "Failed webhook delivery attempts",
             webhooks_failed.clone(),
         );
+        let webhook_backlog = Gauge::default();
+        registry.register(
+            "webhook_backlog_events",
+            "Undelivered webhook events in the outbox (all server processes)",
+            webhook_backlog.clone(),
+        );
+        let webhook_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "webhook_oldest_event_age_seconds",
+            "Age of the oldest undelivered webhook event (0 when there is none)",
+            webhook_oldest_age.clone(),
+        );
+        let webhooks_in_flight = Gauge::default();
+        registry.register(
+            "webhook_deliveries_in_flight",
+            "Webhook requests in flight in this process",
+            webhooks_in_flight.clone(),
+        );
         let pprf_failures = Family::<OperationLabel, Counter>::default();
         registry.register(
             "pprf_proof_failures",
@@ -157,6 +180,9 @@ impl Metrics {
             requests,
             webhooks_delivered,
             webhooks_failed,
+            webhook_backlog,
+            webhook_oldest_age,
+            webhooks_in_flight,
         }
     }
 
@@ -219,6 +245,15 @@ impl Metrics {
         };
         bump(&self.webhooks_delivered, delivered);
         bump(&self.webhooks_failed, failed);
+    }
+
+    /// Sets the webhook gauges: undelivered events, the oldest one's age
+    /// in seconds, and requests in flight.
+    pub fn webhook_backlog(&self, waiting: u64, oldest_age_seconds: f64, in_flight: u64) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.webhook_backlog.set(gauge(waiting));
+        self.webhook_oldest_age.set(oldest_age_seconds);
+        self.webhooks_in_flight.set(gauge(in_flight));
     }
 
     /// Counts a failed PPRF proof in `operation`.

@@ -102,6 +102,11 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         state
             .metrics
             .webhooks(stats.delivered.load(Relaxed), stats.failed.load(Relaxed));
+        state.metrics.webhook_backlog(
+            stats.backlog.load(Relaxed),
+            stats.oldest_event_age_seconds(crate::server::now_ms()),
+            stats.in_flight.load(Relaxed),
+        );
     }
     (
         [(

@@ -20,6 +20,7 @@
 //! server processes.
 
 pub(crate) mod lease;
+pub(crate) mod outbox;
 #[cfg(test)]
 mod page_tests;
 pub(crate) mod pending;

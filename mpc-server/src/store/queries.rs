@@ -13,12 +13,8 @@ use sqlx::{Any, AnyConnection, Row};
 
 use super::{db_error, tombstones};
 use crate::seal::SealError;
-use crate::vault::{
-    AuditEntry, KeyPosition, KeyRecord, KeyStatus, OutboxEvent, ShareState, VaultError,
-};
+use crate::vault::{AuditEntry, KeyPosition, KeyRecord, KeyStatus, ShareState, VaultError};
 
-/// Longest `last_error` kept for an outbox event, in characters.
-const MAX_ERROR_CHARS: usize = 1000;
 
 pub(super) const KEY_COLUMNS: &str =
     "key_id, owner, public_key, chain_code, epoch, status, created_at, \
@@ -42,7 +38,7 @@ pub(crate) fn key_id_text(key_id: &KeyId) -> String {
     hex::encode(key_id.0)
 }
 
-fn key_id_from_text(text: &str) -> Result<KeyId, VaultError> {
+pub(super) fn key_id_from_text(text: &str) -> Result<KeyId, VaultError> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text, &mut bytes).map_err(|_| VaultError::CorruptRecord("key id"))?;
     Ok(KeyId(bytes))
@@ -609,78 +605,6 @@ pub(crate) async fn insert_outbox(
     Ok(())
 }
 
-pub(crate) async fn due_events(
-    conn: &mut AnyConnection,
-    now: i64,
-    limit: u32,
-) -> Result<Vec<OutboxEvent>, VaultError> {
-    let rows = sqlx::query(
-        "SELECT id, event_id, event_type, key_id, payload, created_at, attempts FROM outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
-    )
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await
-    .map_err(err("reading the outbox"))?;
-    rows.iter()
-        .map(|row| {
-            let key_id: String = col(row, "key_id")?;
-            let payload: String = col(row, "payload")?;
-            let attempts: i64 = col(row, "attempts")?;
-            Ok(OutboxEvent {
-                id: col(row, "id")?,
-                event_id: col(row, "event_id")?,
-                event_type: col(row, "event_type")?,
-                key_id: key_id_from_text(&key_id)?,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|_| VaultError::CorruptRecord("outbox payload"))?,
-                created_at: col(row, "created_at")?,
-                attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
-            })
-        })
-        .collect()
-}
-
-/// Marks an event delivered (keeping the first delivery time); `false` if
-/// there is no such event.
-pub(crate) async fn mark_delivered(
-    conn: &mut AnyConnection,
-    id: i64,
-    now: i64,
-) -> Result<bool, VaultError> {
-    let done =
-        sqlx::query("UPDATE outbox SET delivered_at = COALESCE(delivered_at, $2) WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map_err(err("updating the outbox"))?;
-    Ok(done.rows_affected() > 0)
-}
-
-/// Counts a failed attempt and schedules the next; `false` if there is no
-/// such event.
-pub(crate) async fn schedule_retry(
-    conn: &mut AnyConnection,
-    id: i64,
-    next_attempt_at: i64,
-    error: &str,
-) -> Result<bool, VaultError> {
-    let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
-    let done = sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(next_attempt_at)
-    .bind(error)
-    .execute(conn)
-    .await
-    .map_err(err("updating the outbox"))?;
-    Ok(done.rows_affected() > 0)
-}
-
 // ---- backups ----
 
 pub(crate) async fn insert_backup(
@@ -733,56 +657,4 @@ pub(crate) async fn insert_meta_if_absent(
         .await
         .map_err(err("writing metadata"))?;
     Ok(())
-}
-
-// ---- outbox claims (webhook delivery) ----
-
-/// Claims an outbox event for one delivery attempt: moves its next attempt
-/// time to `lease_until` with one conditional update that only matches
-/// while the event is undelivered and due at `now`. Of concurrent callers
-/// (any number of processes on one database) at most one gets `true`
-/// until the lease runs out: PostgreSQL re-checks the condition after
-/// waiting for the row lock, SQLite runs writers one at a time. `false` if
-/// the event is delivered, not due (e.g. claimed by another deliverer) or
-/// absent.
-pub(crate) async fn claim_event(
-    conn: &mut AnyConnection,
-    id: i64,
-    now: i64,
-    lease_until: i64,
-) -> Result<bool, VaultError> {
-    let done = sqlx::query(
-        "UPDATE outbox SET next_attempt_at = $3 \
-         WHERE id = $1 AND delivered_at IS NULL AND next_attempt_at <= $2",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(lease_until)
-    .execute(conn)
-    .await
-    .map_err(err("claiming an outbox event"))?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Gives up a claim taken with [`claim_event`] without counting an
-/// attempt: makes the event due at `now` again, only if it is undelivered
-/// and its next attempt time is still `lease_until` (nobody else has
-/// claimed or rescheduled it since). `false` if that no longer holds.
-pub(crate) async fn release_event(
-    conn: &mut AnyConnection,
-    id: i64,
-    lease_until: i64,
-    now: i64,
-) -> Result<bool, VaultError> {
-    let done = sqlx::query(
-        "UPDATE outbox SET next_attempt_at = $3 \
-         WHERE id = $1 AND delivered_at IS NULL AND next_attempt_at = $2",
-    )
-    .bind(id)
-    .bind(lease_until)
-    .bind(now)
-    .execute(conn)
-    .await
-    .map_err(err("releasing an outbox event"))?;
-    Ok(done.rows_affected() == 1)
 }
