@@ -21,6 +21,7 @@
 //! | refresh lease (s); must exceed the session timeout + 2 × the close timeout (2 s) | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
 //! | failed GGM-tree (PPRF) proofs per key and owner before each further one alerts (PROTOCOL.md §5.3) | `--pprf-failure-threshold` | `MPC_PPRF_FAILURE_THRESHOLD` | 3 |
+//! | protocol steps run at once, off the async workers (the compute pool; 0: inline on the async workers) | `--compute-threads` | `MPC_COMPUTE_THREADS` | number of cores |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -228,6 +229,9 @@ pub struct Cli {
         default_value_t = 3
     )]
     pub pprf_failure_threshold: u64,
+    /// The compute pool (`--compute-threads`).
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
     /// Log format.
     #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -333,6 +337,9 @@ pub struct ServerConfig {
     /// PPRF proof failures per key and owner from which each alerts
     /// (PROTOCOL.md §5.3; at least 1).
     pub pprf_failure_threshold: u64,
+    /// Protocol steps run at once in the compute pool; 0 runs them inline
+    /// on the async workers.
+    pub compute_threads: usize,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -445,6 +452,7 @@ impl ServerConfig {
             refresh_lease,
             pending_key_max_age,
             pprf_failure_threshold: cli.pprf_failure_threshold.max(1),
+            compute_threads: cli.compute.threads(),
         })
     }
 
@@ -454,7 +462,7 @@ impl ServerConfig {
     pub fn redacted(&self) -> String {
         format!(
             "ws={} rest={} database={} jwt={}(aud={}, iss={}) kek={} sessions={}/{} per owner \
-             timeouts={}s/{}s webhook={} backup_key={} pending_key_max_age={}s",
+             timeouts={}s/{}s webhook={} backup_key={} pending_key_max_age={}s compute_threads={}",
             self.ws_addr,
             self.rest_addr,
             redact_url(&self.database_url),
@@ -476,6 +484,7 @@ impl ServerConfig {
                 "-"
             },
             self.pending_key_max_age.as_secs(),
+            self.compute_threads,
         )
     }
 }
