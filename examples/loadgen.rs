@@ -1,7 +1,7 @@
 //! A load generator for a running `mpc-server`, on loopback only.
 //!
-//! N concurrent clients each run one keygen, then sign in a loop for T
-//! seconds; the run stops by itself at the deadline (or after
+//! N concurrent clients each run one keygen (16 at a time), then all sign
+//! in a loop in the same window of T seconds; the run stops by itself at the deadline (or after
 //! `--max-signatures`). It prints throughput, latency percentiles, errors
 //! and bytes per signature as a table on stderr and as one JSON object on
 //! stdout.
@@ -11,6 +11,12 @@
 //! cargo run --release --example loadgen -- --clients 8 --seconds 20 \
 //!     --dev-data-dir ./mpc-data --server-pid $(pgrep -f 'mpc-server')
 //! ```
+//!
+//! `--compute-bound` connects to nothing: it runs both parties' halves of
+//! signatures in-process on one thread per core (or `--threads`) for
+//! `--seconds` and reports signatures/s: the most any server and load
+//! generator sharing these cores could reach (`scripts/load.sh` reports
+//! each run as a fraction of it).
 //!
 //! Each client is its own user (`loadgen-<run>-<i>`), so the server's
 //! per-owner session limit does not throttle the run; the tokens are signed
@@ -60,9 +66,16 @@ struct Args {
     /// Token audience.
     #[arg(long, env = "MPC_JWT_AUDIENCE", default_value = "mpc-server")]
     audience: String,
-    /// The server's process id, to sample its resident memory.
+    /// The server's process id, to sample its resident memory and CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Measure the compute bound instead: both parties' signing in-process,
+    /// no server.
+    #[arg(long)]
+    compute_bound: bool,
+    /// Threads for `--compute-bound` (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Default)]
@@ -128,7 +141,78 @@ fn check_loopback(url: &str) -> Result<(), String> {
     }
 }
 
+/// Both parties' signing in-process on `--threads` threads for
+/// `--seconds`: signatures per second.
+fn compute_bound(args: &Args) -> Result<(), String> {
+    use mpc_core::local::run_pair;
+    use mpc_core::wire::Role;
+    use mpc_core::Dkg;
+    use rand_core::OsRng;
+
+    if args.seconds == 0 || args.seconds > MAX_SECONDS {
+        return Err(format!("--seconds must be 1..={MAX_SECONDS}"));
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .clamp(1, MAX_CLIENTS);
+    let deadline = Duration::from_secs(args.seconds);
+    let counts = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                scope.spawn(move || {
+                    let context = format!("compute-bound {i}");
+                    let (a, b, _) = run_pair(
+                        &mut OsRng,
+                        &mut Dkg::new(Role::A, context.as_bytes()),
+                        &mut Dkg::new(Role::B, context.as_bytes()),
+                    )
+                    .map_err(|e| format!("keygen: {e}"))?;
+                    let started = Instant::now();
+                    let mut n = 0u64;
+                    while started.elapsed() < deadline {
+                        let prehash = Prehash::sha256(format!("{context} {n}").as_bytes());
+                        run_pair(
+                            &mut OsRng,
+                            &mut Sign::new(&a, prehash),
+                            &mut Sign::new(&b, prehash),
+                        )
+                        .map_err(|e| format!("sign: {e}"))?;
+                        n += 1;
+                    }
+                    Ok::<_, String>((n, started.elapsed().as_secs_f64()))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().map_err(|_| "a worker panicked".to_owned())?)
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    // Each thread's rate over its own signing time, summed.
+    let per_second: f64 = counts
+        .iter()
+        .map(|(n, seconds)| *n as f64 / seconds.max(f64::MIN_POSITIVE))
+        .sum();
+    let signatures: u64 = counts.iter().map(|(n, _)| n).sum();
+    eprintln!("compute bound        {per_second:.1} signatures / s ({threads} threads, both parties in-process)");
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "compute_bound",
+            "threads": threads,
+            "seconds": args.seconds,
+            "signatures": signatures,
+            "signatures_per_second": per_second,
+        })
+    );
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), String> {
+    if args.compute_bound {
+        return compute_bound(args);
+    }
     check_loopback(&args.server)?;
     if args.clients == 0 || args.clients > MAX_CLIENTS {
         return Err(format!("--clients must be 1..={MAX_CLIENTS}"));
@@ -147,8 +231,13 @@ fn run(args: &Args) -> Result<(), String> {
     config.message_timeout = Duration::from_secs(60);
 
     let memory = args.server_pid.map(MemorySampler::start);
+    let cpu_marker = memory.as_ref().map(MemorySampler::marker);
     let started = Instant::now();
     let total = Arc::new(AtomicU64::new(0));
+    // Every client signs in the same window: keygens first (a few at a
+    // time), then all start signing together.
+    let keygens = Arc::new(tokio::sync::Semaphore::new(KEYGENS_AT_ONCE));
+    let barrier = Arc::new(tokio::sync::Barrier::new(args.clients));
     let samples = runtime.block_on(async {
         let mut tasks = Vec::with_capacity(args.clients);
         for i in 0..args.clients {
@@ -159,12 +248,16 @@ fn run(args: &Args) -> Result<(), String> {
             let client = Client::new(args.server.clone())
                 .with_bearer_token(token)
                 .with_config(config.clone());
-            let total = Arc::clone(&total);
-            let seconds = args.seconds;
-            let max = args.max_signatures.unwrap_or(u64::MAX);
-            tasks.push(tokio::spawn(async move {
-                client_loop(client, i, seconds, max, total).await
-            }));
+            let run = ClientRun {
+                index: i,
+                seconds: args.seconds,
+                max: args.max_signatures.unwrap_or(u64::MAX),
+                total: Arc::clone(&total),
+                keygens: Arc::clone(&keygens),
+                barrier: Arc::clone(&barrier),
+                cpu_marker: cpu_marker.clone(),
+            };
+            tasks.push(tokio::spawn(client_loop(client, run)));
         }
         let mut all = Samples::default();
         for task in tasks {
@@ -182,23 +275,54 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn client_loop(
-    client: Client,
+/// Keygens run at once before the signing window (so that hundreds of
+/// clients do not all time out in their keygens).
+const KEYGENS_AT_ONCE: usize = 16;
+
+/// One client's part of the run.
+struct ClientRun {
     index: usize,
     seconds: u64,
     max: u64,
     total: Arc<AtomicU64>,
-) -> Samples {
+    keygens: Arc<tokio::sync::Semaphore>,
+    barrier: Arc<tokio::sync::Barrier>,
+    cpu_marker: Option<CpuMarker>,
+}
+
+async fn client_loop(client: Client, run: ClientRun) -> Samples {
+    let ClientRun {
+        index,
+        seconds,
+        max,
+        total,
+        keygens,
+        barrier,
+        cpu_marker,
+    } = run;
     let mut samples = Samples::default();
-    let start = Instant::now();
-    let share = match client.keygen().await {
+    let keygen = {
+        let _turn = keygens.acquire().await;
+        let start = Instant::now();
+        let keygen = client.keygen().await;
+        if keygen.is_ok() {
+            samples.keygen_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        keygen
+    };
+    // Every client reaches the barrier, a failed one too.
+    if barrier.wait().await.is_leader() {
+        if let Some(marker) = &cpu_marker {
+            marker.mark();
+        }
+    }
+    let share = match keygen {
         Ok(share) => share,
         Err(e) => {
             samples.errors.push(format!("keygen: {e}"));
             return samples;
         }
     };
-    samples.keygen_ms.push(start.elapsed().as_secs_f64() * 1e3);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut n = 0u64;
     while Instant::now() < deadline && total.load(Ordering::Relaxed) < max {
@@ -267,6 +391,8 @@ fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<ServerUse
         "server_rss_idle_kib": memory.map(|m| m.rss_idle_kib),
         "server_rss_peak_kib": memory.map(|m| m.rss_peak_kib),
         "server_cpu_cores": memory.map(|m| m.cpu_cores),
+        "server_cpu_user_cores": memory.map(|m| m.user_cores),
+        "server_cpu_sys_cores": memory.map(|m| m.sys_cores),
     });
     eprintln!("clients              {}", args.clients);
     eprintln!("signing seconds      {}", args.seconds);
@@ -290,7 +416,10 @@ fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<ServerUse
             "server RSS           {} KiB idle, {} KiB peak",
             m.rss_idle_kib, m.rss_peak_kib
         );
-        eprintln!("server CPU           {:.2} cores on average", m.cpu_cores);
+        eprintln!(
+            "server CPU           {:.2} cores on average ({:.2} user, {:.2} system)",
+            m.cpu_cores, m.user_cores, m.sys_cores
+        );
     }
     println!("{json}");
 }
@@ -301,29 +430,48 @@ struct ServerUse {
     rss_idle_kib: u64,
     rss_peak_kib: u64,
     cpu_cores: f64,
+    user_cores: f64,
+    sys_cores: f64,
 }
 
 /// Samples a process's resident set size from `/proc` every 50 ms, and its
-/// CPU time at the start and the end.
+/// CPU time at the start of the signing window ([`CpuMarker`]; the
+/// sampler's start if never marked) and at the end.
 struct MemorySampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<u64>,
     idle: u64,
     pid: u32,
-    ticks: u64,
+    ticks: (u64, u64),
     started: Instant,
+    marked: Arc<std::sync::OnceLock<((u64, u64), Instant)>>,
 }
 
-/// User plus system CPU time of a process, in clock ticks (`/proc/<pid>/stat`
+/// Marks the start of the signing window for the CPU figures.
+#[derive(Clone)]
+struct CpuMarker {
+    pid: u32,
+    marked: Arc<std::sync::OnceLock<((u64, u64), Instant)>>,
+}
+
+impl CpuMarker {
+    fn mark(&self) {
+        if let Some(ticks) = cpu_ticks(self.pid) {
+            let _ = self.marked.set((ticks, Instant::now()));
+        }
+    }
+}
+
+/// User and system CPU time of a process, in clock ticks (`/proc/<pid>/stat`
 /// fields 14 and 15; Linux's tick is 1/100 s).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: count fields after its ')'.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -350,8 +498,16 @@ impl MemorySampler {
             handle,
             idle,
             pid,
-            ticks: cpu_ticks(pid).unwrap_or(0),
+            ticks: cpu_ticks(pid).unwrap_or((0, 0)),
             started: Instant::now(),
+            marked: Arc::default(),
+        }
+    }
+
+    fn marker(&self) -> CpuMarker {
+        CpuMarker {
+            pid: self.pid,
+            marked: Arc::clone(&self.marked),
         }
     }
 
@@ -359,11 +515,21 @@ impl MemorySampler {
     fn finish(self) -> ServerUse {
         self.stop.store(true, Ordering::Relaxed);
         let peak = self.handle.join().unwrap_or(0);
-        let ticks = cpu_ticks(self.pid).unwrap_or(self.ticks) - self.ticks;
+        let (start, at) = self
+            .marked
+            .get()
+            .copied()
+            .unwrap_or((self.ticks, self.started));
+        let (user, sys) = cpu_ticks(self.pid).unwrap_or(start);
+        let cores = |ticks: u64| ticks as f64 / 100.0 / at.elapsed().as_secs_f64();
+        let user_cores = cores(user.saturating_sub(start.0));
+        let sys_cores = cores(sys.saturating_sub(start.1));
         ServerUse {
             rss_idle_kib: self.idle,
             rss_peak_kib: peak.max(self.idle),
-            cpu_cores: ticks as f64 / 100.0 / self.started.elapsed().as_secs_f64(),
+            cpu_cores: user_cores + sys_cores,
+            user_cores,
+            sys_cores,
         }
     }
 }

@@ -9,6 +9,9 @@
 # The cluster listens on a free loopback port, without TLS, with trust
 # authentication for the superuser `mpc` and a database `mpc_test`. It is for
 # tests only: fsync is off, so a crash of the machine loses its data.
+# MPC_PGTEST_FSYNC=on starts it durable instead (fsync, synchronous_commit
+# and full_page_writes on), as a production server runs: for measurements
+# (scripts/load.sh).
 #
 # Its files live in target/pgtest (override with MPC_PGTEST_DIR). The
 # PostgreSQL binaries are taken from /usr/lib/postgresql/*/bin (newest
@@ -208,9 +211,15 @@ cmd_start() {
             echo "unix_socket_directories = ''"
             echo "ssl = off"
             echo "max_connections = 200"
-            echo "fsync = off"
-            echo "synchronous_commit = off"
-            echo "full_page_writes = off"
+            if [ "${MPC_PGTEST_FSYNC:-off}" = on ]; then
+                echo "fsync = on"
+                echo "synchronous_commit = on"
+                echo "full_page_writes = on"
+            else
+                echo "fsync = off"
+                echo "synchronous_commit = off"
+                echo "full_page_writes = off"
+            fi
         } | as_owner sh -c "cat >> '$data/postgresql.conf'"
         if as_owner "$bindir/pg_ctl" start -D "$data" -l "$log" -w -t 60 >&2; then
             break

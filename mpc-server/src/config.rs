@@ -24,6 +24,7 @@
 //! | longest wait for a complete request line and headers, also for a keep-alive connection's next request (s) | `--header-read-timeout` | `MPC_HEADER_READ_TIMEOUT` | 10 |
 //! | a connection moving no byte for this long is closed (s) | `--idle-timeout` | `MPC_IDLE_TIMEOUT` | 60 |
 //! | open connections per listener; lowered to fit the open-file limit (`RLIMIT_NOFILE`, less an eighth, at least 64, for the database, logs and webhooks), which the binary raises towards what the cap needs within the hard limit | `--max-connections` | `MPC_MAX_CONNECTIONS` | 4096 |
+//! | protocol steps run at once, off the async workers (the compute pool; 0: inline on the async workers) | `--compute-threads` | `MPC_COMPUTE_THREADS` | number of cores |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 //! | webhook URL (events are POSTed here, signed) | `--webhook-url` | `MPC_WEBHOOK_URL` | none (no delivery) |
 //! | webhook secret (secret) | — | `MPC_WEBHOOK_SECRET` or `MPC_WEBHOOK_SECRET_FILE` | none (required with a URL) |
@@ -230,6 +231,9 @@ pub struct Cli {
     /// Connection timeouts and cap of both listeners.
     #[command(flatten)]
     pub connections: crate::listener::ConnectionArgs,
+    /// The compute pool (`--compute-threads`).
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
     /// Log format.
     #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -337,6 +341,9 @@ pub struct ServerConfig {
     pub pprf_failure_threshold: u64,
     /// Connection timeouts and cap of both listeners.
     pub connections: crate::listener::ConnectionLimits,
+    /// Protocol steps run at once in the compute pool; 0 runs them inline
+    /// on the async workers.
+    pub compute_threads: usize,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -436,6 +443,7 @@ impl ServerConfig {
             pending_key_max_age,
             pprf_failure_threshold: cli.pprf_failure_threshold.max(1),
             connections: (&cli.connections).into(),
+            compute_threads: cli.compute.threads(),
         })
     }
 
@@ -445,7 +453,7 @@ impl ServerConfig {
     pub fn redacted(&self) -> String {
         format!(
             "ws={} rest={} database={} jwt={}(aud={}, iss={}) kek={} sessions={}/{} per owner \
-             timeouts={}s/{}s webhook={} backup_key={} pending_key_max_age={}s",
+             timeouts={}s/{}s webhook={} backup_key={} pending_key_max_age={}s compute_threads={}",
             self.ws_addr,
             self.rest_addr,
             redact_url(&self.database_url),
@@ -467,6 +475,7 @@ impl ServerConfig {
                 "-"
             },
             self.pending_key_max_age.as_secs(),
+            self.compute_threads,
         )
     }
 }

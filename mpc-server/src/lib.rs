@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod bans;
+pub mod compute;
 pub mod config;
 pub mod crash;
 pub mod dev;

@@ -171,7 +171,10 @@ impl Server {
         let state = AppState {
             vault,
             auth,
-            transport: config.transport.clone(),
+            transport: crate::compute::with_pool(
+                config.transport.clone(),
+                config.compute_threads,
+            ),
             max_sessions: config.max_sessions,
             max_sessions_per_owner: config.max_sessions_per_owner,
             refresh_lease: config.refresh_lease,

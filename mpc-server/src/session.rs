@@ -333,9 +333,12 @@ pub(crate) async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64,
         let _ = activate(state, record, Confirmation::Signature).await;
     }
     let result = async {
-        vault.touch(&record.key_id, now).await?;
+        // Last-use time and audit entry in one transaction: one commit
+        // (one fsync) per signature. Only the rare steps above and below
+        // (a first signature that activates its key, a first use of a new
+        // epoch) add their own.
         vault
-            .audit(&record.key_id, &record.owner, event, now)
+            .record_use(&record.key_id, &record.owner, event, now)
             .await?;
         if epoch > record.epoch {
             let finalize = Event {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::executor::StepExecutor;
+
 /// Bytes allowed on top of the largest protocol envelope
 /// ([`mpc_core::wire::MAX_MESSAGE_BYTES`]): the frame kind byte and room for
 /// the opening and outcome messages.
@@ -56,6 +58,11 @@ pub struct TransportConfig {
     /// undecodable envelope). The session closes on the
     /// `max_ignored_frames + 1`-th. Default: 16.
     pub max_ignored_frames: u32,
+    /// Where protocol steps run: inline on the session's task, or off the
+    /// async workers in a bounded [`ComputePool`](crate::ComputePool)
+    /// (a server's choice; the wait for a turn is bounded by the message
+    /// timeout). Default: [`StepExecutor::Inline`].
+    pub step_executor: StepExecutor,
 }
 
 impl Default for TransportConfig {
@@ -69,6 +76,7 @@ impl Default for TransportConfig {
             ping_interval: Some(Duration::from_secs(15)),
             close_timeout: Duration::from_secs(2),
             max_ignored_frames: 16,
+            step_executor: StepExecutor::Inline,
         }
     }
 }

@@ -423,7 +423,7 @@ impl<F: Frames> Link<F> {
         H: SessionHooks<P>,
     {
         let guard = self.before_step(hooks).await?;
-        let first = match protocol.start(rng) {
+        let first = match self.step(|| protocol.start(rng)).await? {
             Ok(first) => first,
             Err(error) => return Err(self.step_failed(hooks, guard, error).await),
         };
@@ -446,7 +446,7 @@ impl<F: Frames> Link<F> {
             match decode_frame(&frame) {
                 Some((FrameKind::Message, envelope)) => {
                     let guard = self.before_step(hooks).await?;
-                    match protocol.handle(rng, envelope) {
+                    match self.step(|| protocol.handle(rng, envelope)).await? {
                         Ok(Step::Send(next)) => {
                             self.before_send(hooks, protocol).await?;
                             drop(guard);
@@ -476,6 +476,17 @@ impl<F: Frames> Link<F> {
                         .await)
                 }
             }
+        }
+    }
+
+    /// Runs one protocol step with the configured executor, once it is
+    /// this session's turn (a wait bounded like any other).
+    async fn step<T>(&mut self, step: impl FnOnce() -> T) -> Result<T> {
+        let (deadline, limit) = self.wait_deadline();
+        let executor = &self.config.step_executor;
+        match timeout_at(deadline, executor.permit()).await {
+            Ok(permit) => Ok(executor.run(permit, step)),
+            Err(_) => Err(self.timed_out(Phase::Protocol, limit).await),
         }
     }
 

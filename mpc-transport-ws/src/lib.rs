@@ -94,7 +94,10 @@
 //! received pings are answered at once.
 //!
 //! Each protocol step is CPU-bound (up to a few milliseconds for a DKG
-//! round) and runs on the task that drives the session.
+//! round). By default it runs on the task that drives the session; a
+//! server sets [`TransportConfig::step_executor`] to a [`ComputePool`]
+//! sized to its cores, which runs steps off the async workers, a bounded
+//! number at a time ([`executor`]).
 //!
 //! # Features
 //!
@@ -106,6 +109,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod executor;
 pub mod frames;
 pub mod opening;
 pub mod server;
@@ -113,6 +117,7 @@ pub mod server;
 pub use client::{run_client, run_client_with, Client};
 pub use config::TransportConfig;
 pub use driver::{run_protocol, BeforeSend, SessionHooks, Traffic};
+pub use executor::{ComputePool, StepExecutor};
 pub use error::{CloseCode, Phase, Rejection, TimeoutKind, TransportError};
 pub use frames::{FrameError, Frames, Incoming};
 pub use opening::{Opening, Operation, Outcome, SessionHandle};

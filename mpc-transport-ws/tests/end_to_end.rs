@@ -432,3 +432,147 @@ async fn refresh_runs_over_the_driver_with_a_persisting_hook() {
     })
     .await;
 }
+
+/// Counts the protocol steps running at once, and the most seen.
+#[derive(Default)]
+struct StepGauge {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    steps: std::sync::atomic::AtomicUsize,
+}
+
+impl StepGauge {
+    /// Runs `step`, counted. Before it, waits (at most 100 ms) for another
+    /// step to start alongside, so that an executor that lets steps
+    /// overlap is seen doing it.
+    fn during<T>(&self, step: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        self.steps.fetch_add(1, SeqCst);
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        while self.running.load(SeqCst) < 2 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let output = step();
+        self.running.fetch_sub(1, SeqCst);
+        output
+    }
+}
+
+/// A protocol whose steps are counted by a [`StepGauge`].
+struct Counted<P> {
+    inner: P,
+    gauge: std::sync::Arc<StepGauge>,
+}
+
+impl<P: mpc_core::Protocol> mpc_core::Protocol for Counted<P> {
+    type Output = P::Output;
+
+    fn start<R: rand_core::CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>, mpc_core::Error> {
+        let inner = &mut self.inner;
+        self.gauge.during(|| inner.start(rng))
+    }
+
+    fn handle<R: rand_core::CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+        incoming: &[u8],
+    ) -> Result<mpc_core::Step<P::Output>, mpc_core::Error> {
+        let inner = &mut self.inner;
+        self.gauge.during(|| inner.handle(rng, incoming))
+    }
+}
+
+/// `sessions` concurrent signing sessions against a server whose steps run
+/// in a compute pool of `threads`: each signature verifies; returns the
+/// gauge of the server's steps.
+async fn sign_concurrently_in_pool(threads: usize, sessions: usize) -> std::sync::Arc<StepGauge> {
+    use mpc_transport_ws::{serve, server::accept, ComputePool, StepExecutor};
+    let (client_share, server_share, _) = mpc_core::local::run_pair(
+        &mut OsRng,
+        &mut Dkg::new(Role::A, b"pool"),
+        &mut Dkg::new(Role::B, b"pool"),
+    )
+    .unwrap();
+    let server_share = std::sync::Arc::new(server_share);
+    let mut config = test_config();
+    // Steps wait their turn: generous limits, not the subject here.
+    config.message_timeout = std::time::Duration::from_secs(15);
+    config.session_timeout = std::time::Duration::from_secs(25);
+    let mut server_config = config.clone();
+    server_config.step_executor = StepExecutor::Pool(ComputePool::new(threads));
+    let gauge = std::sync::Arc::new(StepGauge::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let server = {
+        let gauge = std::sync::Arc::clone(&gauge);
+        tokio::spawn(async move {
+            let mut sessions_done = Vec::new();
+            for _ in 0..sessions {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (config, share, gauge) = (
+                    server_config.clone(),
+                    std::sync::Arc::clone(&server_share),
+                    std::sync::Arc::clone(&gauge),
+                );
+                sessions_done.push(tokio::spawn(async move {
+                    let (socket, ()) = accept(stream, &config, |_| Ok(())).await?;
+                    serve(socket, config, |mut session| async move {
+                        let Operation::Sign { prehash, .. } = session.opening().operation.clone()
+                        else {
+                            panic!("expected a signing opening");
+                        };
+                        let mut sign = Counted {
+                            inner: Sign::new(&share, prehash),
+                            gauge,
+                        };
+                        session.run(&mut sign, &mut OsRng).await?;
+                        session.finish().await
+                    })
+                    .await
+                }));
+            }
+            for done in sessions_done {
+                done.await.unwrap().unwrap();
+            }
+        })
+    };
+    let signs = (0..sessions).map(|i| {
+        let client = mpc_transport_ws::Client::new(url.clone()).with_config(config.clone());
+        let share = &client_share;
+        async move {
+            let prehash = Prehash::sha256(format!("pool {i}").as_bytes());
+            let signed = client.sign(share, prehash).await.unwrap();
+            verify_with_libsecp(&share.public_key(), &prehash, &signed);
+        }
+    });
+    futures_util::future::join_all(signs).await;
+    server.await.unwrap();
+    gauge
+}
+
+/// With a compute pool of one, concurrent sessions all complete and their
+/// steps never overlap (each step gives another the chance to start
+/// alongside; the control below shows that a pool of two does overlap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_one_runs_one_step_at_a_time() {
+    bounded(async {
+        let sessions = 4;
+        let gauge = sign_concurrently_in_pool(1, sessions).await;
+        let steps = gauge.steps.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(steps > sessions, "{steps} steps");
+        assert_eq!(gauge.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+/// The control: a pool of two lets two steps run at once, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_two_runs_two_steps_at_once() {
+    bounded(async {
+        let gauge = sign_concurrently_in_pool(2, 6).await;
+        assert_eq!(gauge.most.load(std::sync::atomic::Ordering::SeqCst), 2);
+    })
+    .await;
+}
