@@ -21,6 +21,13 @@
 //! | refresh lease (s); must exceed the session timeout + 2 × the close timeout (2 s) | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
 //! | failed GGM-tree (PPRF) proofs per key and owner before each further one alerts (PROTOCOL.md §5.3) | `--pprf-failure-threshold` | `MPC_PPRF_FAILURE_THRESHOLD` | 3 |
+//! | keygen sessions per hour per token subject (0: no limit; PROTOCOL.md §18.5) | `--keygen-rate-per-hour` | `MPC_KEYGEN_RATE_PER_HOUR` | 20 |
+//! | signing sessions (sign, presign, online sign, Schnorr forms) per minute per subject (0: no limit) | `--sign-rate-per-minute` | `MPC_SIGN_RATE_PER_MINUTE` | 600 |
+//! | refresh sessions per hour per subject (0: no limit) | `--refresh-rate-per-hour` | `MPC_REFRESH_RATE_PER_HOUR` | 60 |
+//! | failed token checks at the WebSocket upgrade per minute per client address, then 429 (0: no limit) | `--auth-failures-per-ip-per-minute` | `MPC_AUTH_FAILURES_PER_IP_PER_MINUTE` | 30 |
+//! | REST requests per minute per subject / per client address (per process) | `--rate-limit-per-minute`, `--rate-limit-ip-per-minute` | `MPC_RATE_LIMIT_PER_MINUTE`, `MPC_RATE_LIMIT_IP_PER_MINUTE` | 600 / 1200 |
+//! | backup, export and revoke requests per hour per subject | `--sensitive-rate-limit-per-hour` | `MPC_SENSITIVE_RATE_LIMIT_PER_HOUR` | 10 |
+//! | reverse proxies whose `X-Forwarded-For` / `Forwarded` name the client (comma-separated CIDRs or addresses) | `--trusted-proxies` | `MPC_TRUSTED_PROXIES` | none |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 
 use std::fmt;
@@ -228,6 +235,9 @@ pub struct Cli {
         default_value_t = 3
     )]
     pub pprf_failure_threshold: u64,
+    /// Rate limits of WebSocket operations; trusted proxies.
+    #[command(flatten)]
+    pub rate_limits: crate::rate_limits::RateLimitArgs,
     /// Log format.
     #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -333,6 +343,8 @@ pub struct ServerConfig {
     /// PPRF proof failures per key and owner from which each alerts
     /// (PROTOCOL.md §5.3; at least 1).
     pub pprf_failure_threshold: u64,
+    /// Rate limits of WebSocket operations; trusted proxies.
+    pub rate_limits: crate::rate_limits::RateLimitConfig,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -445,6 +457,7 @@ impl ServerConfig {
             refresh_lease,
             pending_key_max_age,
             pprf_failure_threshold: cli.pprf_failure_threshold.max(1),
+            rate_limits: cli.rate_limits.to_config()?,
         })
     }
 

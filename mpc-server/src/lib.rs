@@ -13,10 +13,12 @@
 
 pub mod auth;
 mod bans;
+pub mod client_addr;
 pub mod config;
 pub mod crash;
 pub mod dev;
 pub(crate) mod pprf;
+pub mod rate_limits;
 pub mod rest;
 mod schnorr;
 pub mod seal;
