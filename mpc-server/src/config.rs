@@ -25,6 +25,13 @@
 //! | a connection moving no byte for this long is closed (s) | `--idle-timeout` | `MPC_IDLE_TIMEOUT` | 60 |
 //! | open connections per listener; lowered to fit the open-file limit (`RLIMIT_NOFILE`, less an eighth, at least 64, for the database, logs and webhooks), which the binary raises towards what the cap needs within the hard limit | `--max-connections` | `MPC_MAX_CONNECTIONS` | 4096 |
 //! | protocol steps run at once, off the async workers (the compute pool; 0: inline on the async workers) | `--compute-threads` | `MPC_COMPUTE_THREADS` | number of cores |
+//! | keygen sessions per hour per token subject (0: no limit; PROTOCOL.md §18.5) | `--keygen-rate-per-hour` | `MPC_KEYGEN_RATE_PER_HOUR` | 20 |
+//! | signing sessions (sign, presign, online sign, Schnorr forms) per minute per subject (0: no limit) | `--sign-rate-per-minute` | `MPC_SIGN_RATE_PER_MINUTE` | 600 |
+//! | refresh sessions per hour per subject (0: no limit) | `--refresh-rate-per-hour` | `MPC_REFRESH_RATE_PER_HOUR` | 60 |
+//! | failed token checks at the WebSocket upgrade per minute per client address, then 429 (0: no limit) | `--auth-failures-per-ip-per-minute` | `MPC_AUTH_FAILURES_PER_IP_PER_MINUTE` | 30 |
+//! | REST requests per minute per subject / per client address (per process) | `--rate-limit-per-minute`, `--rate-limit-ip-per-minute` | `MPC_RATE_LIMIT_PER_MINUTE`, `MPC_RATE_LIMIT_IP_PER_MINUTE` | 600 / 1200 |
+//! | backup, export and revoke requests per hour per subject | `--sensitive-rate-limit-per-hour` | `MPC_SENSITIVE_RATE_LIMIT_PER_HOUR` | 10 |
+//! | reverse proxies whose `X-Forwarded-For` / `Forwarded` name the client (comma-separated CIDRs or addresses) | `--trusted-proxies` | `MPC_TRUSTED_PROXIES` | none |
 //! | log format | `--log-format` | `MPC_LOG_FORMAT` | `text` (or `json`) |
 //! | webhook URL (events are POSTed here, signed) | `--webhook-url` | `MPC_WEBHOOK_URL` | none (no delivery) |
 //! | webhook secret (secret) | — | `MPC_WEBHOOK_SECRET` or `MPC_WEBHOOK_SECRET_FILE` | none (required with a URL) |
@@ -234,6 +241,9 @@ pub struct Cli {
     /// The compute pool (`--compute-threads`).
     #[command(flatten)]
     pub compute: crate::compute::ComputeArgs,
+    /// Rate limits of WebSocket operations; trusted proxies.
+    #[command(flatten)]
+    pub rate_limits: crate::rate_limits::RateLimitArgs,
     /// Log format.
     #[arg(long, hide_env_values = true, env = "MPC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -344,6 +354,8 @@ pub struct ServerConfig {
     /// Protocol steps run at once in the compute pool; 0 runs them inline
     /// on the async workers.
     pub compute_threads: usize,
+    /// Rate limits of WebSocket operations; trusted proxies.
+    pub rate_limits: crate::rate_limits::RateLimitConfig,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -444,6 +456,7 @@ impl ServerConfig {
             pprf_failure_threshold: cli.pprf_failure_threshold.max(1),
             connections: (&cli.connections).into(),
             compute_threads: cli.compute.threads(),
+            rate_limits: cli.rate_limits.to_config()?,
         })
     }
 

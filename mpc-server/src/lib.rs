@@ -14,11 +14,13 @@
 pub mod auth;
 mod bans;
 pub mod compute;
+pub mod client_addr;
 pub mod config;
 pub mod crash;
 pub mod dev;
 pub mod listener;
 pub(crate) mod pprf;
+pub mod rate_limits;
 pub mod rest;
 mod schnorr;
 pub mod seal;

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use mpc_transport_ws::server::bearer_token;
 use mpc_transport_ws::{serve, TransportConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -106,6 +105,8 @@ pub struct AppState {
     pub(crate) metrics: crate::rest::metrics::Metrics,
     pub(crate) rest: crate::rest::RestConfig,
     pub(crate) limiters: crate::rest::limits::Limiters,
+    /// WebSocket operation limits and trusted proxies ([`crate::rate_limits`]).
+    pub(crate) rate_limiters: crate::rate_limits::RateLimiters,
     /// Failed GGM-tree proofs per key and owner ([`crate::pprf`]).
     pub(crate) pprf_failures: crate::pprf::PprfFailures,
     webhook: Option<crate::webhook::WebhookConfig>,
@@ -166,6 +167,11 @@ impl Server {
     pub async fn new(config: ServerConfig) -> Result<Self, ServerError> {
         let auth = Authenticator::new(config.auth.clone())?;
         let vault = Vault::open(&config.database_url, config.kek.clone()).await?;
+        let rate_limiters = crate::rate_limits::RateLimiters::new(
+            &config.rate_limits,
+            config.rest.limits.sensitive_per_subject_per_hour,
+            vault.store().backend(),
+        );
         let (shutdown_tx, shutdown) = watch::channel(false);
         let key_guards = crate::bans::KeyGuards::new(vault.clone());
         let state = AppState {
@@ -182,6 +188,7 @@ impl Server {
             sessions: SessionCounter::default(),
             metrics: crate::rest::metrics::Metrics::new(),
             limiters: crate::rest::limits::Limiters::new(config.rest.limits),
+            rate_limiters,
             pprf_failures: crate::pprf::PprfFailures::new(config.pprf_failure_threshold),
             rest: config.rest.clone(),
             webhook: config.webhook.clone(),
@@ -332,26 +339,21 @@ fn outcome_of(error: &mpc_transport_ws::TransportError) -> &'static str {
 }
 
 /// The WebSocket upgrade: the bearer token is checked before the upgrade
-/// (401 without a valid one), the session slot is taken (503 when the
-/// server is full, 429 when the owner has too many open sessions).
+/// (401 without a valid one, 429 after too many failures from the client's
+/// address), the session slot is taken (503 when the server is full, 429
+/// when the owner has too many open sessions).
 async fn ws_session(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
+    crate::client_addr::PeerAddr(peer): crate::client_addr::PeerAddr,
     State(state): State<Arc<AppState>>,
 ) -> Response {
     if *state.shutdown.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let claims = match bearer_token(&headers).map(|token| state.auth.verify(token)) {
-        Some(Ok(claims)) => claims,
-        Some(Err(e)) => {
-            debug!(reason = e.code(), "upgrade refused: invalid token");
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
-        None => {
-            debug!("upgrade refused: no bearer token");
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
+    let claims = match crate::rate_limits::authenticate_upgrade(&state, peer, &headers) {
+        Ok(claims) => claims,
+        Err(response) => return response,
     };
     let owner = claims.subject;
     let slot = match state.take_slot(&owner) {

@@ -55,6 +55,10 @@ pub mod codes {
     /// signs (which confirms it) but is not refreshed.
     pub const KEY_PENDING: Rejection =
         Rejection::application(4107, "key pending: sign with it once first");
+    /// 4110: the caller's rate limit for this operation is reached
+    /// (PROTOCOL.md §18.5); the reason says how long to wait ("rate
+    /// limited: retry in 1 s", "10 s", "1 min", "10 min" or "1 h").
+    pub const RATE_LIMITED: Rejection = Rejection::application(4110, "rate limited");
 }
 
 /// Runs the operation the client's opening asks for, as `owner`. Returns
@@ -69,6 +73,9 @@ pub(crate) async fn handle<F: Frames>(
     session: ServerSession<F>,
 ) -> Result<Traffic, TransportError> {
     let operation = session.opening().operation.clone();
+    if let Err(rejection) = crate::rate_limits::check_operation(&state, &owner, &operation).await {
+        return Err(session.reject(rejection).await);
+    }
     match operation {
         Operation::Keygen => keygen(&state, &owner, session).await,
         Operation::Sign {

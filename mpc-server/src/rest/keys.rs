@@ -207,8 +207,8 @@ fn not_revoked_or_pending(record: &KeyRecord) -> Result<(), Problem> {
 /// Backup, export and revoke: a step-up token for this operation on this
 /// key (PROTOCOL.md §19), and the stricter limit. The returned use is spent
 /// by the vault in the operation's own transaction.
-fn step_up(
-    state: &AppState,
+async fn step_up(
+    state: &Arc<AppState>,
     caller: &Caller,
     operation: StepUpOp,
     record: &KeyRecord,
@@ -253,7 +253,7 @@ fn step_up(
                 ),
             ),
         })?;
-    state.limiters.check_sensitive(&caller.0.subject)?;
+    crate::rate_limits::check_sensitive(state, &caller.0.subject).await?;
     Ok(spend)
 }
 
@@ -361,7 +361,7 @@ pub(crate) async fn revoke_key(
     JsonBody(request): JsonBody<RevokeRequest>,
 ) -> Result<Json<KeyView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    let spend = step_up(&state, &caller, StepUpOp::Revoke, &record)?;
+    let spend = step_up(&state, &caller, StepUpOp::Revoke, &record).await?;
     if mpc_api::parse_key_id(&request.confirm) != Some(record.key_id) {
         return Err(Problem::with_status(
             Code::InvalidRequest,
@@ -471,7 +471,7 @@ pub(crate) async fn backup_key(
     JsonBody(request): JsonBody<BackupRequest>,
 ) -> Result<Json<BackupView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    let spend = step_up(&state, &caller, StepUpOp::Backup, &record)?;
+    let spend = step_up(&state, &caller, StepUpOp::Backup, &record).await?;
     if request.recovery_public_key.is_some() {
         // A backup to a key the request names counts as an export.
         not_revoked_or_pending(&record)?;
@@ -561,7 +561,7 @@ pub(crate) async fn export_key(
     JsonBody(request): JsonBody<ExportRequest>,
 ) -> Result<Json<ExportView>, Problem> {
     let record = owned_key(&state, &caller, &key_id).await?;
-    let spend = step_up(&state, &caller, StepUpOp::Export, &record)?;
+    let spend = step_up(&state, &caller, StepUpOp::Export, &record).await?;
     not_revoked_or_pending(&record)?;
     let onetime = parse_point(&request.onetime_public_key, "onetime_public_key")?;
     let epoch = request.epoch.unwrap_or(record.epoch);

@@ -1,5 +1,6 @@
-//! Rate limits per token subject and per client IP, with a stricter quota
-//! for backup, export and revoke.
+//! Rate limits per token subject and per client IP, per process. The
+//! stricter quota for backup, export and revoke is shared by every replica:
+//! [`crate::rate_limits`].
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -36,7 +37,6 @@ impl Default for RateLimits {
 pub(crate) struct Limiters {
     subject: DefaultKeyedRateLimiter<String>,
     ip: DefaultKeyedRateLimiter<IpAddr>,
-    sensitive: DefaultKeyedRateLimiter<String>,
     checks: AtomicU32,
 }
 
@@ -49,14 +49,9 @@ fn quota(per_minute: u32) -> Quota {
 
 impl Limiters {
     pub(crate) fn new(limits: RateLimits) -> Self {
-        let sensitive = Quota::per_hour(
-            NonZeroU32::new(limits.sensitive_per_subject_per_hour.max(1))
-                .unwrap_or(NonZeroU32::MIN),
-        );
         Self {
             subject: RateLimiter::keyed(quota(limits.per_subject_per_minute)),
             ip: RateLimiter::keyed(quota(limits.per_ip_per_minute)),
-            sensitive: RateLimiter::keyed(sensitive),
             checks: AtomicU32::new(0),
         }
     }
@@ -65,7 +60,6 @@ impl Limiters {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.subject.retain_recent();
             self.ip.retain_recent();
-            self.sensitive.retain_recent();
         }
     }
 
@@ -82,13 +76,6 @@ impl Limiters {
         )
     }
 
-    pub(crate) fn check_sensitive(&self, subject: &str) -> Result<(), Problem> {
-        check(
-            &self.sensitive,
-            &subject.to_owned(),
-            "too many backup, export or revoke requests for this user",
-        )
-    }
 }
 
 fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, detail: &str) -> Result<(), Problem>
@@ -125,7 +112,5 @@ mod tests {
         assert!((1..=20).contains(&retry), "{retry}");
         // Other subjects are unaffected.
         limiters.check_subject("b").unwrap();
-        limiters.check_sensitive("a").unwrap();
-        assert_eq!(limiters.check_sensitive("a").unwrap_err().status, 429);
     }
 }

@@ -215,7 +215,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 async fn limit_ip(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     if let Some(ConnectInfo(addr)) = peer {
-        if let Err(problem) = state.limiters.check_ip(addr.ip()) {
+        let client = crate::client_addr::client_ip(&state, *addr, request.headers());
+        if let Err(problem) = state.limiters.check_ip(client) {
             return problem.into_response();
         }
     }

@@ -19,6 +19,7 @@
 //! `queries::lock_key`), which serializes changes to one key across
 //! server processes.
 
+pub(crate) mod buckets;
 pub(crate) mod lease;
 pub(crate) mod outbox;
 #[cfg(test)]
