@@ -11,8 +11,10 @@
 //! in an axum application, or call [`Server::run`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 mod bans;
+pub(crate) mod client_addr;
 pub mod config;
 pub mod crash;
 pub mod dev;

@@ -1,6 +1,7 @@
 //! Prometheus metrics: WebSocket sessions by protocol and outcome, their
 //! durations and bytes, open sessions, REST requests, webhook deliveries,
-//! failed OT-setup tree proofs and their alerts (PROTOCOL.md §5.3).
+//! failed OT-setup tree proofs and their alerts (PROTOCOL.md §5.3),
+//! sessions refused by admission rules (§18.5).
 
 use std::time::Duration;
 
@@ -47,6 +48,13 @@ struct OperationLabel {
     operation: String,
 }
 
+/// Labels of a refused admission: the rule, from a closed set
+/// ([`crate::admission`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -64,6 +72,7 @@ pub struct Metrics {
     webhooks_failed: Counter,
     pprf_failures: Family<OperationLabel, Counter>,
     pprf_alerts: Family<OperationLabel, Counter>,
+    admission_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,8 +147,15 @@ impl Metrics {
             "PPRF proof failures at or past the per-key-and-owner threshold (PROTOCOL.md 5.3)",
             pprf_alerts.clone(),
         );
+        let admission_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "admission_refusals",
+            "WebSocket sessions refused before any protocol work, by rule (PROTOCOL.md 18.5)",
+            admission_refusals.clone(),
+        );
         Self {
             registry,
+            admission_refusals,
             pprf_failures,
             pprf_alerts,
             sessions,
@@ -225,6 +241,13 @@ impl Metrics {
             .get_or_create(&OperationLabel {
                 operation: operation.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts a session refused by an admission rule ([`crate::admission`]).
+    pub(crate) fn admission_refused(&self, reason: &'static str) {
+        self.admission_refusals
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
