@@ -16,7 +16,11 @@
 //! | longest token lifetime (s): `exp` further ahead is refused | `--jwt-max-lifetime` | `MPC_JWT_MAX_LIFETIME` | 86400 |
 //! | step-up: how recent `auth_time` must be (s) | `--step-up-max-age` | `MPC_STEP_UP_MAX_AGE` | 300 |
 //! | step-up: tokens must carry `mpc_op` and `mpc_key_id` | `--step-up-require-binding` | `MPC_STEP_UP_REQUIRE_BINDING` | false |
-//! | open sessions, total / per owner | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
+//! | open sessions, total / per owner (and a fair share of a nearly full server, PROTOCOL.md §18.5) | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
+//! | keys per owner, not revoked (pending included); beyond: 4108 | `--max-keys-per-owner` | `MPC_MAX_KEYS_PER_OWNER` | 100 |
+//! | unused presignatures per owner (all schemes and keys); beyond: 4109 | `--max-presignatures-per-owner` | `MPC_MAX_PRESIGNATURES_PER_OWNER` | 1000 |
+//! | keygen + refresh sessions in progress per owner / per client IP, per process; beyond: 4111 | `--max-half-open-per-owner`, `--max-half-open-per-ip` | `MPC_MAX_HALF_OPEN_PER_OWNER`, `MPC_MAX_HALF_OPEN_PER_IP` | 2 / 8 |
+//! | open WebSocket sessions per client IP, per process; beyond: 429 | `--max-upgrades-per-ip` | `MPC_MAX_UPGRADES_PER_IP` | 64 |
 //! | session / message timeout (s) | `--session-timeout`, `--message-timeout` | `MPC_SESSION_TIMEOUT`, `MPC_MESSAGE_TIMEOUT` | 120 / 30 |
 //! | refresh lease (s); must exceed the session timeout + 2 × the close timeout (2 s) | `--refresh-lease` | `MPC_REFRESH_LEASE` | session timeout + 60 |
 //! | age (s) at which an unconfirmed (pending) key is deleted; must exceed the session timeout + 2 × the close timeout (2 s) | `--pending-key-max-age` | `MPC_PENDING_KEY_MAX_AGE` | 604800 (7 days) |
@@ -134,6 +138,9 @@ pub struct Cli {
         default_value_t = 16
     )]
     pub max_sessions_per_owner: usize,
+    /// Quotas and per-address limits (PROTOCOL.md §18.5).
+    #[command(flatten)]
+    pub admission: crate::admission::AdmissionArgs,
     /// Longest a WebSocket session may take, in seconds.
     #[arg(
         long,
@@ -334,6 +341,8 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most WebSocket sessions one owner may have open at once.
     pub max_sessions_per_owner: usize,
+    /// Quotas and per-address limits (PROTOCOL.md §18.5).
+    pub admission: crate::admission::AdmissionLimits,
     /// REST settings.
     pub rest: crate::rest::RestConfig,
     /// Webhook delivery, if configured.
@@ -449,6 +458,7 @@ impl ServerConfig {
             transport,
             max_sessions: cli.max_sessions.max(1),
             max_sessions_per_owner: cli.max_sessions_per_owner.max(1),
+            admission: (&cli.admission).into(),
             rest,
             webhook,
             refresh_lease,

@@ -11,6 +11,7 @@
 //! in an axum application, or call [`Server::run`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 mod bans;
 pub mod compute;

@@ -153,7 +153,12 @@ pub(crate) async fn presign<F: Frames>(
     crash::point("presign-bip340:before-store");
     if let Err(e) = state
         .vault
-        .store_presignature(&record, &presignature, now_ms())
+        .store_presignature_within(
+            &record,
+            &presignature,
+            state.admission.limits().max_presignatures_per_owner,
+            now_ms(),
+        )
         .await
     {
         return Err(session

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::SlotRefused;
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::vault::{Vault, VaultError};
@@ -83,12 +84,6 @@ impl Drop for SessionSlot {
     }
 }
 
-/// Why a session slot was refused.
-enum SlotRefused {
-    ServerFull,
-    OwnerFull,
-}
-
 /// State shared by every session and request.
 pub struct AppState {
     pub(crate) vault: Vault,
@@ -109,6 +104,9 @@ pub struct AppState {
     pub(crate) rate_limiters: crate::rate_limits::RateLimiters,
     /// Failed GGM-tree proofs per key and owner ([`crate::pprf`]).
     pub(crate) pprf_failures: crate::pprf::PprfFailures,
+    /// Quotas, sessions in progress, upgrades per address
+    /// ([`crate::admission`]).
+    pub(crate) admission: crate::admission::Admission,
     webhook: Option<crate::webhook::WebhookConfig>,
     connections: crate::listener::ConnectionLimits,
     pending_key_max_age: Duration,
@@ -124,14 +122,17 @@ impl AppState {
             .per_owner
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if self.sessions.open.load(Ordering::SeqCst) >= self.max_sessions {
-            return Err(SlotRefused::ServerFull);
-        }
-        let count = per_owner.entry(owner.to_owned()).or_insert(0);
-        if *count >= self.max_sessions_per_owner {
-            return Err(SlotRefused::OwnerFull);
-        }
-        *count += 1;
+        let limits = crate::admission::SlotLimits {
+            max_sessions: self.max_sessions,
+            max_per_owner: self.max_sessions_per_owner,
+        };
+        let used = crate::admission::SlotUse {
+            open: self.sessions.open.load(Ordering::SeqCst),
+            owners: per_owner.len(),
+            held: per_owner.get(owner).copied().unwrap_or(0),
+        };
+        crate::admission::may_take_slot(limits, used)?;
+        *per_owner.entry(owner.to_owned()).or_insert(0) += 1;
         self.sessions.open.fetch_add(1, Ordering::SeqCst);
         self.metrics.open_sessions().inc();
         Ok(SessionSlot {
@@ -190,6 +191,7 @@ impl Server {
             limiters: crate::rest::limits::Limiters::new(config.rest.limits),
             rate_limiters,
             pprf_failures: crate::pprf::PprfFailures::new(config.pprf_failure_threshold),
+            admission: crate::admission::Admission::new(config.admission),
             rest: config.rest.clone(),
             webhook: config.webhook.clone(),
             connections: config.connections,
@@ -216,7 +218,9 @@ impl Server {
     }
 
     /// The WebSocket endpoint, at `/` and `/v1/session`, with the state
-    /// attached: mount it in an axum application as is.
+    /// attached: mount it in an axum application as is, served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` (the per-address
+    /// limits need the peer's address; without it every upgrade fails).
     pub fn ws_router(&self) -> Router {
         Router::new()
             .route("/", get(ws_session))
@@ -338,10 +342,14 @@ fn outcome_of(error: &mpc_transport_ws::TransportError) -> &'static str {
     }
 }
 
-/// The WebSocket upgrade: the bearer token is checked before the upgrade
-/// (401 without a valid one, 429 after too many failures from the client's
-/// address), the session slot is taken (503 when the server is full, 429
-/// when the owner has too many open sessions).
+/// The WebSocket upgrade: the client address's open sessions are counted
+/// (429 beyond `MPC_MAX_UPGRADES_PER_IP`), the bearer token is checked
+/// before the upgrade (401 without a valid one, 429 after too many failures
+/// from the client's address), the session slot is taken (503 when the
+/// server is full, 429 when the owner has too many open sessions or its
+/// fair share of a nearly full server: PROTOCOL.md §18.5). Without a known
+/// peer (an embedding application serving without connect info) the
+/// per-address rules do not apply.
 async fn ws_session(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
@@ -351,6 +359,14 @@ async fn ws_session(
     if *state.shutdown.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    let ip = peer.map(|peer| crate::client_addr::client_ip(&state, peer, &headers));
+    let upgrade = match ip {
+        Some(ip) => match state.admission.open_upgrade(&state.metrics, ip) {
+            Some(ticket) => Some(ticket),
+            None => return StatusCode::TOO_MANY_REQUESTS.into_response(),
+        },
+        None => None,
+    };
     let claims = match crate::rate_limits::authenticate_upgrade(&state, peer, &headers) {
         Ok(claims) => claims,
         Err(response) => return response,
@@ -359,7 +375,9 @@ async fn ws_session(
     let slot = match state.take_slot(&owner) {
         Ok(slot) => slot,
         Err(SlotRefused::ServerFull) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        Err(SlotRefused::OwnerFull) => return StatusCode::TOO_MANY_REQUESTS.into_response(),
+        Err(SlotRefused::OwnerFull | SlotRefused::FairShare) => {
+            return StatusCode::TOO_MANY_REQUESTS.into_response()
+        }
     };
     let config = state.transport.clone();
     ws.max_message_size(config.max_message_bytes)
@@ -373,7 +391,7 @@ async fn ws_session(
                 let result = serve(socket, config, |session| {
                     debug!(session = %session.opening().session, "opened");
                     operation = session.opening().operation.name();
-                    crate::session::handle(Arc::clone(&state), owner, session)
+                    crate::admission::handle(Arc::clone(&state), owner, ip, session)
                 })
                 .await;
                 match result {
@@ -393,6 +411,7 @@ async fn ws_session(
                     }
                 }
                 drop(slot);
+                drop(upgrade);
             }
             .instrument(span)
         })

@@ -55,6 +55,18 @@ pub mod codes {
     /// signs (which confirms it) but is not refreshed.
     pub const KEY_PENDING: Rejection =
         Rejection::application(4107, "key pending: sign with it once first");
+    /// 4108: the owner has `MPC_MAX_KEYS_PER_OWNER` keys that are not
+    /// revoked (PROTOCOL.md §18.5); refused before any protocol work.
+    pub const KEY_QUOTA_REACHED: Rejection = Rejection::application(4108, "key quota reached");
+    /// 4109: the owner has `MPC_MAX_PRESIGNATURES_PER_OWNER` unused
+    /// presignatures (§18.5); refused before any protocol work.
+    pub const PRESIGNATURE_QUOTA_REACHED: Rejection =
+        Rejection::application(4109, "presignature quota reached");
+    /// 4111: the owner or the client's address has as many keygen or
+    /// refresh sessions in progress as allowed (§18.5); refused before any
+    /// protocol work.
+    pub const KEYGENS_IN_PROGRESS: Rejection =
+        Rejection::application(4111, "too many keygens in progress");
     /// 4110: the caller's rate limit for this operation is reached
     /// (PROTOCOL.md §18.5); the reason says how long to wait ("rate
     /// limited: retry in 1 s", "10 s", "1 min", "10 min" or "1 h").
@@ -159,12 +171,24 @@ pub(crate) async fn finish<F: Frames>(
 /// Logs a storage failure (its text holds no secrets) and gives the
 /// rejection to send.
 ///
+/// A quota reached where the key or presignature is stored is no failure:
+/// its close code (4108, 4109), not logged as an error.
+///
 /// A detected rollback (the vault has logged the incident) is refused as
 /// not found: for the client the retired record does not exist
 /// (PROTOCOL.md §18.3).
 pub(crate) fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Rejection {
+    use crate::vault::{Quota, VaultError};
+    match error {
+        // Not a failure: a quota check at store time (PROTOCOL.md §18.5).
+        VaultError::QuotaReached(Quota::Keys) => return codes::KEY_QUOTA_REACHED,
+        VaultError::QuotaReached(Quota::Presignatures) => {
+            return codes::PRESIGNATURE_QUOTA_REACHED
+        }
+        _ => {}
+    }
     error!(%error, "storage failed: {what}");
-    if matches!(error, crate::vault::VaultError::RolledBack(_)) {
+    if matches!(error, VaultError::RolledBack(_)) {
         return Rejection::NOT_FOUND;
     }
     Rejection::INTERNAL
@@ -189,7 +213,12 @@ async fn keygen<F: Frames>(
     // client that fails its last check or vanishes leaves no active key.
     let record = match state
         .vault
-        .create_pending_key(owner, &share, now_ms())
+        .create_pending_key_within(
+            owner,
+            &share,
+            state.admission.limits().max_keys_per_owner,
+            now_ms(),
+        )
         .await
     {
         Ok(record) => record,
@@ -437,7 +466,12 @@ async fn presign<F: Frames>(
     crash::point("presign:before-store");
     if let Err(e) = state
         .vault
-        .store_presignature(&record, &presignature, now_ms())
+        .store_presignature_within(
+            &record,
+            &presignature,
+            state.admission.limits().max_presignatures_per_owner,
+            now_ms(),
+        )
         .await
     {
         return Err(session

@@ -1,13 +1,13 @@
 //! Prometheus metrics: WebSocket sessions by protocol and outcome, their
 //! durations and bytes, open sessions, REST requests, webhook deliveries
-//! and backlog,
-//! failed OT-setup tree proofs and their alerts (PROTOCOL.md §5.3).
+//! and backlog, failed OT-setup tree proofs and their alerts (PROTOCOL.md
+//! §5.3), sessions refused by admission rules (§18.5).
 //!
 //! Every label value comes from a closed set, most enforced by the type
-//! (`&'static str`): protocol names, outcomes, directions, operations, the
-//! normalized HTTP method; the REST route is its template or `unmatched`
-//! and the status the server's own. No client-chosen text becomes a label,
-//! so no client can add series.
+//! (`&'static str`): protocol names, outcomes, directions, operations,
+//! admission rules, the normalized HTTP method; the REST route is its
+//! template or `unmatched` and the status the server's own. No
+//! client-chosen text becomes a label, so no client can add series.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -57,6 +57,13 @@ struct OperationLabel {
     operation: &'static str,
 }
 
+/// Labels of a refused admission: the rule, from a closed set
+/// ([`crate::admission`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -77,6 +84,7 @@ pub struct Metrics {
     webhooks_in_flight: Gauge,
     pprf_failures: Family<OperationLabel, Counter>,
     pprf_alerts: Family<OperationLabel, Counter>,
+    admission_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -169,8 +177,15 @@ impl Metrics {
             "PPRF proof failures at or past the per-key-and-owner threshold (PROTOCOL.md 5.3)",
             pprf_alerts.clone(),
         );
+        let admission_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "admission_refusals",
+            "WebSocket sessions refused before any protocol work, by rule (PROTOCOL.md 18.5)",
+            admission_refusals.clone(),
+        );
         Self {
             registry,
+            admission_refusals,
             pprf_failures,
             pprf_alerts,
             sessions,
@@ -267,6 +282,13 @@ impl Metrics {
     pub fn pprf_failure_alert(&self, operation: &'static str) {
         self.pprf_alerts
             .get_or_create(&OperationLabel { operation })
+            .inc();
+    }
+
+    /// Counts a session refused by an admission rule ([`crate::admission`]).
+    pub(crate) fn admission_refused(&self, reason: &'static str) {
+        self.admission_refusals
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

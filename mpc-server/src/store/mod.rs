@@ -28,6 +28,9 @@ pub(crate) mod pending;
 #[cfg(test)]
 mod pending_tests;
 pub(crate) mod queries;
+#[cfg(test)]
+mod quota_tests;
+pub(crate) mod quotas;
 pub(crate) mod records;
 #[cfg(test)]
 mod rollback_tests;

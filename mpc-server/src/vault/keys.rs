@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{KeyRecord, KeyStatus, ShareState, Vault, VaultError};
+use super::{KeyRecord, KeyStatus, Quota, ShareState, Vault, VaultError};
 use crate::store::queries as q;
 use crate::store::{commit, pending, Tx};
 
@@ -80,16 +80,38 @@ impl Vault {
         share: &KeyShare,
         now: i64,
     ) -> Result<KeyRecord, VaultError> {
-        self.store_new_key(owner, share, KeyStatus::Pending, now)
+        self.store_new_key(owner, share, KeyStatus::Pending, None, now)
             .await
     }
 
-    /// Stores a new key with `status` (active or pending) and its share.
+    /// [`create_pending_key`](Self::create_pending_key) within the key
+    /// quota: refused, storing nothing, if `owner` already has `max_keys`
+    /// keys that are not revoked. The count and the insert are one step
+    /// for every server process on the database (PROTOCOL.md §18.5).
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::QuotaReached`] with [`Quota::Keys`]; as
+    /// [`create_key`](Self::create_key).
+    pub async fn create_pending_key_within(
+        &self,
+        owner: &str,
+        share: &KeyShare,
+        max_keys: u64,
+        now: i64,
+    ) -> Result<KeyRecord, VaultError> {
+        self.store_new_key(owner, share, KeyStatus::Pending, Some(max_keys), now)
+            .await
+    }
+
+    /// Stores a new key with `status` (active or pending) and its share,
+    /// within the key quota if `max_keys` is set.
     pub(super) async fn store_new_key(
         &self,
         owner: &str,
         share: &KeyShare,
         status: KeyStatus,
+        max_keys: Option<u64>,
         now: i64,
     ) -> Result<KeyRecord, VaultError> {
         let public_key: [u8; 33] = share
@@ -112,6 +134,8 @@ impl Vault {
         };
         let sealed = self.seal_share(owner, share).await?;
         let mut tx = self.store().begin().await?;
+        self.within_quota(&mut tx, owner, Quota::Keys, max_keys)
+            .await?;
         if !q::insert_key(&mut tx, &key).await? {
             return Err(VaultError::Conflict("the key exists"));
         }

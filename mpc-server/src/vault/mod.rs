@@ -18,6 +18,7 @@
 mod keys;
 mod outbox;
 mod presignatures;
+mod quotas;
 mod refresh;
 mod rollback;
 
@@ -39,6 +40,7 @@ pub use crate::store::records::{
 pub(crate) use keys::spawn_reaper;
 pub use keys::Confirmation;
 pub use presignatures::{ClaimedPresignature, StoredPresignature};
+pub use quotas::Quota;
 pub use refresh::RefreshLease;
 
 const KEK_CHECK_NAME: &str = "kek_check";
@@ -80,6 +82,10 @@ pub enum VaultError {
     /// is a security incident, logged as such where it is detected.
     #[error("rollback detected: {0} is back in the database")]
     RolledBack(&'static str),
+    /// The owner already has as many of the quota's units as allowed
+    /// (PROTOCOL.md §18.5); nothing was stored.
+    #[error("quota reached: {0}")]
+    QuotaReached(Quota),
 }
 
 /// The server's storage: cheap to clone (shared pool and key).
@@ -263,7 +269,7 @@ impl Vault {
         share: &KeyShare,
         now: i64,
     ) -> Result<KeyRecord, VaultError> {
-        self.store_new_key(owner, share, KeyStatus::Active, now)
+        self.store_new_key(owner, share, KeyStatus::Active, None, now)
             .await
     }
 

@@ -10,7 +10,7 @@ use mpc_core::{
 use zeroize::Zeroizing;
 
 use super::rollback::rolled_back;
-use super::{open_error, same_owner, KeyRecord, Vault, VaultError};
+use super::{open_error, same_owner, KeyRecord, Quota, Vault, VaultError};
 use crate::seal::{self, share_aad, RecordKind};
 use crate::store::queries as q;
 use crate::store::{commit, tombstones};
@@ -86,6 +86,38 @@ impl Vault {
         presignature: &P,
         now: i64,
     ) -> Result<(), VaultError> {
+        self.store_presignature_limited(key, presignature, None, now)
+            .await
+    }
+
+    /// [`store_presignature`](Self::store_presignature) within the
+    /// presignature quota: refused, storing nothing, if the key's owner
+    /// already has `max_unused` unused presignatures (of every scheme and
+    /// key). The count and the insert are one step for every server process
+    /// on the database (PROTOCOL.md §18.5).
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::QuotaReached`] with [`Quota::Presignatures`]; as
+    /// [`store_presignature`](Self::store_presignature).
+    pub async fn store_presignature_within<P: StoredPresignature>(
+        &self,
+        key: &KeyRecord,
+        presignature: &P,
+        max_unused: u64,
+        now: i64,
+    ) -> Result<(), VaultError> {
+        self.store_presignature_limited(key, presignature, Some(max_unused), now)
+            .await
+    }
+
+    async fn store_presignature_limited<P: StoredPresignature>(
+        &self,
+        key: &KeyRecord,
+        presignature: &P,
+        max_unused: Option<u64>,
+        now: i64,
+    ) -> Result<(), VaultError> {
         if *presignature.key_id() != key.key_id {
             return Err(VaultError::Conflict("the presignature is of another key"));
         }
@@ -96,6 +128,8 @@ impl Vault {
             .await
             .map_err(VaultError::Seal)?;
         let mut tx = self.store().begin().await?;
+        self.within_quota(&mut tx, &key.owner, Quota::Presignatures, max_unused)
+            .await?;
         let current = q::lock_live_key(&mut tx, &key.key_id).await?;
         same_owner(&current, key)?;
         if epoch < current.epoch {
