@@ -25,7 +25,6 @@
 //! server's resident memory is sampled during the run.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mpc_core::{Prehash, Sign};
+use mpc_examples::{check_loopback, hs256_secret, percentile};
 use mpc_server::auth::TokenBuilder;
 use mpc_transport_ws::{Client, Operation, TransportConfig};
-use zeroize::Zeroizing;
 
 /// Hard bounds, so that a typo cannot start an endless or huge run.
 const MAX_CLIENTS: usize = 1024;
@@ -94,50 +93,6 @@ fn main() -> ExitCode {
             eprintln!("{}", serde_json::json!({ "error": message }));
             ExitCode::FAILURE
         }
-    }
-}
-
-fn secret(args: &Args) -> Result<Zeroizing<String>, String> {
-    if let Some(path) = &args.jwt_secret_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        return Ok(Zeroizing::new(text.trim_end().to_owned()));
-    }
-    if let Ok(secret) = std::env::var("MPC_JWT_SECRET") {
-        return Ok(Zeroizing::new(secret));
-    }
-    if let Some(dir) = &args.dev_data_dir {
-        let path = dir.join("dev-secrets.json");
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        );
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(secret) = value.get("jwt_secret").and_then(|v| v.as_str()) {
-            return Ok(Zeroizing::new(secret.to_owned()));
-        }
-    }
-    Err("no HS256 secret: use --jwt-secret-file, MPC_JWT_SECRET or --dev-data-dir".into())
-}
-
-fn check_loopback(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or("only ws:// URLs on loopback are allowed")?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.rsplit_once(':') {
-        Some((host, _port)) => host,
-        None => authority,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback {
-        Ok(())
-    } else {
-        Err(format!(
-            "{host} is not a loopback address: loadgen runs on loopback only"
-        ))
     }
 }
 
@@ -220,7 +175,7 @@ fn run(args: &Args) -> Result<(), String> {
     if args.seconds == 0 || args.seconds > MAX_SECONDS {
         return Err(format!("--seconds must be 1..={MAX_SECONDS}"));
     }
-    let secret = secret(args)?;
+    let secret = hs256_secret(args.jwt_secret_file.as_deref(), args.dev_data_dir.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -346,17 +301,6 @@ async fn client_loop(client: Client, run: ClientRun) -> Samples {
         }
     }
     samples
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    // Nearest rank.
-    let rank = (p / 100.0 * sorted.len() as f64).ceil().max(1.0);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let index = (rank as usize).min(sorted.len()) - 1;
-    sorted[index]
 }
 
 fn report(args: &Args, samples: &Samples, elapsed: f64, memory: Option<ServerUse>) {

@@ -1,16 +1,27 @@
-//! Builds an example of this package with the same profile as the running
-//! test (cargo has released its lock while tests run); shared by the test
-//! crates through `#[path]`.
+//! Builds an example of this package (or a binary of the workspace) with
+//! the same profile as the running test (cargo has released its lock while
+//! tests run); shared by the test crates through `#[path]`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 /// Builds the example `name` (once per test process) and returns its path.
 pub(crate) fn build_example(name: &'static str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> =
+    build("--example", name)
+}
+
+/// Builds the workspace binary `name` (e.g. `mpc-server`, once per test
+/// process) and returns its path.
+#[allow(dead_code)] // Not every test crate starts the server.
+pub(crate) fn build_binary(name: &'static str) -> PathBuf {
+    build("--bin", name)
+}
+
+fn build(kind: &'static str, name: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, &'static str, PathBuf)>> =
         std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap();
-    if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
+    if let Some((_, _, path)) = built.iter().find(|(k, n, _)| *k == kind && *n == name) {
         return path.clone();
     }
     let mut dir = std::env::current_exe().unwrap();
@@ -23,14 +34,7 @@ pub(crate) fn build_example(name: &'static str) -> PathBuf {
     // (the test command) resolves it: with `-p mpc-examples` alone, cargo
     // unifies features over this package only and rebuilds half the
     // dependency graph a second time.
-    build.args([
-        "build",
-        "--quiet",
-        "--workspace",
-        "--all-features",
-        "--example",
-        name,
-    ]);
+    build.args(["build", "--quiet", "--workspace", "--all-features", kind, name]);
     // The test's own profile, so that the crates it already built are
     // reused rather than rebuilt under `dev`.
     if dir.ends_with("release") {
@@ -39,11 +43,12 @@ pub(crate) fn build_example(name: &'static str) -> PathBuf {
         build.args(["--profile", "test"]);
     }
     let status = build.status().unwrap();
-    assert!(status.success(), "building the example {name} failed");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "no example binary at {}", path.display());
-    built.push((name, path.clone()));
+    assert!(status.success(), "building {kind} {name} failed");
+    if kind == "--example" {
+        dir.push("examples");
+    }
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "no binary at {}", path.display());
+    built.push((kind, name, path.clone()));
     path
 }
