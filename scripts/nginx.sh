@@ -47,7 +47,9 @@ install_nginx() {
     command -v apt-get >/dev/null 2>&1 ||
         die "nginx is not installed and apt-get is not available: install nginx first"
     say "installing nginx with apt-get"
-    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+    # Waits for dpkg's lock rather than failing if another apt-get runs
+    # (scripts/test.sh installs this in the background).
+    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
     # Debian 12 has nginx-light; later releases fold it into nginx.
     if ! "${apt[@]}" install -y --no-install-recommends nginx-light >&2 &&
         ! "${apt[@]}" install -y --no-install-recommends nginx >&2; then

@@ -91,6 +91,27 @@ step "background (nice 19): no_std check, ctgrind build, virtualenv, bindings, f
 step "scripts/postgres.sh start"
 eval "$(bash scripts/postgres.sh start)"
 
+# nginx for the replica test (mpc-server/tests/replicas.rs), passed as
+# MPC_NGINX. When it is missing, scripts/nginx.sh installs it with apt-get in
+# the background while the tests build: after the PostgreSQL start, since two
+# apt-get runs at once fight over dpkg's lock. The install holds a lock
+# (flock) on target/nginx-install.lock until it ends; the test waits on it
+# (MPC_NGINX_LOCK), then finds the binary. Log in target/nginx-install.log.
+nginx_lock="$root/target/nginx-install.lock"
+if MPC_NGINX="$(bash scripts/nginx.sh path)"; then
+    export MPC_NGINX
+else
+    unset MPC_NGINX
+    step "background: scripts/nginx.sh install; log in target/nginx-install.log"
+    exec 8>"$nginx_lock"
+    flock 8
+    # The subshell keeps descriptor 8, so the lock, until the install ends;
+    # the install itself does not get it (a service it starts would keep it).
+    (bash scripts/nginx.sh install 8>&- >"$root/target/nginx-install.log" 2>&1 </dev/null || true) &
+    exec 8>&-
+    export MPC_NGINX_LOCK="$nginx_lock"
+fi
+
 # nextest runs the test binaries side by side (cargo test runs them one after
 # another); plain cargo test where nextest is not installed.
 if cargo nextest --version >/dev/null 2>&1; then
@@ -111,6 +132,8 @@ run bash mpc-client-ffi/tests/python/run.sh
 # installed when missing; without it the harness fails, it never skips.
 if ! command -v valgrind >/dev/null 2>&1; then
     step "apt-get install valgrind (for the ctgrind harness)"
+    # Not while the nginx install above may still hold dpkg's lock.
+    if [ -n "${MPC_NGINX_LOCK:-}" ]; then flock "$MPC_NGINX_LOCK" true; fi
     apt-get update -qq && apt-get install -y -qq valgrind
 fi
 run env CARGO_TARGET_DIR="$ctgrind_target" cargo test -p mpc-audit --profile ctgrind --test ctgrind

@@ -145,6 +145,11 @@ pub enum WalletError {
         /// Seconds to wait, if the server said.
         retry_after_secs: Option<u64>,
     },
+    /// The owner's quota of keys or unused presignatures is reached.
+    QuotaExceeded {
+        /// `"keys"` or `"presignatures"`.
+        what: String,
+    },
     /// The server is shutting down, busy or without its database.
     Unavailable,
     /// A message or session timeout expired.
@@ -213,6 +218,7 @@ impl fmt::Display for WalletError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound { what } => write!(f, "not found: {what}"),
+            Self::QuotaExceeded { what } => write!(f, "quota of {what} reached"),
             Self::RateLimited {
                 retry_after_secs: Some(secs),
             } => write!(f, "rate limited: retry after {secs} s"),
@@ -260,6 +266,7 @@ impl WalletError {
             Self::NotFound { .. } => "not_found",
             Self::NoPresignatures => "no_presignatures",
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::Network { .. } => "network",
@@ -305,6 +312,7 @@ impl From<ClientError> for WalletError {
             ClientError::NotFound { what } => Self::NotFound { what },
             ClientError::NoPresignatures => Self::NoPresignatures,
             ClientError::RateLimited { retry_after_secs } => Self::RateLimited { retry_after_secs },
+            ClientError::QuotaExceeded { what } => Self::QuotaExceeded { what },
             ClientError::Unavailable => Self::Unavailable,
             ClientError::Timeout => Self::Timeout,
             ClientError::Network { message } => Self::Network { reason: message },
@@ -352,6 +360,9 @@ mod tests {
             ClientError::NoPresignatures,
             ClientError::RateLimited {
                 retry_after_secs: Some(3),
+            },
+            ClientError::QuotaExceeded {
+                what: "keys".into(),
             },
             ClientError::Unavailable,
             ClientError::Timeout,

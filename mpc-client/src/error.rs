@@ -113,10 +113,19 @@ pub enum ClientError {
     /// The local presignature pool of the key is empty: call
     /// [`Wallet::presign`](crate::Wallet::presign).
     NoPresignatures,
-    /// Too many requests (HTTP 429): retry after the given seconds if known.
+    /// Too many requests (HTTP 429; close 4110, a rate limit on the
+    /// operation; close 4111, too many keygens or refreshes in progress):
+    /// retry after the given seconds if known.
     RateLimited {
         /// The server's `Retry-After`, if it sent one.
         retry_after_secs: Option<u64>,
+    },
+    /// The owner's quota is reached (close 4108: keys not revoked, 4109:
+    /// unused presignatures; PROTOCOL.md §18.5): revoke keys or use
+    /// presignatures first. Retrying unchanged does not help.
+    QuotaExceeded {
+        /// `"keys"` or `"presignatures"`.
+        what: String,
     },
     /// The server is shutting down, busy, or its database is unavailable
     /// (close 1001 / 4007, HTTP 503): retry later.
@@ -192,6 +201,7 @@ impl ClientError {
             Self::NotFound { .. } => "not_found",
             Self::NoPresignatures => "no_presignatures",
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::Network { .. } => "network",
@@ -245,7 +255,7 @@ impl ClientError {
             TransportError::Transport { .. } | TransportError::Closed => Self::Network { message },
             TransportError::Timeout { .. } => Self::Timeout,
             _ if err.is_ban() => Self::ProtocolBan,
-            TransportError::RejectedByPeer { code, .. } => match code.0 {
+            TransportError::RejectedByPeer { code, reason, .. } => match code.0 {
                 4101 => Self::Revoked,
                 4102 => Self::Banned,
                 4103 => Self::RotationRequired,
@@ -253,6 +263,18 @@ impl ClientError {
                 4105 => Self::invalid("the server cannot derive this path"),
                 4106 => Self::RefreshInProgress,
                 4107 => Self::KeyPending,
+                4108 => Self::QuotaExceeded {
+                    what: "keys".into(),
+                },
+                4109 => Self::QuotaExceeded {
+                    what: "presignatures".into(),
+                },
+                4110 => Self::RateLimited {
+                    retry_after_secs: retry_after_of_reason(reason),
+                },
+                4111 => Self::RateLimited {
+                    retry_after_secs: None,
+                },
                 _ if *code == CloseCode::NOT_FOUND => Self::not_found(what),
                 _ if *code == CloseCode::UNAVAILABLE || *code == CloseCode::GOING_AWAY => {
                     Self::Unavailable
@@ -314,6 +336,21 @@ impl ClientError {
     }
 }
 
+/// The wait in a 4110 close reason ("rate limited: retry in 10 s", "1 min",
+/// "1 h"; PROTOCOL.md §18.5), in seconds.
+fn retry_after_of_reason(reason: &str) -> Option<u64> {
+    let wait = reason.strip_prefix("rate limited: retry in ")?;
+    let (count, unit) = wait.split_once(' ')?;
+    let count: u64 = count.parse().ok()?;
+    let unit = match unit {
+        "s" => 1,
+        "min" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    count.checked_mul(unit)
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -344,6 +381,7 @@ impl fmt::Display for ClientError {
                 retry_after_secs: Some(secs),
             } => write!(f, "rate limited: retry after {secs} s"),
             Self::RateLimited { .. } => f.write_str("rate limited"),
+            Self::QuotaExceeded { what } => write!(f, "quota of {what} reached"),
             Self::Unavailable => f.write_str("the server is unavailable: retry later"),
             Self::Timeout => f.write_str("the session timed out"),
             Self::Network { message } => write!(f, "network: {message}"),
@@ -373,5 +411,51 @@ impl std::error::Error for ClientError {}
 impl From<StoreError> for ClientError {
     fn from(err: StoreError) -> Self {
         Self::Store(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mpc_transport_ws::{CloseCode, TransportError};
+
+    use super::ClientError;
+
+    fn closed_with(code: u16, reason: &str) -> ClientError {
+        let err = TransportError::RejectedByPeer {
+            code: CloseCode(code),
+            class: None,
+            reason: reason.into(),
+        };
+        ClientError::from_transport(&err, "key")
+    }
+
+    /// The admission and rate-limit close codes (PROTOCOL.md §18.5) reach
+    /// the UI as what it acts on: a quota is not retryable, a rate limit
+    /// is, with the server's wait when its reason states one.
+    #[test]
+    fn quota_and_rate_limit_close_codes_are_typed() {
+        for (code, what) in [(4108, "keys"), (4109, "presignatures")] {
+            let err = closed_with(code, "quota reached");
+            assert_eq!(err, ClientError::QuotaExceeded { what: what.into() });
+            assert!(!err.is_retryable());
+            assert_eq!(err.code(), "quota_exceeded");
+        }
+        for (reason, wait) in [
+            ("rate limited: retry in 1 s", Some(1)),
+            ("rate limited: retry in 10 s", Some(10)),
+            ("rate limited: retry in 1 min", Some(60)),
+            ("rate limited: retry in 10 min", Some(600)),
+            ("rate limited: retry in 1 h", Some(3600)),
+            ("rate limited", None),
+            ("rate limited: retry in 99999999999999999999 h", None),
+            ("rate limited: retry in 5 fortnights", None),
+        ] {
+            let err = closed_with(4110, reason);
+            assert_eq!(err, ClientError::RateLimited { retry_after_secs: wait }, "{reason}");
+            assert!(err.is_retryable());
+        }
+        let err = closed_with(4111, "too many keygens in progress");
+        assert_eq!(err, ClientError::RateLimited { retry_after_secs: None });
+        assert!(err.is_retryable());
     }
 }

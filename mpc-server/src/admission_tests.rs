@@ -122,29 +122,32 @@ fn admission(per_owner: usize, per_ip: usize) -> Admission {
 #[test]
 fn half_open_limits_per_owner_and_per_ip() {
     let admission = admission(2, 3);
-    let a1 = admission.enter("a", IP, Tracked::Keygen).unwrap();
+    let a1 = admission.enter("a", Some(IP), Tracked::Keygen).unwrap();
     assert_eq!(a1.1, 0);
     // A refresh counts too.
-    let a2 = admission.enter("a", IP, Tracked::Refresh).unwrap();
+    let a2 = admission.enter("a", Some(IP), Tracked::Refresh).unwrap();
     assert_eq!(
-        admission.enter("a", IP, Tracked::Keygen).unwrap_err(),
+        admission.enter("a", Some(IP), Tracked::Keygen).unwrap_err(),
         "keygens_in_progress_owner"
     );
     // Presigns are not keygen-class: counted for the quota, not limited.
     let presigns: Vec<_> = (0..5)
-        .map(|_| admission.enter("a", IP, Tracked::Presign).unwrap())
+        .map(|_| admission.enter("a", Some(IP), Tracked::Presign).unwrap())
         .collect();
     assert_eq!(presigns[4].1, 4);
-    let b = admission.enter("b", IP, Tracked::Keygen).unwrap();
+    let b = admission.enter("b", Some(IP), Tracked::Keygen).unwrap();
     assert_eq!(
-        admission.enter("c", IP, Tracked::Keygen).unwrap_err(),
+        admission.enter("c", Some(IP), Tracked::Keygen).unwrap_err(),
         "keygens_in_progress_ip"
     );
-    let c = admission.enter("c", OTHER_IP, Tracked::Keygen).unwrap();
+    let c = admission.enter("c", Some(OTHER_IP), Tracked::Keygen).unwrap();
+    // An unknown address (an embedding without connect info) is held to
+    // the owner's limit only.
+    let d = admission.enter("d", None, Tracked::Keygen).unwrap();
     drop(a1);
-    let a3 = admission.enter("a", IP, Tracked::Keygen).unwrap();
+    let a3 = admission.enter("a", Some(IP), Tracked::Keygen).unwrap();
     assert_eq!(a3.1, 0, "the earlier keygen ended");
-    drop((a2, a3, b, c, presigns));
+    drop((a2, a3, b, c, d, presigns));
     let counters = lock(&admission.counters);
     assert!(counters.owners.is_empty() && counters.half_open_by_ip.is_empty());
 }

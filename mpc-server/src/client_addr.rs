@@ -10,10 +10,13 @@
 //! we do not trust, so they are never believed. A request from any other
 //! peer is attributed to the peer: its forwarded headers are ignored.
 //!
-//! A header that cannot be read (not ASCII, an entry that is no address,
-//! `unknown` or an obfuscated identifier where the walk needs an address)
-//! falls back to the TCP peer: the request is then counted against the
-//! proxy's own address, which is safe (stricter) and never a panic.
+//! An entry that cannot be read where the walk needs an address (not
+//! ASCII, no address, `unknown` or an obfuscated identifier) falls back to
+//! the TCP peer: the request is counted against the proxy's own address,
+//! never a panic. `X-Forwarded-For` is walked lazily from the right, so
+//! what a client writes left of its own address is never read; the
+//! quoted syntax of `Forwarded` is parsed whole (a proxy that writes only
+//! `Forwarded` must drop a client's `X-Forwarded-For`, which wins).
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -136,9 +139,10 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let chain = if headers.contains_key("x-forwarded-for") {
-            forwarded_for(headers)
-        } else if headers.contains_key("forwarded") {
+        if headers.contains_key("x-forwarded-for") {
+            return self.client_from_forwarded_for(peer, headers);
+        }
+        let chain = if headers.contains_key("forwarded") {
             rfc7239_for(headers)
         } else {
             return peer;
@@ -161,6 +165,60 @@ impl TrustedProxies {
             }
         }
         client
+    }
+}
+
+impl TrustedProxies {
+    /// The client named by `X-Forwarded-For` for a request from the
+    /// trusted `peer`: the lines and their entries walked from the right,
+    /// each parsed only when reached, up to [`MAX_FORWARDED_ENTRIES`].
+    /// What lies left of the client (written by the client itself) is
+    /// never read, so a client cannot make the walk fail and be counted
+    /// as the proxy; an unreadable entry where an address is needed, or a
+    /// walk too long, gives the peer (our proxy's own bucket).
+    fn client_from_forwarded_for(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let lines: Vec<&[u8]> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|line| line.as_bytes())
+            .collect();
+        let mut client = peer;
+        let mut walked = 0;
+        for entry in lines.iter().rev().flat_map(|line| line.rsplit(|b| *b == b',')) {
+            walked += 1;
+            if walked > MAX_FORWARDED_ENTRIES {
+                return peer;
+            }
+            let Some(ip) = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|entry| node_address(entry.trim()))
+            else {
+                // `unknown`, obfuscated or garbage where an address is needed.
+                return peer;
+            };
+            client = ip;
+            if !self.contains(ip) {
+                return client;
+            }
+        }
+        // Only trusted addresses: the leftmost (a client inside the trusted
+        // network, which the setting must not name: crate::config).
+        client
+    }
+}
+
+/// The key under which per-address limits count `ip`: an IPv4 address
+/// itself, an IPv6 address's /64 (one host commonly holds a whole /64, so
+/// counting single IPv6 addresses would let it open 2^64 buckets). An
+/// IPv4-mapped IPv6 address is its IPv4 address.
+#[must_use]
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
     }
 }
 
@@ -189,22 +247,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
                 .map(|ConnectInfo(addr)| *addr),
         ))
     }
-}
-
-/// The entries of every `X-Forwarded-For` line, in order; `None` if a line
-/// is not text or the chain is too long. An entry that is not an address is
-/// `Some(None)`.
-fn forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
-    let mut entries = Vec::new();
-    for line in headers.get_all("x-forwarded-for") {
-        for entry in line.to_str().ok()?.split(',') {
-            entries.push(node_address(entry.trim()));
-            if entries.len() > MAX_FORWARDED_ENTRIES {
-                return None;
-            }
-        }
-    }
-    Some(entries)
 }
 
 /// The `for=` of each element of every `Forwarded` line (RFC 7239 §4), in
@@ -311,6 +353,19 @@ mod tests {
 
     fn trusted() -> TrustedProxies {
         TrustedProxies::parse("127.0.0.2, 10.0.0.0/8 ,fd00::/8,2001:db8::1").unwrap()
+    }
+
+    /// One IPv6 host's /64 is one bucket; other /64s and IPv4 addresses
+    /// are their own; an IPv4-mapped address counts as its IPv4 address.
+    #[test]
+    fn per_address_limits_count_an_ipv6_slash_64_as_one() {
+        let key = limit_key(ip("2001:db8:1:2::1"));
+        assert_eq!(key, ip("2001:db8:1:2::"));
+        assert_eq!(limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")), key);
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), key);
+        assert_eq!(limit_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(limit_key(ip("192.0.2.8")), ip("192.0.2.7"));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]
@@ -425,6 +480,19 @@ mod tests {
             HeaderValue::from_bytes(b"198.51.100.7\xff").unwrap(),
         );
         assert_eq!(proxies.client_ip(peer, &map), peer);
+        // Left of the client, the client's own writing is never read: it
+        // cannot make the walk fail and so be counted as the proxy.
+        let mut map = HeaderMap::new();
+        map.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.7, 10.0.0.3").unwrap(),
+        );
+        assert_eq!(proxies.client_ip(peer, &map), ip("198.51.100.7"));
+        let padded = format!("{}, 198.51.100.7", vec!["garbage"; 500].join(","));
+        assert_eq!(
+            proxies.client_ip(peer, &headers(&[("x-forwarded-for", &padded)])),
+            ip("198.51.100.7")
+        );
         let mut map = HeaderMap::new();
         map.insert(
             "forwarded",

@@ -16,6 +16,9 @@
 //! | longest token lifetime (s): `exp` further ahead is refused | `--jwt-max-lifetime` | `MPC_JWT_MAX_LIFETIME` | 86400 |
 //! | step-up: how recent `auth_time` must be (s) | `--step-up-max-age` | `MPC_STEP_UP_MAX_AGE` | 300 |
 //! | step-up: tokens must carry `mpc_op` and `mpc_key_id` | `--step-up-require-binding` | `MPC_STEP_UP_REQUIRE_BINDING` | false |
+//! | longest a REST request may take (s) | `--request-timeout` | `MPC_REQUEST_TIMEOUT` | 30 |
+//! | recovery public key for backups (SEC1 compressed, hex) | `--backup-recovery-key` | `MPC_BACKUP_RECOVERY_KEY` | none (no server-chosen backups) |
+//! | a backup request may name its own recovery key (counts as an export) | `--backup-allow-request-key` | `MPC_BACKUP_ALLOW_REQUEST_KEY` | false |
 //! | open sessions, total / per owner (and a fair share of a nearly full server, PROTOCOL.md §18.5) | `--max-sessions`, `--max-sessions-per-owner` | `MPC_MAX_SESSIONS`, `MPC_MAX_SESSIONS_PER_OWNER` | 256 / 16 |
 //! | keys per owner, not revoked (pending included); beyond: 4108 | `--max-keys-per-owner` | `MPC_MAX_KEYS_PER_OWNER` | 100 |
 //! | unused presignatures per owner (all schemes and keys); beyond: 4109 | `--max-presignatures-per-owner` | `MPC_MAX_PRESIGNATURES_PER_OWNER` | 1000 |
@@ -43,6 +46,15 @@
 //! | webhook requests in flight at once, one key each (crate::webhook: order and delay bounds) | `--webhook-concurrency` | `MPC_WEBHOOK_CONCURRENCY` | 16 |
 //! | webhook request timeout (s) | `--webhook-timeout` | `MPC_WEBHOOK_TIMEOUT` | 10 |
 //! | webhook outbox poll interval (ms) | `--webhook-poll-interval-ms` | `MPC_WEBHOOK_POLL_INTERVAL_MS` | 1000 |
+//!
+//! Zero: the rate limits (`MPC_*_RATE_*`, `MPC_AUTH_FAILURES_PER_IP_PER_MINUTE`)
+//! are off at 0; the quotas and the session, half-open and upgrade limits
+//! take 0 as 1 (they cannot be switched off, only set very high).
+//! `MPC_TRUSTED_PROXIES` must name proxies only, never a client network:
+//! a client inside a trusted range names itself in the forwarded header.
+//! The proxies must set or overwrite `X-Forwarded-For` (nginx:
+//! `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for` or
+//! `$remote_addr`), which the server reads before `Forwarded`.
 
 use std::fmt;
 use std::net::SocketAddr;

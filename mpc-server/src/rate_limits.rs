@@ -14,7 +14,7 @@
 //! per `period / limit`. A limit of 0 turns it off.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -154,8 +154,19 @@ impl Gcra {
 /// GCRA buckets in this process's memory.
 #[derive(Default)]
 struct LocalBuckets {
-    tats: Mutex<HashMap<String, i64>>,
+    tats: Mutex<LocalTats>,
 }
+
+#[derive(Default)]
+struct LocalTats {
+    tats: HashMap<String, i64>,
+    /// When idle buckets were last forgotten (microseconds).
+    pruned_at: i64,
+}
+
+/// Least time between two prunes (microseconds): a full map is scanned at
+/// most once a second, not on every take while it stays full.
+const LOCAL_PRUNE_INTERVAL: i64 = 1_000_000;
 
 /// Memory buckets kept before the idle ones are forgotten.
 const LOCAL_PRUNE_AT: usize = 65_536;
@@ -163,10 +174,14 @@ const LOCAL_PRUNE_AT: usize = 65_536;
 impl LocalBuckets {
     /// Takes one request; `Err(wait)` (microseconds) when over the limit.
     fn take(&self, bucket: &str, now: i64, gcra: Gcra) -> Result<(), i64> {
-        let mut tats = self.tats.lock().unwrap_or_else(PoisonError::into_inner);
-        if tats.len() >= LOCAL_PRUNE_AT {
-            tats.retain(|_, tat| *tat > now);
+        let mut state = self.tats.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.tats.len() >= LOCAL_PRUNE_AT
+            && now.saturating_sub(state.pruned_at) >= LOCAL_PRUNE_INTERVAL
+        {
+            state.tats.retain(|_, tat| *tat > now);
+            state.pruned_at = now;
         }
+        let tats = &mut state.tats;
         let tat = tats.get(bucket).copied().unwrap_or(now);
         if tat - now > gcra.tolerance {
             return Err(tat - gcra.tolerance - now);
@@ -175,10 +190,33 @@ impl LocalBuckets {
         Ok(())
     }
 
+    /// `Err(wait)` while an earlier [`refuse_until`](Self::refuse_until)
+    /// of `bucket` holds.
+    fn refused(&self, bucket: &str, now: i64) -> Result<(), i64> {
+        let state = self.tats.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.tats.get(bucket) {
+            Some(until) if *until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers that `bucket` refuses until `until` (microseconds).
+    fn refuse_until(&self, bucket: &str, now: i64, until: i64) {
+        let mut state = self.tats.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.tats.len() >= LOCAL_PRUNE_AT
+            && now.saturating_sub(state.pruned_at) >= LOCAL_PRUNE_INTERVAL
+        {
+            state.tats.retain(|_, until| *until > now);
+            state.pruned_at = now;
+        }
+        state.tats.insert(bucket.to_owned(), until);
+    }
+
     /// `Err(wait)` if the next [`take`](Self::take) would be refused.
+    #[cfg(test)]
     fn peek(&self, bucket: &str, now: i64, gcra: Gcra) -> Result<(), i64> {
-        let tats = self.tats.lock().unwrap_or_else(PoisonError::into_inner);
-        match tats.get(bucket) {
+        let state = self.tats.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.tats.get(bucket) {
             Some(tat) if tat - now > gcra.tolerance => Err(tat - gcra.tolerance - now),
             _ => Ok(()),
         }
@@ -224,6 +262,11 @@ pub(crate) struct RateLimiters {
     /// Whether signing checks go to the database (PostgreSQL).
     sign_shared: bool,
     local: LocalBuckets,
+    /// Shared buckets the database refused, until when: a subject that
+    /// keeps asking while limited is refused here, without a database
+    /// round trip. Exact, not an approximation: other replicas' takes only
+    /// push a shared bucket's refusal later, never earlier.
+    refused_shared: LocalBuckets,
     shared_checks: AtomicU32,
     pub(crate) trusted_proxies: TrustedProxies,
 }
@@ -238,6 +281,7 @@ impl RateLimiters {
             auth_failures: Gcra::new(config.auth_failures_per_ip_per_minute, MINUTE),
             sign_shared: backend == Backend::Postgres,
             local: LocalBuckets::default(),
+            refused_shared: LocalBuckets::default(),
             shared_checks: AtomicU32::new(0),
             trusted_proxies: config.trusted_proxies.clone(),
         }
@@ -283,6 +327,11 @@ async fn take(
                 wait: wait_of(wait),
             }));
     }
+    if let Err(wait) = limiters.refused_shared.refused(&bucket, now) {
+        return Ok(Err(Limited {
+            wait: wait_of(wait),
+        }));
+    }
     let store = state.vault.store();
     let refused = {
         let mut conn = store.acquire().await?;
@@ -302,9 +351,14 @@ async fn take(
     }
     Ok(match refused {
         None => Ok(()),
-        Some(wait) => Err(Limited {
-            wait: wait_of(wait),
-        }),
+        Some(wait) => {
+            limiters
+                .refused_shared
+                .refuse_until(&bucket, now, now.saturating_add(wait));
+            Err(Limited {
+                wait: wait_of(wait),
+            })
+        }
     })
 }
 
@@ -391,36 +445,35 @@ fn seconds_rounded_up(wait: Duration) -> u64 {
 }
 
 /// The bearer token check at the WebSocket upgrade, counting failures per
-/// client address: an address over its budget of failures gets 429 (with
-/// `Retry-After`) before its token is even looked at, so that guessing
-/// tokens is slow; a missing or invalid token gets 401.
+/// client address. A valid token always passes: an address over its budget
+/// of failures (shared by everyone behind one NAT or an untrusted proxy)
+/// must not lock out its honest users. A missing or invalid token gets 401,
+/// or 429 (with `Retry-After`) once its address is over budget, so that a
+/// client probing tokens is slowed and told so.
 pub(crate) fn authenticate_upgrade(
     state: &AppState,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
 ) -> Result<Claims, Response> {
     let limiters = &state.rate_limiters;
-    let client = peer.map(|peer| crate::client_addr::client_ip(state, peer, headers));
-    let failures = limiters.auth_failures.zip(client);
-    let bucket = |ip: IpAddr| format!("auth:{ip}");
-    if let Some((gcra, ip)) = failures {
-        if let Err(wait) = limiters.local.peek(&bucket(ip), now_micros(), gcra) {
-            debug!(%ip, "upgrade refused: too many failed token checks");
-            return Err(too_many_failures(wait));
-        }
-    }
     let result = match mpc_transport_ws::server::bearer_token(headers) {
         Some(token) => state.auth.verify(token).map_err(|e| e.code()),
         None => Err("no bearer token"),
     };
-    result.map_err(|reason| {
-        debug!(reason, "upgrade refused: invalid token");
-        if let Some((gcra, ip)) = failures {
-            // Counted even when this one goes over: the next is refused.
-            let _ = limiters.local.take(&bucket(ip), now_micros(), gcra);
+    let reason = match result {
+        Ok(claims) => return Ok(claims),
+        Err(reason) => reason,
+    };
+    let client = peer.map(|peer| crate::client_addr::client_ip(state, peer, headers));
+    if let Some((gcra, ip)) = limiters.auth_failures.zip(client) {
+        let bucket = format!("auth:{}", crate::client_addr::limit_key(ip));
+        if let Err(wait) = limiters.local.take(&bucket, now_micros(), gcra) {
+            debug!(%ip, reason, "upgrade refused: too many failed token checks");
+            return Err(too_many_failures(wait));
         }
-        StatusCode::UNAUTHORIZED.into_response()
-    })
+    }
+    debug!(reason, "upgrade refused: invalid token");
+    Err(StatusCode::UNAUTHORIZED.into_response())
 }
 
 fn too_many_failures(wait: i64) -> Response {

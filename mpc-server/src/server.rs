@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -359,7 +359,10 @@ async fn ws_session(
     if *state.shutdown.borrow() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let ip = peer.map(|peer| crate::client_addr::client_ip(&state, peer, &headers));
+    // Per-address limits count by `limit_key` (an IPv6 /64).
+    let ip = peer.map(|peer| {
+        crate::client_addr::limit_key(crate::client_addr::client_ip(&state, peer, &headers))
+    });
     let upgrade = match ip {
         Some(ip) => match state.admission.open_upgrade(&state.metrics, ip) {
             Some(ticket) => Some(ticket),

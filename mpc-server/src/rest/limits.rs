@@ -65,7 +65,8 @@ impl Limiters {
 
     pub(crate) fn check_ip(&self, ip: IpAddr) -> Result<(), Problem> {
         self.prune();
-        check(&self.ip, &ip, "too many requests from this address")
+        let key = crate::client_addr::limit_key(ip);
+        check(&self.ip, &key, "too many requests from this address")
     }
 
     pub(crate) fn check_subject(&self, subject: &str) -> Result<(), Problem> {

@@ -36,7 +36,7 @@ pub(crate) async fn lock_owner(
     backend: Backend,
     owner: &str,
 ) -> Result<(), VaultError> {
-    if backend != Backend::Postgres || true {
+    if backend != Backend::Postgres {
         return Ok(());
     }
     sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
