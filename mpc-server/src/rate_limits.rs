@@ -454,7 +454,7 @@ pub(crate) fn authenticate_upgrade(
     state: &AppState,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
-) -> Result<Claims, Response> {
+) -> Result<Claims, Box<Response>> {
     let limiters = &state.rate_limiters;
     let result = match mpc_transport_ws::server::bearer_token(headers) {
         Some(token) => state.auth.verify(token).map_err(|e| e.code()),
@@ -469,11 +469,11 @@ pub(crate) fn authenticate_upgrade(
         let bucket = format!("auth:{}", crate::client_addr::limit_key(ip));
         if let Err(wait) = limiters.local.take(&bucket, now_micros(), gcra) {
             debug!(%ip, reason, "upgrade refused: too many failed token checks");
-            return Err(too_many_failures(wait));
+            return Err(Box::new(too_many_failures(wait)));
         }
     }
     debug!(reason, "upgrade refused: invalid token");
-    Err(StatusCode::UNAUTHORIZED.into_response())
+    Err(Box::new(StatusCode::UNAUTHORIZED.into_response()))
 }
 
 fn too_many_failures(wait: i64) -> Response {

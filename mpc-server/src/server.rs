@@ -372,7 +372,7 @@ async fn ws_session(
     };
     let claims = match crate::rate_limits::authenticate_upgrade(&state, peer, &headers) {
         Ok(claims) => claims,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let owner = claims.subject;
     let slot = match state.take_slot(&owner) {
