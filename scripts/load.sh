@@ -30,8 +30,10 @@
 #    bound, p50, p99, p99/p50, server CPU, errors, and the 1-minute load
 #    average when the point started (the machine's other work shows there).
 #
-# The server runs with its defaults except MPC_MAX_SESSIONS (raised to fit
-# the clients) and logging (warnings only); any other MPC_* variable in the
+# The server runs with its defaults except MPC_MAX_SESSIONS,
+# MPC_MAX_UPGRADES_PER_IP and MPC_MAX_HALF_OPEN_PER_IP (raised to fit the
+# clients, who all connect from 127.0.0.1), MPC_SIGN_RATE_PER_MINUTE (off
+# unless set) and logging (warnings only); any other MPC_* variable in the
 # environment is passed on (e.g. MPC_COMPUTE_THREADS, or rate limits that
 # would otherwise throttle the run).
 set -euo pipefail
@@ -122,6 +124,12 @@ start_server() {
         MPC_JWT_SECRET="$jwt_secret" MPC_MASTER_KEY="$master_key"
         MPC_DATA_DIR="$data" MPC_WS_ADDR="127.0.0.1:$ws_port" MPC_REST_ADDR="127.0.0.1:$rest_port"
         MPC_MAX_SESSIONS=$((most_clients * 2 + 16)) MPC_LOG=warn
+        # Every simulated user signs from 127.0.0.1 as fast as it can: the
+        # per-address limits are raised to fit them, and the per-user
+        # signing rate limit is off (a real user signs far less often).
+        MPC_MAX_UPGRADES_PER_IP=$((most_clients * 2 + 16))
+        MPC_MAX_HALF_OPEN_PER_IP=$((most_clients + 16))
+        MPC_SIGN_RATE_PER_MINUTE="${MPC_SIGN_RATE_PER_MINUTE:-0}"
     )
     case "$backend" in
     sqlite) ;;
