@@ -61,7 +61,7 @@ async fn metric(server: &TestServer, series: &str) -> u64 {
         .unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+        .map_or(0, |value| value.trim().parse().unwrap())
 }
 
 async fn refusals(server: &TestServer, reason: &str) -> u64 {
@@ -190,7 +190,10 @@ async fn open_only(server: &TestServer, owner: &str, operation: Operation) -> Re
 /// The session was refused with `code` at its opening: a failed outcome
 /// and a close with that code, and not one protocol message before them.
 fn assert_refused_at_opening(seen: &Refused, code: u16) {
-    assert_eq!(seen.messages, 0, "protocol work before the refusal: {seen:?}");
+    assert_eq!(
+        seen.messages, 0,
+        "protocol work before the refusal: {seen:?}"
+    );
     assert_eq!(seen.outcome, Some(code), "{seen:?}");
     assert_eq!(seen.close.as_ref().map(|(c, _)| *c), Some(code), "{seen:?}");
 }
@@ -309,6 +312,8 @@ async fn stalled_keygens_of_many_owners_block_their_address() {
         // Made before the address fills up: signing needs no keygen slot.
         let signer = server.client("owner-4");
         let share = signer.keygen().await.unwrap();
+        // Its keygen no longer counts against the address.
+        settled(&server).await;
         let mut stalled = Vec::new();
         for owner in ["owner-1", "owner-2", "owner-3"] {
             stalled.push(stall_keygen(&server, owner).await);
@@ -371,12 +376,11 @@ async fn key_quota_refuses_the_next_keygen_until_a_revocation() {
     .await;
 }
 
-/// Runs `attempts` keygens of `owner` at once, spread over `servers` in
-/// turn. Returns how many succeeded; every other one must have been
-/// refused with 4108.
-async fn keygens_at_once(servers: &[&TestServer], owner: &str, attempts: usize) -> usize {
-    let runs = (0..attempts).map(|i| {
-        let client = servers[i % servers.len()].client(owner);
+/// Runs `attempts` keygens of `owner` at once. Returns how many
+/// succeeded; every other one must have been refused with 4108.
+async fn keygens_at_once(server: &TestServer, owner: &str, attempts: usize) -> usize {
+    let runs = (0..attempts).map(|_| {
+        let client = server.client(owner);
         tokio::spawn(async move { client.keygen().await })
     });
     let mut succeeded = 0;
@@ -405,7 +409,7 @@ async fn concurrent_keygens_store_at_most_the_quota() {
             .start();
         server.client("rush").keygen().await.unwrap();
         settled(&server).await;
-        let succeeded = keygens_at_once(&[&server], "rush", 6).await;
+        let succeeded = keygens_at_once(&server, "rush", 6).await;
         assert_eq!(succeeded, 1);
         assert_eq!(live_keys(&server, "rush").await, 2);
         assert_eq!(refusals(&server, "key_quota").await, 5);
@@ -413,12 +417,18 @@ async fn concurrent_keygens_store_at_most_the_quota() {
     .await;
 }
 
-/// The same attack on two replicas sharing one PostgreSQL database. Each
-/// process counts only its own keygens in progress, so each admits one:
-/// the check in the storing transaction, under the owner's lock, is what
-/// keeps the second from becoming a third key.
+/// The same attack on two replicas sharing one PostgreSQL database, with
+/// the stores forced to overlap. Each process counts only its own keygens
+/// in progress, so each admits one of its three: two keygens run the whole
+/// protocol for the one place left. The test holds a lock on `audit_log`
+/// (reads go on, inserts wait), so each store stops at its audit entry, in
+/// its transaction, after counting the owner's keys, and both are released
+/// together. Only the owner's lock, taken by the storing transaction before
+/// it counts, makes the second count wait for the first commit: without it
+/// both count one key and both insert.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_keygens_on_two_replicas_store_at_most_the_quota() {
+    use sqlx::Connection;
     if skip_postgres() {
         return;
     }
@@ -434,15 +444,57 @@ async fn concurrent_keygens_on_two_replicas_store_at_most_the_quota() {
         let two = launch().start();
         one.client("rush").keygen().await.unwrap();
         settled(&one).await;
-        let succeeded = keygens_at_once(&[&one, &two], "rush", 6).await;
-        assert_eq!(succeeded, 1);
+
+        let mut blocker = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+        sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let attack = tokio::spawn({
+            let (one, two) = (one.client("rush"), two.client("rush"));
+            async move {
+                let runs = (0..6).map(|i| {
+                    let client = if i % 2 == 0 { one.clone() } else { two.clone() };
+                    async move { client.keygen().await }
+                });
+                futures_util::future::join_all(runs).await
+            }
+        });
+        // Wait until both admitted keygens are stopped in their storing
+        // transactions (on the table, or on the owner's lock); the other
+        // four are refused at their openings.
+        let mut monitor = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+        let mut waiting = 0;
+        for _ in 0..400 {
+            waiting = sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut monitor)
+            .await
+            .unwrap();
+            if waiting == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(waiting, 2, "two stores never waited together");
+        sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+
+        let results = attack.await.unwrap();
+        let succeeded = results.iter().filter(|r| r.is_ok()).count();
+        for result in &results {
+            if let Err(e) = result {
+                assert_eq!(code(e), Some(KEY_QUOTA), "{e}");
+            }
+        }
+        assert_eq!(succeeded, 1, "the quota did not hold across replicas");
+        // Four at the openings; the fifth where its key was to be stored.
+        let at_opening = refusals(&one, "key_quota").await + refusals(&two, "key_quota").await;
+        assert_eq!(at_opening, 4);
         assert_eq!(live_keys(&one, "rush").await, 2);
         assert_eq!(live_keys(&two, "rush").await, 2);
-        let at_opening = refusals(&one, "key_quota").await + refusals(&two, "key_quota").await;
-        eprintln!(
-            "refused at the opening: {at_opening}, where the key is stored: {}",
-            5 - at_opening
-        );
     })
     .await;
 }
@@ -514,6 +566,9 @@ async fn rate_limits_close_with_4110_per_subject_and_operation() {
         assert_eq!(code(&e), Some(RATE_LIMITED), "{e}");
         assert!(reason(&e).contains("retry in"), "{e}");
         // The refusal is not an admission rule's: no protocol work either.
+        // (Once the refused session is over: it counted as a keygen in
+        // progress, and two would be the owner's limit of those.)
+        settled(&server).await;
         let refused = open_only(&server, "rapid", Operation::Keygen).await;
         assert_refused_at_opening(&refused, RATE_LIMITED);
         let other = server.client("patient");
@@ -577,9 +632,7 @@ async fn connect(server: &TestServer, owner: &str) -> Result<ClientSocket, u16> 
 async fn upgrades_per_address_are_capped() {
     bounded(async {
         let db = Db::sqlite();
-        let server = Launch::new(&db)
-            .env("MPC_MAX_UPGRADES_PER_IP", "2")
-            .start();
+        let server = Launch::new(&db).env("MPC_MAX_UPGRADES_PER_IP", "2").start();
         let held = [
             connect(&server, "u1").await.unwrap(),
             connect(&server, "u2").await.unwrap(),
