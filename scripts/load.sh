@@ -31,7 +31,8 @@
 #    average when the point started (the machine's other work shows there).
 #
 # The server runs with its defaults except MPC_MAX_SESSIONS,
-# MPC_MAX_UPGRADES_PER_IP and MPC_MAX_HALF_OPEN_PER_IP (raised to fit the
+# MPC_MAX_CONNECTIONS_PER_IP, MPC_MAX_UPGRADES_PER_IP and
+# MPC_MAX_HALF_OPEN_PER_IP (raised to fit the
 # clients, who all connect from 127.0.0.1), MPC_SIGN_RATE_PER_MINUTE (off
 # unless set) and logging (warnings only); any other MPC_* variable in the
 # environment is passed on (e.g. MPC_COMPUTE_THREADS, or rate limits that
@@ -128,6 +129,7 @@ start_server() {
         # per-address limits are raised to fit them, and the per-user
         # signing rate limit is off (a real user signs far less often).
         MPC_MAX_UPGRADES_PER_IP=$((most_clients * 2 + 16))
+        MPC_MAX_CONNECTIONS_PER_IP=$((most_clients * 2 + 16))
         MPC_MAX_HALF_OPEN_PER_IP=$((most_clients + 16))
         MPC_SIGN_RATE_PER_MINUTE="${MPC_SIGN_RATE_PER_MINUTE:-0}"
     )

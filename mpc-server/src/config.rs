@@ -31,6 +31,7 @@
 //! | longest wait for a complete request line and headers, also for a keep-alive connection's next request (s) | `--header-read-timeout` | `MPC_HEADER_READ_TIMEOUT` | 10 |
 //! | a connection moving no byte for this long is closed (s) | `--idle-timeout` | `MPC_IDLE_TIMEOUT` | 60 |
 //! | open connections per listener; lowered to fit the open-file limit (`RLIMIT_NOFILE`, less an eighth, at least 64, for the database, logs and webhooks), which the binary raises towards what the cap needs within the hard limit | `--max-connections` | `MPC_MAX_CONNECTIONS` | 4096 |
+//! | open connections per listener from one client address (an IPv6 /64; trusted proxies exempt); beyond it a new connection is closed at once | `--max-connections-per-ip` | `MPC_MAX_CONNECTIONS_PER_IP` | 256 |
 //! | protocol steps run at once, off the async workers (the compute pool; 0: inline on the async workers) | `--compute-threads` | `MPC_COMPUTE_THREADS` | number of cores |
 //! | keygen sessions per hour per token subject (0: no limit; PROTOCOL.md §18.5) | `--keygen-rate-per-hour` | `MPC_KEYGEN_RATE_PER_HOUR` | 20 |
 //! | signing sessions (sign, presign, online sign, Schnorr forms) per minute per subject (0: no limit) | `--sign-rate-per-minute` | `MPC_SIGN_RATE_PER_MINUTE` | 600 |

@@ -18,16 +18,23 @@
 //!   out of file descriptors through its listeners. The cap is clamped at
 //!   start to what the open-file limit (`RLIMIT_NOFILE`) leaves after a
 //!   reserve ([`per_listener_cap`]).
+//! - **Per-address cap**, per listener: one client address (an IPv6 /64)
+//!   holds at most `MPC_MAX_CONNECTIONS_PER_IP` of the listener's
+//!   connections; a connection beyond it is closed at once, before a byte
+//!   is read. Trusted proxies are exempt: their clients share their
+//!   address, and the per-address limits behind them (PROTOCOL.md §18.5)
+//!   use the forwarded address instead.
 //! - **Accept errors** (e.g. `EMFILE` when something else used the
 //!   descriptors) pause accepting for [`ACCEPT_ERROR_PAUSE`] and are logged
 //!   at most once a second: no tight loop, and the listener resumes by
 //!   itself.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,12 +49,16 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::client_addr::{limit_key, TrustedProxies};
+
 /// Default of `MPC_HEADER_READ_TIMEOUT`, seconds.
 pub const DEFAULT_HEADER_READ_TIMEOUT: u64 = 10;
 /// Default of `MPC_IDLE_TIMEOUT`, seconds.
 pub const DEFAULT_IDLE_TIMEOUT: u64 = 60;
 /// Default of `MPC_MAX_CONNECTIONS` (per listener).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default of `MPC_MAX_CONNECTIONS_PER_IP` (per listener).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// File descriptors kept out of the listeners' share of the open-file
 /// limit, at the least: database connections (SQLite's database, WAL and
 /// shared-memory files per pooled connection, or PostgreSQL sockets),
@@ -74,6 +85,10 @@ pub struct ConnectionArgs {
     /// start to fit the open-file limit.
     #[arg(long, hide_env_values = true, env = "MPC_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Most open connections per listener from one client address (an
+    /// IPv6 /64); trusted proxies (`MPC_TRUSTED_PROXIES`) are exempt.
+    #[arg(long, hide_env_values = true, env = "MPC_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
 }
 
 /// Connection settings of both listeners.
@@ -86,6 +101,8 @@ pub struct ConnectionLimits {
     /// Most open connections per listener, before the clamp to the
     /// open-file limit.
     pub max_connections: usize,
+    /// Most open connections per listener from one client address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -94,6 +111,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 }
@@ -104,6 +122,7 @@ impl From<&ConnectionArgs> for ConnectionLimits {
             header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
             idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
             max_connections: args.max_connections.max(1),
+            max_connections_per_ip: args.max_connections_per_ip.max(1),
         }
     }
 }
@@ -183,12 +202,56 @@ pub fn per_listener_cap(configured: usize, listeners: usize, limit: Option<u64>)
 }
 
 /// One listener's settings after the clamp.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ListenerSettings {
     pub(crate) name: &'static str,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: usize,
+    /// Peers exempt from the per-address cap: every client behind them
+    /// shares their address.
+    pub(crate) trusted_proxies: TrustedProxies,
+}
+
+/// Open connections per client address ([`limit_key`]), of one listener.
+#[derive(Default)]
+struct PerAddress {
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its address until dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection from `key`, or `None` at `cap`.
+    fn take(table: &Arc<Self>, key: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut open = table.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: Arc::clone(table),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `stop` turns true; then stops
@@ -202,6 +265,7 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     // Each connection task holds a sender; `recv` returns `None` once the
     // last has finished.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -239,6 +303,20 @@ pub(crate) async fn serve(
                 }
             }
         };
+        // One address may not hold the whole cap: beyond its share the
+        // connection is closed at once, before a byte is read.
+        let address_slot = if settings.trusted_proxies.contains(peer.ip()) {
+            None
+        } else {
+            let key = limit_key(peer.ip());
+            match PerAddress::take(&per_address, key, settings.max_connections_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    debug!(listener = settings.name, "connection refused: address at its cap");
+                    continue;
+                }
+            }
+        };
         // Protocol rounds are small messages answered at once: without
         // TCP_NODELAY, Nagle and delayed ACKs add ~40 ms per round trip.
         if let Err(e) = stream.set_nodelay(true) {
@@ -252,7 +330,7 @@ pub(crate) async fn serve(
             stop: stop.clone(),
             _alive: alive.clone(),
         };
-        tokio::spawn(connection.run(stream, permit));
+        tokio::spawn(connection.run(stream, (permit, address_slot)));
     }
     drop(listener);
     drop(alive);
@@ -282,7 +360,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+    async fn run(mut self, stream: TcpStream, permit: (OwnedSemaphorePermit, Option<AddressSlot>)) {
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(TrackedStream {
             inner: stream,
@@ -364,7 +442,9 @@ impl Activity {
 struct TrackedStream {
     inner: TcpStream,
     activity: Arc<Activity>,
-    _permit: OwnedSemaphorePermit,
+    /// The listener's permit and the address's count, held until the
+    /// socket closes (an upgraded session's included).
+    _permit: (OwnedSemaphorePermit, Option<AddressSlot>),
 }
 
 impl AsyncRead for TrackedStream {

@@ -302,6 +302,8 @@ impl Server {
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
             max_connections: cap,
+            max_connections_per_ip: limits.max_connections_per_ip.min(cap),
+            trusted_proxies: state.rate_limiters.trusted_proxies.clone(),
         };
         let ws_server = crate::listener::serve(ws, ws_app, settings("ws"), state.shutdown.clone());
         let rest_server =

@@ -125,14 +125,31 @@ pub struct Launch<'a> {
     pub wrapper: Vec<String>,
 }
 
+/// The abuse limits (PROTOCOL.md §18.5) lifted: every test client
+/// connects from 127.0.0.1 and most tests run many keygens, refreshes or
+/// signatures in a few seconds for another purpose. The tests of a limit
+/// set it again with [`Launch::env`], which replaces these.
+const UNLIMITED: [(&str, &str); 6] = [
+    ("MPC_KEYGEN_RATE_PER_HOUR", "0"),
+    ("MPC_REFRESH_RATE_PER_HOUR", "0"),
+    ("MPC_SIGN_RATE_PER_MINUTE", "0"),
+    ("MPC_MAX_HALF_OPEN_PER_IP", "100000"),
+    ("MPC_MAX_UPGRADES_PER_IP", "100000"),
+    ("MPC_MAX_CONNECTIONS_PER_IP", "100000"),
+];
+
 impl<'a> Launch<'a> {
     pub fn new(db: &'a Db) -> Self {
         Self {
             db,
-            env: vec![
-                ("MPC_JWT_SECRET".into(), JWT_SECRET.into()),
-                ("MPC_MASTER_KEY".into(), MASTER_KEY.into()),
-            ],
+            env: [
+                ("MPC_JWT_SECRET", JWT_SECRET),
+                ("MPC_MASTER_KEY", MASTER_KEY),
+            ]
+            .into_iter()
+            .chain(UNLIMITED)
+            .map(|(key, value)| (key.into(), value.into()))
+            .collect(),
             args: Vec::new(),
             wrapper: Vec::new(),
         }
