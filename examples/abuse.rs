@@ -156,7 +156,10 @@ fn check_args(args: &Args) -> Result<(), String> {
     check_loopback(&args.server)?;
     check_loopback(&args.rest)?;
     if !args.abuse_source.is_loopback() {
-        return Err(format!("--abuse-source {} is not loopback", args.abuse_source));
+        return Err(format!(
+            "--abuse-source {} is not loopback",
+            args.abuse_source
+        ));
     }
     if args.honest_clients == 0 || args.honest_clients > MAX_CLIENTS {
         return Err(format!("--honest-clients must be 1..={MAX_CLIENTS}"));
@@ -173,7 +176,9 @@ fn check_args(args: &Args) -> Result<(), String> {
         args.slot_hog,
     ];
     if counts.iter().any(|&n| n > MAX_PER_PATTERN) {
-        return Err(format!("a pattern's count must be at most {MAX_PER_PATTERN}"));
+        return Err(format!(
+            "a pattern's count must be at most {MAX_PER_PATTERN}"
+        ));
     }
     if args.half_open_users == 0 || args.hog_users == 0 {
         return Err("--half-open-users and --hog-users must be at least 1".into());
@@ -185,9 +190,10 @@ fn check_args(args: &Args) -> Result<(), String> {
 async fn socket_addr(url: &str) -> Result<SocketAddr, String> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or_default();
-    let authority = if authority.rsplit_once(':').is_some_and(|(_, port)| {
-        !port.is_empty() && port.chars().all(|c| c.is_ascii_digit())
-    }) {
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()))
+    {
         authority.to_owned()
     } else {
         format!("{authority}:80")
@@ -202,7 +208,10 @@ async fn socket_addr(url: &str) -> Result<SocketAddr, String> {
 
 fn run(args: &Args) -> Result<(), String> {
     check_args(args)?;
-    let secret = hs256_secret(args.jwt_secret_file.as_deref(), args.dev_data_dir.as_deref())?;
+    let secret = hs256_secret(
+        args.jwt_secret_file.as_deref(),
+        args.dev_data_dir.as_deref(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -265,7 +274,12 @@ fn run(args: &Args) -> Result<(), String> {
         for (client, keygen) in honest_clients.into_iter().zip(keygens) {
             match keygen.await.map_err(|e| e.to_string())? {
                 Ok(share) => shares.push((client, share)),
-                Err(e) => *honest.errors.entry(format!("keygen: {}", error_label(&e))).or_insert(0) += 1,
+                Err(e) => {
+                    *honest
+                        .errors
+                        .entry(format!("keygen: {}", error_label(&e)))
+                        .or_insert(0) += 1
+                }
             }
         }
         honest.keygens_ok = shares.len();
@@ -282,22 +296,52 @@ fn run(args: &Args) -> Result<(), String> {
             (count > 0).then_some(tally)
         };
         if let Some(tally) = add("slow_loris", args.slow_loris) {
-            tasks.push(tokio::spawn(patterns::raw_sockets(target.clone(), args.slow_loris, true, tally)));
+            tasks.push(tokio::spawn(patterns::raw_sockets(
+                target.clone(),
+                args.slow_loris,
+                true,
+                tally,
+            )));
         }
         if let Some(tally) = add("idle_sockets", args.idle_sockets) {
-            tasks.push(tokio::spawn(patterns::raw_sockets(target.clone(), args.idle_sockets, false, tally)));
+            tasks.push(tokio::spawn(patterns::raw_sockets(
+                target.clone(),
+                args.idle_sockets,
+                false,
+                tally,
+            )));
         }
         if let Some(tally) = add("unique_requests", args.unique_requests) {
-            tasks.push(tokio::spawn(patterns::unique_requests(target.clone(), args.unique_requests, marker.clone(), tally)));
+            tasks.push(tokio::spawn(patterns::unique_requests(
+                target.clone(),
+                args.unique_requests,
+                marker.clone(),
+                tally,
+            )));
         }
         if let Some(tally) = add("half_open_keygens", args.half_open) {
-            tasks.push(tokio::spawn(patterns::half_open_keygens(target.clone(), args.half_open, half_open_tokens, tally)));
+            tasks.push(tokio::spawn(patterns::half_open_keygens(
+                target.clone(),
+                args.half_open,
+                half_open_tokens,
+                tally,
+            )));
         }
         if let Some(tally) = add("keygen_spam", args.keygen_spam) {
-            tasks.push(tokio::spawn(patterns::keygen_spam(spammer, args.keygen_spam, until, tally)));
+            tasks.push(tokio::spawn(patterns::keygen_spam(
+                spammer,
+                args.keygen_spam,
+                until,
+                tally,
+            )));
         }
         if let Some(tally) = add("slot_hog", args.slot_hog) {
-            tasks.push(tokio::spawn(patterns::slot_hog(target.clone(), args.slot_hog, hog_tokens, tally)));
+            tasks.push(tokio::spawn(patterns::slot_hog(
+                target.clone(),
+                args.slot_hog,
+                hog_tokens,
+                tally,
+            )));
         }
         let signers: Vec<_> = shares
             .into_iter()
@@ -323,10 +367,13 @@ fn run(args: &Args) -> Result<(), String> {
             Ok::<_, String>(health)
         })
         .await;
-        let health = joined.map_err(|_| "the run's tasks did not end within the grace period")??;
+        let health =
+            joined.map_err(|_| "the run's tasks did not end within the grace period")??;
         let window = started.elapsed().as_secs_f64();
         let after = metrics(&http, &target.rest_url).await?;
-        report(args, &honest, &health, window, &before, &after, &marker, &patterns);
+        report(
+            args, &honest, &health, window, &before, &after, &marker, &patterns,
+        );
         Ok(())
     })
 }
@@ -346,11 +393,17 @@ async fn sign_loop(client: Client, share: KeyShare, index: usize, until: Instant
                 if verifies(&share, &prehash, &signed) {
                     part.verified += 1;
                 } else {
-                    *part.errors.entry("signature does not verify".into()).or_insert(0) += 1;
+                    *part
+                        .errors
+                        .entry("signature does not verify".into())
+                        .or_insert(0) += 1;
                 }
             }
             Err(e) => {
-                *part.errors.entry(format!("sign: {}", error_label(&e))).or_insert(0) += 1;
+                *part
+                    .errors
+                    .entry(format!("sign: {}", error_label(&e)))
+                    .or_insert(0) += 1;
                 // Not a tight loop against a refusing server.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -175,7 +175,10 @@ fn run(args: &Args) -> Result<(), String> {
     if args.seconds == 0 || args.seconds > MAX_SECONDS {
         return Err(format!("--seconds must be 1..={MAX_SECONDS}"));
     }
-    let secret = hs256_secret(args.jwt_secret_file.as_deref(), args.dev_data_dir.as_deref())?;
+    let secret = hs256_secret(
+        args.jwt_secret_file.as_deref(),
+        args.dev_data_dir.as_deref(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -144,10 +144,12 @@ fn run_abuse(server: &Server) -> Value {
         ("--hog-users", 1),
     ];
     let mut command = Command::new(example_binary::build_example("abuse"));
-    command
-        .env_clear()
-        .env("MPC_JWT_SECRET", JWT_SECRET)
-        .args(["--server", &server.ws_url, "--rest", &server.rest_url]);
+    command.env_clear().env("MPC_JWT_SECRET", JWT_SECRET).args([
+        "--server",
+        &server.ws_url,
+        "--rest",
+        &server.rest_url,
+    ]);
     for (flag, value) in counts {
         command.args([flag, &value.to_string()]);
     }
@@ -193,7 +195,10 @@ fn honest_clients_are_served_while_abusive_ones_are_refused() {
 
     // `/healthz` answered every probe (each within the client's 2 s limit).
     let health = &report["healthz"];
-    assert!(health["probes"].as_u64().unwrap() >= SECONDS * 5, "{health}");
+    assert!(
+        health["probes"].as_u64().unwrap() >= SECONDS * 5,
+        "{health}"
+    );
     assert_eq!(health["failed"], 0, "{health}");
 
     let patterns = &report["patterns"];
@@ -216,11 +221,18 @@ fn honest_clients_are_served_while_abusive_ones_are_refused() {
     // not grow by one per unique method.
     let metrics = &report["metrics"];
     assert_eq!(metrics["series_naming_abusive_requests"], 0, "{metrics}");
-    let grown = metrics["series_after"].as_u64().unwrap() - metrics["series_before"].as_u64().unwrap();
+    let grown =
+        metrics["series_after"].as_u64().unwrap() - metrics["series_before"].as_u64().unwrap();
     assert!(grown < UNIQUE_REQUESTS / 2, "{metrics}");
     assert_eq!(total(&patterns["unique_requests"]), UNIQUE_REQUESTS);
 
-    let refusals = ["http 429", "http 503", "close 4108", "close 4110", "close 4111"];
+    let refusals = [
+        "http 429",
+        "http 503",
+        "close 4108",
+        "close 4110",
+        "close 4111",
+    ];
 
     // Half-open keygens: beyond the per-IP limit they are refused before
     // the server does any protocol work.
@@ -236,7 +248,10 @@ fn honest_clients_are_served_while_abusive_ones_are_refused() {
     // with a rate-limit or quota answer.
     let spam = &patterns["keygen_spam"];
     let made = outcome(spam, "ok");
-    assert!(made <= KEYGEN_RATE_PER_HOUR.min(MAX_KEYS_PER_OWNER), "{spam}");
+    assert!(
+        made <= KEYGEN_RATE_PER_HOUR.min(MAX_KEYS_PER_OWNER),
+        "{spam}"
+    );
     let refused = outcomes_among(spam, &refusals);
     assert!(refused >= 1, "{spam}");
     assert_eq!(made + refused, total(spam), "{spam}");
@@ -249,6 +264,10 @@ fn honest_clients_are_served_while_abusive_ones_are_refused() {
         "{hog}"
     );
     let accepted = total(hog) - outcomes_among(hog, &["http 429", "http 503"]);
-    assert!(accepted <= MAX_SESSIONS_PER_OWNER, "{hog}\n{}", server_log());
+    assert!(
+        accepted <= MAX_SESSIONS_PER_OWNER,
+        "{hog}\n{}",
+        server_log()
+    );
     assert_eq!(total(hog), SLOT_HOG, "{hog}");
 }

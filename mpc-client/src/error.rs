@@ -451,11 +451,22 @@ mod tests {
             ("rate limited: retry in 5 fortnights", None),
         ] {
             let err = closed_with(4110, reason);
-            assert_eq!(err, ClientError::RateLimited { retry_after_secs: wait }, "{reason}");
+            assert_eq!(
+                err,
+                ClientError::RateLimited {
+                    retry_after_secs: wait
+                },
+                "{reason}"
+            );
             assert!(err.is_retryable());
         }
         let err = closed_with(4111, "too many keygens in progress");
-        assert_eq!(err, ClientError::RateLimited { retry_after_secs: None });
+        assert_eq!(
+            err,
+            ClientError::RateLimited {
+                retry_after_secs: None
+            }
+        );
         assert!(err.is_retryable());
     }
 }

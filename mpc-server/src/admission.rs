@@ -20,6 +20,7 @@
 //! per-owner and per-address limits on its own connections. The quotas are
 //! counted in the database and hold across replicas.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -320,9 +321,30 @@ pub(crate) async fn handle<F: Frames>(
         Ok(ticket) => ticket,
         Err(rejection) => return Err(session.reject(rejection).await),
     };
-    let result = crate::session::handle(state, owner, session).await;
+    TICKET
+        .scope(
+            RefCell::new(ticket),
+            crate::session::handle(state, owner, session),
+        )
+        .await
+}
+
+tokio::task_local! {
+    /// The running session's count of work in progress, until [`stored`].
+    static TICKET: RefCell<Option<SessionTicket>>;
+}
+
+/// Ends the running session's count of work in progress once the key or
+/// presignature it made is stored: from then on the store counts it. Kept
+/// until the closing handshake ended, it would count twice, and an owner's
+/// next opening right after its client saw the close would be refused a
+/// quota it still has room in. Nothing outside an admitted session.
+pub(crate) fn stored() {
+    let ticket = TICKET
+        .try_with(|ticket| ticket.borrow_mut().take())
+        .ok()
+        .flatten();
     drop(ticket);
-    result
 }
 
 /// The opening's admission: `None` for sessions that are not counted.
@@ -363,7 +385,14 @@ async fn admit(
     let stored = stored.map_err(|e| storage_failed("count an owner's quota", &e))?;
     if stored.saturating_add(earlier) >= limit {
         state.metrics.admission_refused(reason);
-        tracing::info!(owner, reason, stored, in_progress = earlier, limit, "session refused: quota reached");
+        tracing::info!(
+            owner,
+            reason,
+            stored,
+            in_progress = earlier,
+            limit,
+            "session refused: quota reached"
+        );
         return Err(refusal);
     }
     Ok(Some(ticket))

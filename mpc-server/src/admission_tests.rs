@@ -140,7 +140,9 @@ fn half_open_limits_per_owner_and_per_ip() {
         admission.enter("c", Some(IP), Tracked::Keygen).unwrap_err(),
         "keygens_in_progress_ip"
     );
-    let c = admission.enter("c", Some(OTHER_IP), Tracked::Keygen).unwrap();
+    let c = admission
+        .enter("c", Some(OTHER_IP), Tracked::Keygen)
+        .unwrap();
     // An unknown address (an embedding without connect info) is held to
     // the owner's limit only.
     let d = admission.enter("d", None, Tracked::Keygen).unwrap();
@@ -165,4 +167,30 @@ fn upgrades_per_ip() {
     assert!(metrics
         .render()
         .contains("mpc_admission_refusals_total{reason=\"upgrades_per_ip\"} 1"));
+}
+
+/// Once its key is stored, a session no longer counts as in progress (the
+/// store counts it): the owner's next opening sees no earlier keygen, while
+/// the session itself runs on until its closing handshake ends. Outside an
+/// admitted session, `stored` does nothing.
+#[tokio::test]
+async fn a_stored_unit_stops_counting_as_in_progress() {
+    let admission = admission(1, 8);
+    stored();
+    let (ticket, earlier) = admission.enter("a", Some(IP), Tracked::Keygen).unwrap();
+    assert_eq!(earlier, 0);
+    TICKET
+        .scope(RefCell::new(Some(ticket)), async {
+            assert_eq!(
+                admission.enter("a", Some(IP), Tracked::Keygen).unwrap_err(),
+                "keygens_in_progress_owner"
+            );
+            stored();
+            let (next, earlier) = admission.enter("a", Some(IP), Tracked::Keygen).unwrap();
+            assert_eq!(earlier, 0, "the stored keygen still counted");
+            drop(next);
+        })
+        .await;
+    let counters = lock(&admission.counters);
+    assert!(counters.owners.is_empty() && counters.half_open_by_ip.is_empty());
 }

@@ -46,7 +46,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -184,7 +186,11 @@ impl TrustedProxies {
             .collect();
         let mut client = peer;
         let mut walked = 0;
-        for entry in lines.iter().rev().flat_map(|line| line.rsplit(|b| *b == b',')) {
+        for entry in lines
+            .iter()
+            .rev()
+            .flat_map(|line| line.rsplit(|b| *b == b','))
+        {
             walked += 1;
             if walked > MAX_FORWARDED_ENTRIES {
                 return peer;
@@ -387,8 +393,17 @@ mod tests {
         let all6: Cidr = "::/0".parse().unwrap();
         assert!(all6.contains(ip("fe80::1")));
         for bad in [
-            "", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8",
-            "10.0.0/8", "example.com", "10.0.0.0/8/8", "1.2.3.4 /8", "[::1]",
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "example.com",
+            "10.0.0.0/8/8",
+            "1.2.3.4 /8",
+            "[::1]",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
         }
@@ -512,7 +527,10 @@ mod tests {
             ("for=\"198.51.100.7:8080\"", "198.51.100.7"),
             ("for=\"[2001:db8:cafe::17]:4711\"", "2001:db8:cafe::17"),
             ("for=\"[2001:db8:cafe::17]\"", "2001:db8:cafe::17"),
-            ("for=1.1.1.1, for=198.51.100.7, for=10.0.0.2", "198.51.100.7"),
+            (
+                "for=1.1.1.1, for=198.51.100.7, for=10.0.0.2",
+                "198.51.100.7",
+            ),
             // A quoted comma or semicolon does not split.
             ("for=1.1.1.1;x=\"a,b;c\", for=198.51.100.7", "198.51.100.7"),
             ("for=_hidden, for=198.51.100.7", "198.51.100.7"),

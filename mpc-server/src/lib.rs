@@ -14,8 +14,8 @@
 pub mod admission;
 pub mod auth;
 mod bans;
-pub mod compute;
 pub mod client_addr;
+pub mod compute;
 pub mod config;
 pub mod crash;
 pub mod dev;

@@ -244,7 +244,11 @@ impl PerAddress {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -312,7 +316,10 @@ pub(crate) async fn serve(
             match PerAddress::take(&per_address, key, settings.max_connections_per_ip) {
                 Some(slot) => Some(slot),
                 None => {
-                    debug!(listener = settings.name, "connection refused: address at its cap");
+                    debug!(
+                        listener = settings.name,
+                        "connection refused: address at its cap"
+                    );
                     continue;
                 }
             }

@@ -613,7 +613,13 @@ mod tests {
             let started = std::time::Instant::now();
             let mut conn = pools[i % 2].acquire().await.unwrap();
             let bucket = format!("lat:{i}");
-            let refused = buckets::take(&mut conn, &bucket, now, unlimited.interval, unlimited.tolerance);
+            let refused = buckets::take(
+                &mut conn,
+                &bucket,
+                now,
+                unlimited.interval,
+                unlimited.tolerance,
+            );
             assert_eq!(refused.await.unwrap(), None);
             times.push(started.elapsed());
         }

@@ -165,6 +165,7 @@ pub(crate) async fn presign<F: Frames>(
             .reject(storage_failed("store presignature", &e))
             .await);
     }
+    crate::admission::stored();
     finish(session).await
 }
 

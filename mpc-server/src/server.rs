@@ -178,10 +178,7 @@ impl Server {
         let state = AppState {
             vault,
             auth,
-            transport: crate::compute::with_pool(
-                config.transport.clone(),
-                config.compute_threads,
-            ),
+            transport: crate::compute::with_pool(config.transport.clone(), config.compute_threads),
             max_sessions: config.max_sessions,
             max_sessions_per_owner: config.max_sessions_per_owner,
             refresh_lease: config.refresh_lease,

@@ -182,9 +182,7 @@ pub(crate) fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Re
     match error {
         // Not a failure: a quota check at store time (PROTOCOL.md §18.5).
         VaultError::QuotaReached(Quota::Keys) => return codes::KEY_QUOTA_REACHED,
-        VaultError::QuotaReached(Quota::Presignatures) => {
-            return codes::PRESIGNATURE_QUOTA_REACHED
-        }
+        VaultError::QuotaReached(Quota::Presignatures) => return codes::PRESIGNATURE_QUOTA_REACHED,
         _ => {}
     }
     error!(%error, "storage failed: {what}");
@@ -224,6 +222,7 @@ async fn keygen<F: Frames>(
         Ok(record) => record,
         Err(e) => return Err(session.reject(storage_failed("create key", &e)).await),
     };
+    crate::admission::stored();
     crash::point("keygen:after-store");
     info!(key_id = %record.key_id, owner, "key stored, pending the client's outcome");
     let traffic = session.traffic();
@@ -478,6 +477,7 @@ async fn presign<F: Frames>(
             .reject(storage_failed("store presignature", &e))
             .await);
     }
+    crate::admission::stored();
     crash::point("presign:after-store");
     finish(session).await
 }

@@ -306,8 +306,10 @@ impl DeliveryStats {
     }
 
     fn set_in_flight(&self, workers: usize) {
-        self.in_flight
-            .store(u64::try_from(workers).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.in_flight.store(
+            u64::try_from(workers).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Age in seconds at `now_ms` (unix milliseconds) of the oldest

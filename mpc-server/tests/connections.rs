@@ -81,7 +81,11 @@ async fn slow_loris_sockets_are_closed_and_health_keeps_answering() {
         let mut flood = Vec::new();
         for i in 0..300 {
             for addr in [&ws, &rest] {
-                let partial: &[u8] = if i % 2 == 0 { b"GET / HTTP/1.1\r\n" } else { b"" };
+                let partial: &[u8] = if i % 2 == 0 {
+                    b"GET / HTTP/1.1\r\n"
+                } else {
+                    b""
+                };
                 flood.push(open_socket(addr, partial).await);
             }
         }
@@ -129,7 +133,11 @@ async fn metric_series(http: &reqwest::Client, rest_url: &str) -> Vec<String> {
         .unwrap();
     text.lines()
         .filter(|line| !line.starts_with('#'))
-        .map(|line| line.rsplit_once(' ').map_or(line, |(series, _)| series).to_owned())
+        .map(|line| {
+            line.rsplit_once(' ')
+                .map_or(line, |(series, _)| series)
+                .to_owned()
+        })
         .collect()
 }
 
@@ -183,7 +191,9 @@ async fn unique_methods_and_paths_add_no_metric_series() {
             .collect();
         assert!(requests.len() <= 8, "{requests:#?}");
         assert!(
-            second.iter().all(|s| !s.contains("ZZZ") && !s.contains("fff")),
+            second
+                .iter()
+                .all(|s| !s.contains("ZZZ") && !s.contains("fff")),
             "{second:#?}"
         );
         for want in [
@@ -191,7 +201,10 @@ async fn unique_methods_and_paths_add_no_metric_series() {
             r#"method="GET",route="unmatched",status="404""#,
             r#"method="GET",route="/v1/keys/{key_id}/audit",status="404""#,
         ] {
-            assert!(second.iter().any(|s| s.contains(want)), "{want}: {second:#?}");
+            assert!(
+                second.iter().any(|s| s.contains(want)),
+                "{want}: {second:#?}"
+            );
         }
         // Probes and scrapes are not logged at info level; API requests are.
         let logs = server.logs();
@@ -201,7 +214,9 @@ async fn unique_methods_and_paths_add_no_metric_series() {
             "{logs:#?}"
         );
         assert!(
-            !logs.iter().any(|l| l.contains("\"request\"") && l.contains("/metrics")),
+            !logs
+                .iter()
+                .any(|l| l.contains("\"request\"") && l.contains("/metrics")),
             "{logs:#?}"
         );
     })
@@ -256,7 +271,10 @@ async fn one_address_cannot_hold_a_listeners_connections() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(served, "127.0.0.1 was not served after one of its sockets closed");
+        assert!(
+            served,
+            "127.0.0.1 was not served after one of its sockets closed"
+        );
     })
     .await;
 }

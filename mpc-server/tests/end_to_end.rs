@@ -423,7 +423,10 @@ async fn a_signature_is_one_commit_on_sqlite() {
         let (salt, before) = wal_commits(&file);
         sign_and_verify(&client, &share, b"one commit").await;
         let (salt_after, after) = wal_commits(&file);
-        assert_eq!(salt_after, salt, "the WAL was restarted: counts not comparable");
+        assert_eq!(
+            salt_after, salt,
+            "the WAL was restarted: counts not comparable"
+        );
         assert_eq!(after - before, 1, "commits for one signature");
 
         let presignature = client.presign(&share).await.unwrap();
@@ -435,7 +438,10 @@ async fn a_signature_is_one_commit_on_sqlite() {
             .unwrap();
         verify_with_libsecp(&share.public_key(), &prehash, &out);
         let (salt_after, after) = wal_commits(&file);
-        assert_eq!(salt_after, salt, "the WAL was restarted: counts not comparable");
+        assert_eq!(
+            salt_after, salt,
+            "the WAL was restarted: counts not comparable"
+        );
         assert_eq!(after - before, 2, "commits for one online signature");
     })
     .await;

@@ -644,15 +644,39 @@ async fn pagination(seen: &Seen) {
         ("/v1/keys", "", "?limit=201".to_owned(), "invalid_request"),
         ("/v1/keys", "", "?limit=0".to_owned(), "invalid_request"),
         ("/v1/keys", "", "?limit=-1".to_owned(), "invalid_request"),
-        ("/v1/keys", "", "?cursor=not-a-cursor".to_owned(), "invalid_cursor"),
-        ("/v1/keys", "", format!("?cursor={audit_cursor}"), "invalid_cursor"),
-        (AUDIT, keys[0].as_str(), format!("?cursor={cursor}"), "invalid_cursor"),
-        (AUDIT, keys[0].as_str(), "?limit=1000".to_owned(), "invalid_request"),
+        (
+            "/v1/keys",
+            "",
+            "?cursor=not-a-cursor".to_owned(),
+            "invalid_cursor",
+        ),
+        (
+            "/v1/keys",
+            "",
+            format!("?cursor={audit_cursor}"),
+            "invalid_cursor",
+        ),
+        (
+            AUDIT,
+            keys[0].as_str(),
+            format!("?cursor={cursor}"),
+            "invalid_cursor",
+        ),
+        (
+            AUDIT,
+            keys[0].as_str(),
+            "?limit=1000".to_owned(),
+            "invalid_request",
+        ),
     ] {
         let (status, problem) = rest
             .get(&format!("{template}{query}"), key_id, Some(&token("paula")))
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{template}{query}: {problem}");
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{template}{query}: {problem}"
+        );
         assert_eq!(problem["code"], code, "{template}{query}");
     }
 }

@@ -421,7 +421,9 @@ fn assert_in_order_per_key(arrived: &[String], expected: &[OutboxEvent]) -> usiz
             repeats += 1;
             continue;
         }
-        got.entry(key_of[id.as_str()]).or_default().push(id.as_str());
+        got.entry(key_of[id.as_str()])
+            .or_default()
+            .push(id.as_str());
     }
     assert_eq!(got, want, "a key's events arrived out of order");
     repeats

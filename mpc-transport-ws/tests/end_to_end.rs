@@ -469,7 +469,10 @@ struct Counted<P> {
 impl<P: mpc_core::Protocol> mpc_core::Protocol for Counted<P> {
     type Output = P::Output;
 
-    fn start<R: rand_core::CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>, mpc_core::Error> {
+    fn start<R: rand_core::CryptoRngCore>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, mpc_core::Error> {
         let inner = &mut self.inner;
         self.gauge.during(|| inner.start(rng))
     }

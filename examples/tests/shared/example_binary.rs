@@ -34,7 +34,14 @@ fn build(kind: &'static str, name: &'static str) -> PathBuf {
     // (the test command) resolves it: with `-p mpc-examples` alone, cargo
     // unifies features over this package only and rebuilds half the
     // dependency graph a second time.
-    build.args(["build", "--quiet", "--workspace", "--all-features", kind, name]);
+    build.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--all-features",
+        kind,
+        name,
+    ]);
     // The test's own profile, so that the crates it already built are
     // reused rather than rebuilt under `dev`.
     if dir.ends_with("release") {

@@ -76,7 +76,6 @@ impl Limiters {
             "too many requests for this user",
         )
     }
-
 }
 
 fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K, detail: &str) -> Result<(), Problem>

@@ -125,7 +125,11 @@ impl<P: Position> Page<P> {
 
     /// Cuts `rows` (fetched with [`fetch`](Self::fetch)) to the page and
     /// returns the next page's cursor, `None` if this page is the last.
-    pub(crate) fn finish<T>(&self, rows: &mut Vec<T>, position: impl Fn(&T) -> P) -> Option<String> {
+    pub(crate) fn finish<T>(
+        &self,
+        rows: &mut Vec<T>,
+        position: impl Fn(&T) -> P,
+    ) -> Option<String> {
         let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
         if rows.len() <= limit {
             return None;

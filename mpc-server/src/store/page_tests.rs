@@ -74,7 +74,10 @@ async fn keys_are_paged_exactly_once(db: TestDb) {
     }
     let ids: HashSet<KeyId> = seen.iter().map(|p| p.key_id).collect();
     assert_eq!(ids.len(), seen.len());
-    assert!(alice.is_subset(&ids), "a key that existed throughout is missing");
+    assert!(
+        alice.is_subset(&ids),
+        "a key that existed throughout is missing"
+    );
     assert!(ids.is_subset(&alice.union(&inserted).copied().collect()));
     // The keys created after the cursor with a later time are all found.
     assert!(seen.iter().filter(|p| p.created_at >= 5_000).count() >= 5);
@@ -93,8 +96,14 @@ async fn audit_is_paged_exactly_once(db: TestDb) {
         detail: json!({ "n": n }),
     };
     for n in 0..10 {
-        vault.audit(&mine.key_id, "alice", event(n), n).await.unwrap();
-        vault.audit(&other.key_id, "alice", event(n), n).await.unwrap();
+        vault
+            .audit(&mine.key_id, "alice", event(n), n)
+            .await
+            .unwrap();
+        vault
+            .audit(&other.key_id, "alice", event(n), n)
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut after = None;
@@ -108,7 +117,10 @@ async fn audit_is_paged_exactly_once(db: TestDb) {
         after = rows.last().map(|e| e.id);
         if n < 14 {
             // Entries appended while paging are found, once.
-            vault.audit(&mine.key_id, "alice", event(n), n).await.unwrap();
+            vault
+                .audit(&mine.key_id, "alice", event(n), n)
+                .await
+                .unwrap();
         }
         assert!(n < 100, "the paging never ends");
     }

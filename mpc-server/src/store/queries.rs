@@ -15,7 +15,6 @@ use super::{db_error, tombstones};
 use crate::seal::SealError;
 use crate::vault::{AuditEntry, KeyPosition, KeyRecord, KeyStatus, ShareState, VaultError};
 
-
 pub(super) const KEY_COLUMNS: &str =
     "key_id, owner, public_key, chain_code, epoch, status, created_at, \
                            last_used_at, exported_at, backed_up_at";

@@ -36,10 +36,7 @@ async fn key_quota_holds_across_two_vaults(db: TestDb) {
     assert_eq!(stored, 2, "{results:?}");
     for result in &results {
         if let Err(e) = result {
-            assert!(
-                matches!(e, VaultError::QuotaReached(Quota::Keys)),
-                "{e:?}"
-            );
+            assert!(matches!(e, VaultError::QuotaReached(Quota::Keys)), "{e:?}");
         }
     }
     // The refused stores left nothing: no key row, no share, no audit row.
@@ -109,7 +106,11 @@ async fn presignature_quota_counts_unused_ones(db: TestDb) {
         vault.store_presignature_within(key, p, LIMIT, 2_000)
     });
     let results = join_all(stores).await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
     assert!(results.iter().all(|r| matches!(
         r,
         Ok(()) | Err(VaultError::QuotaReached(Quota::Presignatures))

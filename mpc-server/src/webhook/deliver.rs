@@ -168,7 +168,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
                             break;
                         }
                         let key_id = head.key_id;
-                        let worker = workers.spawn(work(Arc::clone(&shared), head, shutdown.clone()));
+                        let worker =
+                            workers.spawn(work(Arc::clone(&shared), head, shutdown.clone()));
                         in_flight.insert(worker.id(), key_id);
                     }
                     shared.contended.store(waiting, Ordering::Relaxed);
@@ -253,7 +254,11 @@ async fn work(shared: Arc<Shared>, event: OutboxEvent, shutdown: watch::Receiver
 }
 
 /// Claims, sends, and records the outcome of one event.
-async fn deliver(shared: &Shared, event: &OutboxEvent, shutdown: &watch::Receiver<bool>) -> Outcome {
+async fn deliver(
+    shared: &Shared,
+    event: &OutboxEvent,
+    shutdown: &watch::Receiver<bool>,
+) -> Outcome {
     let config = &shared.config;
     let now = now_ms();
     let lease = config.request_timeout.saturating_add(config.lease_margin);
@@ -366,9 +371,7 @@ async fn send(shared: &Shared, event: &OutboxEvent) -> Result<(), String> {
 
 /// Gives back the claim on an event not sent because of shutdown.
 async fn release(shared: &Shared, event: &OutboxEvent, lease_until: i64) {
-    let release = shared
-        .vault
-        .release_event(event.id, lease_until, now_ms());
+    let release = shared.vault.release_event(event.id, lease_until, now_ms());
     match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::warn!(
