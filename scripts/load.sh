@@ -74,6 +74,7 @@ cleanup() {
     fi
     if [ -n "$pg_dir" ]; then
         MPC_PGTEST_DIR="$pg_dir" bash "$root/scripts/postgres.sh" stop >/dev/null 2>&1 || true
+        rm -rf -- "$pg_dir"
     fi
     if [ "$out" != "$work" ]; then rm -rf -- "$work"; fi
 }
@@ -136,7 +137,10 @@ start_server() {
     case "$backend" in
     sqlite) ;;
     postgres | postgres-fsync)
-        pg_dir="$work/pg-$backend"
+        # Outside $work (private to this user): the cluster runs as
+        # PostgreSQL's own user when this script runs as root.
+        pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/mpc-load-pg.XXXXXX")"
+        chmod 0755 "$pg_dir"
         local fsync=off
         [ "$backend" = postgres-fsync ] && fsync=on
         local export_line
@@ -166,6 +170,7 @@ stop_server() {
     rm -rf -- "$work/data-$1"
     if [ -n "$pg_dir" ]; then
         MPC_PGTEST_DIR="$pg_dir" bash "$root/scripts/postgres.sh" stop >/dev/null 2>&1 || true
+        rm -rf -- "$pg_dir"
         pg_dir=""
     fi
 }
