@@ -697,9 +697,11 @@ async fn a_slow_key_does_not_delay_other_keys() {
         let vault = open_vault(dir.path()).await;
         let slow = key_events(&vault, 36).await;
         let slow_key = hex::encode(slow[0].key_id.0);
-        let mut receiver = Receiver::default();
-        receiver.slow_key = Some(slow_key.clone());
-        receiver.slow_delay = Duration::from_millis(150);
+        let receiver = Receiver {
+            slow_key: Some(slow_key.clone()),
+            slow_delay: Duration::from_millis(150),
+            ..Receiver::default()
+        };
         let url = receiver.start().await;
         let deliverer = Deliverer::start(&vault, config(&url));
         wait_until("key A's first delivery", DELIVERY_LIMIT, || async {
@@ -766,9 +768,11 @@ async fn keys_go_out_in_parallel_each_in_order_despite_failures() {
         let dir = tempfile::tempdir().unwrap();
         let vault = open_vault(dir.path()).await;
         let expected = make_events(&vault, 6, 4).await;
-        let mut receiver = Receiver::default();
-        receiver.delay = Duration::from_millis(20);
-        receiver.fail_every = 4;
+        let receiver = Receiver {
+            delay: Duration::from_millis(20),
+            fail_every: 4,
+            ..Receiver::default()
+        };
         let url = receiver.start().await;
         let mut config = config(&url);
         config.concurrency = 4;
@@ -797,8 +801,10 @@ async fn keys_go_out_in_parallel_each_in_order_despite_failures() {
 async fn a_crash_mid_delivery_loses_nothing_and_keeps_order() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut receiver = Receiver::default();
-        receiver.delay = Duration::from_millis(40);
+        let receiver = Receiver {
+            delay: Duration::from_millis(40),
+            ..Receiver::default()
+        };
         let url = receiver.start().await;
         let mut config = config(&url);
         config.request_timeout = Duration::from_secs(1);
