@@ -17,7 +17,6 @@ use k256::elliptic_curve::sec1::ToEncodedPoint;
 use mpc_core::backup::Backup;
 use mpc_core::wire::Role;
 use mpc_core::{Dkg, KeyShare, Prehash};
-use mpc_server::auth::TokenBuilder;
 use mpc_transport_ws::opening::{encode_frame, FrameKind};
 use mpc_transport_ws::{run_protocol, Frames, Incoming, Opening, Operation};
 use rand_core::OsRng;
@@ -314,27 +313,6 @@ const ONETIME_SECRET: [u8; 32] = [7; 32];
 fn public_hex(secret: [u8; 32]) -> String {
     let secret = k256::SecretKey::from_slice(&secret).unwrap();
     hex::encode(secret.public_key().to_encoded_point(true).as_bytes())
-}
-
-/// A fresh single-use step-up token (as backup and export need).
-fn step_up_token(subject: &str) -> String {
-    use rand_core::RngCore;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
-    let mut jti = [0u8; 16];
-    OsRng.fill_bytes(&mut jti);
-    TokenBuilder::new(subject, AUDIENCE)
-        .expires_in(600)
-        .amr(&["pwd", "otp"])
-        .auth_time(now - 10)
-        .token_id(hex::encode(jti))
-        .sign_hs256(JWT_SECRET.as_bytes())
-        .unwrap()
 }
 
 async fn rest_post(server: &TestServer, owner: &str, path: &str, body: Value) -> (u16, Value) {

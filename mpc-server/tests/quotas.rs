@@ -15,13 +15,12 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use mpc_core::sign::ClaimSet;
 use mpc_core::wire::Role;
 use mpc_core::{Dkg, KeyShare, Prehash, Protocol};
-use mpc_server::auth::TokenBuilder;
 use mpc_transport_ws::client::ClientSocket;
 use mpc_transport_ws::opening::{decode_frame, encode_frame, FrameKind};
 use mpc_transport_ws::{Frames, Incoming, Opening, Operation, Outcome, TransportError};
@@ -50,23 +49,9 @@ fn reason(error: &TransportError) -> &str {
 
 // ---- metrics ----
 
-/// The value of the sample `series` (name and labels exactly as the
-/// exposition writes them) in the server's `/metrics`; 0 if absent.
-async fn metric(server: &TestServer, series: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", server.rest_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |value| value.trim().parse().unwrap())
-}
-
 async fn refusals(server: &TestServer, reason: &str) -> u64 {
     let series = format!("mpc_admission_refusals_total{{reason=\"{reason}\"}}");
-    metric(server, &series).await
+    server.metric(&series).await
 }
 
 /// Waits (bounded: 400 reads, 25 ms apart) until the server has `open`
@@ -76,7 +61,7 @@ async fn refusals(server: &TestServer, reason: &str) -> u64 {
 async fn open_sessions_reach(server: &TestServer, open: u64) {
     let mut now = 0;
     for _ in 0..400 {
-        now = metric(server, "mpc_open_sessions").await;
+        now = server.metric("mpc_open_sessions").await;
         if now == open {
             return;
         }
@@ -197,25 +182,6 @@ fn assert_refused_at_opening(seen: &Refused, code: u16) {
 }
 
 // ---- REST ----
-
-fn now() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    i64::try_from(since.as_secs()).unwrap()
-}
-
-/// A fresh step-up token (PROTOCOL.md §19), as revocation needs.
-fn step_up_token(subject: &str) -> String {
-    use rand_core::RngCore;
-    let mut jti = [0u8; 16];
-    OsRng.fill_bytes(&mut jti);
-    TokenBuilder::new(subject, AUDIENCE)
-        .expires_in(600)
-        .amr(&["pwd", "otp"])
-        .auth_time(now() - 10)
-        .token_id(hex::encode(jti))
-        .sign_hs256(JWT_SECRET.as_bytes())
-        .unwrap()
-}
 
 /// `owner`'s keys that count against the key quota, as `GET /v1/keys`
 /// lists them (every status but revoked).
@@ -691,7 +657,7 @@ async fn one_owner_cannot_take_every_slot() {
         open_sessions_reach(&server, 3).await;
         assert_eq!(connect(&server, "hog").await.err(), Some(429));
         let third = connect(&server, "third").await.unwrap();
-        assert_eq!(metric(&server, "mpc_open_sessions").await, 4);
+        assert_eq!(server.metric("mpc_open_sessions").await, 4);
         drop((hog, newcomer, third));
     })
     .await;

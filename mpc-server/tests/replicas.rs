@@ -541,22 +541,6 @@ async fn forwarded_addresses_have_their_own_buckets() {
     .await;
 }
 
-/// The value of the metric line `series` (name and labels) in `/metrics`
-/// of `server`; 0 if absent.
-async fn metric(server: &TestServer, series: &str) -> u64 {
-    let text = rest_client(Ipv4Addr::LOCALHOST)
-        .get(format!("{}/metrics", server.rest_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |value| value.trim().parse().unwrap())
-}
-
 /// `series` on each replica once their sum is `total`. Sessions are
 /// counted as they end on the server, which may be just after the client
 /// returned: polled, bounded (100 reads, 50 ms apart).
@@ -564,7 +548,7 @@ async fn per_replica(servers: &[TestServer; 2], series: &str, total: u64) -> [u6
     let mut counts = [0; 2];
     for _ in 0..100 {
         for (count, server) in counts.iter_mut().zip(servers) {
-            *count = metric(server, series).await;
+            *count = server.metric(series).await;
         }
         if counts.iter().sum::<u64>() == total {
             return counts;
@@ -672,11 +656,10 @@ async fn key_quota_holds_across_replicas() {
         // Racing: twice the quota at once, spread over both replicas.
         let rejected = r#"mpc_sessions_total{protocol="keygen",outcome="rejected"}"#;
         let before = [
-            metric(&servers[0], ok).await + metric(&servers[0], rejected).await,
-            metric(&servers[1], ok).await + metric(&servers[1], rejected).await,
+            servers[0].metric(ok).await + servers[0].metric(rejected).await,
+            servers[1].metric(ok).await + servers[1].metric(rejected).await,
         ];
-        let rejected_before =
-            metric(&servers[0], rejected).await + metric(&servers[1], rejected).await;
+        let rejected_before = servers[0].metric(rejected).await + servers[1].metric(rejected).await;
         let client = client_via(&nginx, 0, "racing-user");
         let keygens = (0..2 * QUOTA).map(|_| {
             let client = client.clone();

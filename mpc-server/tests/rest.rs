@@ -33,20 +33,6 @@ fn now() -> i64 {
     .unwrap()
 }
 
-/// A fresh step-up token: each is spent by its first successful use.
-fn step_up_token(subject: &str) -> String {
-    use rand_core::{OsRng, RngCore};
-    let mut jti = [0u8; 16];
-    OsRng.fill_bytes(&mut jti);
-    TokenBuilder::new(subject, AUDIENCE)
-        .expires_in(600)
-        .amr(&["pwd", "otp"])
-        .auth_time(now() - 10)
-        .token_id(hex::encode(jti))
-        .sign_hs256(JWT_SECRET.as_bytes())
-        .unwrap()
-}
-
 fn expired_token(subject: &str) -> String {
     TokenBuilder::new(subject, AUDIENCE)
         .issued_at(now() - 7200)

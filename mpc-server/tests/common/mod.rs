@@ -43,6 +43,28 @@ pub fn token(subject: &str) -> String {
         .unwrap()
 }
 
+/// A fresh single-use step-up token (PROTOCOL.md §19: `amr` with `otp`, a
+/// recent `auth_time`, a random `jti`), as backup, export and revoke need.
+pub fn step_up_token(subject: &str) -> String {
+    use rand_core::RngCore;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let mut jti = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut jti);
+    TokenBuilder::new(subject, AUDIENCE)
+        .expires_in(600)
+        .amr(&["pwd", "otp"])
+        .auth_time(now - 10)
+        .token_id(hex::encode(jti))
+        .sign_hs256(JWT_SECRET.as_bytes())
+        .unwrap()
+}
+
 /// Where a test server keeps its data.
 pub enum Db {
     Sqlite(tempfile::TempDir),
@@ -320,6 +342,20 @@ impl TestServer {
 
     pub fn logs(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The value of the sample `series` (name and labels exactly as the
+    /// exposition writes them) in the server's `/metrics`; 0 if absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.rest_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |value| value.trim().parse().unwrap())
     }
 }
 
