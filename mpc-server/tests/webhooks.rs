@@ -616,8 +616,13 @@ async fn two_deliverers(vault_a: Vault, vault_b: Vault) {
     // other is busy sending.
     receiver.delay = Duration::from_millis(10);
     let url = receiver.start().await;
-    let a = Deliverer::start(&vault_a, config(&url));
-    let b = Deliverer::start(&vault_b, config(&url));
+    // One request at a time each: with its pool of 16, one deliverer can
+    // hold all three keys' events in flight and leave the other nothing to
+    // claim; with one, the keys it is not sending are due for the other.
+    let mut config = config(&url);
+    config.concurrency = 1;
+    let a = Deliverer::start(&vault_a, config.clone());
+    let b = Deliverer::start(&vault_b, config);
     wait_all_delivered(&vault_b).await;
     let stats_a = a.stop().await;
     let stats_b = b.stop().await;
