@@ -168,9 +168,7 @@ impl TrustedProxies {
         }
         client
     }
-}
 
-impl TrustedProxies {
     /// The client named by `X-Forwarded-For` for a request from the
     /// trusted `peer`: the lines and their entries walked from the right,
     /// each parsed only when reached, up to [`MAX_FORWARDED_ENTRIES`].

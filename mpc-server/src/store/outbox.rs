@@ -50,16 +50,7 @@ pub(crate) async fn due_events(
     now: i64,
     limit: u32,
 ) -> Result<Vec<OutboxEvent>, VaultError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
-    ))
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await
-    .map_err(err("reading the outbox"))?;
-    rows.iter().map(event_from_row).collect()
+    due(conn, now, limit, "").await
 }
 
 /// Heads of keys (see the module documentation) that are due at `now`, by
@@ -70,9 +61,20 @@ pub(crate) async fn due_heads(
     now: i64,
     limit: u32,
 ) -> Result<Vec<OutboxEvent>, VaultError> {
+    due(conn, now, limit, &format!("AND {IS_HEAD}")).await
+}
+
+/// Undelivered events due at `now` that also meet `condition` (SQL, empty
+/// for none), by next attempt time then id, at most `limit`.
+async fn due(
+    conn: &mut AnyConnection,
+    now: i64,
+    limit: u32,
+    condition: &str,
+) -> Result<Vec<OutboxEvent>, VaultError> {
     let rows = sqlx::query(&format!(
         "SELECT {EVENT_COLUMNS} FROM outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1 AND {IS_HEAD} \
+         WHERE delivered_at IS NULL AND next_attempt_at <= $1 {condition} \
          ORDER BY next_attempt_at, id LIMIT $2"
     ))
     .bind(now)
