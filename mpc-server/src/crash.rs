@@ -5,7 +5,9 @@
 //! database) the first time it reaches the point `<name>`. Without the
 //! feature every point compiles to nothing, and the variable is ignored.
 //! Failure points ([`fails`], `MPC_FAIL_AT`) make one operation fail
-//! instead of aborting.
+//! instead of aborting. Stall points ([`stall`], `MPC_STALL_AT`) hold a
+//! session back for a while, to widen a window a test would otherwise hit
+//! only by chance.
 //!
 //! The points, in the order a session reaches them:
 //!
@@ -88,3 +90,31 @@ pub fn fails(point: &str) -> bool {
 pub fn fails(_point: &str) -> bool {
     false
 }
+
+/// With the `fault-injection` feature and `MPC_STALL_AT=<point>`, waits
+/// `MPC_STALL_MS` milliseconds (default 2000) each time `point` is reached.
+/// Points: `refresh:release` (before a refresh session gives its lease
+/// back).
+#[cfg(feature = "fault-injection")]
+pub async fn stall(point: &str) {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+    static TARGET: OnceLock<(Option<String>, u64)> = OnceLock::new();
+    let (target, ms) = TARGET.get_or_init(|| {
+        (
+            std::env::var("MPC_STALL_AT").ok(),
+            std::env::var("MPC_STALL_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(2000),
+        )
+    });
+    if target.as_deref() == Some(point) {
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+    }
+}
+
+/// Does nothing: the `fault-injection` feature is off.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub async fn stall(_point: &str) {}

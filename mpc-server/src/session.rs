@@ -278,11 +278,25 @@ pub(crate) async fn usable_key<F: Frames>(
     purpose: Purpose,
     session: ServerSession<F>,
 ) -> Result<(KeyRecord, ServerSession<F>), TransportError> {
+    match key_for(state, owner, key_id, purpose).await {
+        Ok(record) => Ok((record, session)),
+        Err(rejection) => Err(session.reject(rejection).await),
+    }
+}
+
+/// The record of `key_id` if `owner` may use it for `purpose`, else the
+/// rejection to send.
+async fn key_for(
+    state: &AppState,
+    owner: &str,
+    key_id: &KeyId,
+    purpose: Purpose,
+) -> Result<KeyRecord, Rejection> {
     let record = match state.vault.key(key_id).await {
         Ok(Some(record)) if record.owner == owner => record,
         // Another owner's key is reported exactly like a missing one.
-        Ok(_) => return Err(session.reject(Rejection::NOT_FOUND).await),
-        Err(e) => return Err(session.reject(storage_failed("load key", &e)).await),
+        Ok(_) => return Err(Rejection::NOT_FOUND),
+        Err(e) => return Err(storage_failed("load key", &e)),
     };
     // A ban this process could not store yet refuses signing all the same
     // (fail closed); a refresh, which replaces the OT material, may run.
@@ -293,8 +307,8 @@ pub(crate) async fn usable_key<F: Frames>(
         refusal(record.status, purpose)
     };
     match refused {
-        Some(rejection) => Err(session.reject(rejection).await),
-        None => Ok((record, session)),
+        Some(rejection) => Err(rejection),
+        None => Ok(record),
     }
 }
 
@@ -318,7 +332,6 @@ pub(crate) enum Purpose {
     Refresh,
 }
 
-/// The server's share of `epoch`, or the session is rejected.
 /// Claims the stored presignature `id` of `record` for an online step
 /// (marked used, ciphertext erased, tombstoned: PROTOCOL.md §14.3, §18.4);
 /// refuses the session with 4006 if there is no usable one of scheme `P`
@@ -342,16 +355,29 @@ pub(crate) async fn claim_presignature<P: StoredPresignature, F: Frames>(
     }
 }
 
+/// The server's share of `epoch`, or the session is rejected.
 pub(crate) async fn share_of<F: Frames>(
     state: &AppState,
     record: &KeyRecord,
     epoch: u64,
     session: ServerSession<F>,
 ) -> Result<(StoredShare, ServerSession<F>), TransportError> {
+    match stored_share(state, record, epoch).await {
+        Ok(stored) => Ok((stored, session)),
+        Err(rejection) => Err(session.reject(rejection).await),
+    }
+}
+
+/// The share of `record` at `epoch`, else the rejection to send.
+async fn stored_share(
+    state: &AppState,
+    record: &KeyRecord,
+    epoch: u64,
+) -> Result<StoredShare, Rejection> {
     match state.vault.share(record, epoch).await {
-        Ok(Some(stored)) => Ok((stored, session)),
-        Ok(None) => Err(session.reject(codes::UNKNOWN_EPOCH).await),
-        Err(e) => Err(session.reject(storage_failed("load share", &e)).await),
+        Ok(Some(stored)) => Ok(stored),
+        Ok(None) => Err(codes::UNKNOWN_EPOCH),
+        Err(e) => Err(storage_failed("load share", &e)),
     }
 }
 
@@ -559,52 +585,79 @@ async fn refresh<F: Frames>(
                 .await)
         }
     };
-    let result = leased_refresh(state, owner, session, epoch, &lease).await;
-    if let Err(e) = lease.release().await {
-        warn!(%key_id, error = %e, "could not release the refresh lease; it will expire");
-    }
-    result
+    leased_refresh(state, owner, session, epoch, lease).await
 }
 
 /// The refresh proper, under the key's lease (PROTOCOL.md §18.1).
+///
+/// The lease is given back before the device hears how the session ended
+/// (its outcome or a refusal): a device told "unknown epoch" retries at
+/// once from its newer share, and a device whose refresh finished may
+/// start the next one; neither may find its own lease still held (4106).
 async fn leased_refresh<F: Frames>(
     state: &AppState,
     owner: &str,
     session: ServerSession<F>,
     epoch: u64,
-    lease: &RefreshLease,
+    lease: RefreshLease,
 ) -> Result<Traffic, TransportError> {
     let key_id = *lease.key_id();
     // Read again under the lease: a refresh that finalized meanwhile has
     // deleted the epoch this one would start from.
-    let (record, session) = usable_key(state, owner, &key_id, Purpose::Refresh, session).await?;
-    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let start = match key_for(state, owner, &key_id, Purpose::Refresh).await {
+        Ok(record) => stored_share(state, &record, epoch)
+            .await
+            .map(|stored| (record, stored)),
+        Err(rejection) => Err(rejection),
+    };
+    let (record, stored) = match start {
+        Ok(start) => start,
+        Err(rejection) => {
+            release(lease).await;
+            return Err(session.reject(rejection).await);
+        }
+    };
+    let mut session = session;
     let context = session.opening().context().to_vec();
     let mut protocol = Refresh::new(&stored.share, &context);
-    let mut hook = DurableRefresh::new(state, &record, lease);
-    let new_share = match session.run_with(&mut protocol, &mut OsRng, &mut hook).await {
+    let mut hook = DurableRefresh::new(state, &record, &lease);
+    let run = session.run_with(&mut protocol, &mut OsRng, &mut hook).await;
+    drop(protocol);
+    drop(hook);
+    let new_share = match run {
         Ok(share) => share,
         Err(e) => {
+            // The transport has closed the session already.
+            release(lease).await;
             count_pprf_failure(state, "refresh", owner, Some(&key_id), &e);
             return Err(e);
         }
     };
-    drop(protocol);
     crash::point("refresh:before-finalize");
     let event = Event {
         name: "key.refreshed",
         detail: json!({ "from_epoch": epoch, "epoch": new_share.epoch() }),
     };
-    if let Err(e) = state
+    let finalized = state
         .vault
-        .finalize_refreshed(lease, &new_share, event, now_ms())
-        .await
-    {
+        .finalize_refreshed(&lease, &new_share, event, now_ms())
+        .await;
+    release(lease).await;
+    if let Err(e) = finalized {
         return Err(session.reject(storage_failed("finalize epoch", &e)).await);
     }
     crash::point("refresh:after-finalize");
     info!(%key_id, epoch = new_share.epoch(), "key refreshed");
     finish(session).await
+}
+
+/// Gives `lease` back; a failure is logged, and the lease then expires.
+async fn release(lease: RefreshLease) {
+    crash::stall("refresh:release").await;
+    let key_id = *lease.key_id();
+    if let Err(e) = lease.release().await {
+        warn!(%key_id, error = %e, "could not release the refresh lease; it will expire");
+    }
 }
 
 /// The refresh's [`BeforeSend`](mpc_transport_ws::BeforeSend) hook: stores

@@ -340,6 +340,37 @@ async fn foreign_owner_learns_nothing_on_postgres() {
     bounded(async { foreign_owner_learns_nothing(&Db::postgres().await).await }).await;
 }
 
+/// A refresh session gives its lease back before the device hears how it
+/// ended. A device whose refresh finished refreshes again at once, and a
+/// device refused for an epoch the server no longer holds (4104) retries
+/// at once from its newer share: neither may be refused (4106) by the
+/// lease of the session that just told it. The server stalls 2 s before
+/// each release, so that a release sent after the close would be hit by
+/// every retry here, not by one in a thousand as in the suite before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_free_once_the_device_hears_the_end() {
+    bounded(async {
+        let db = Db::sqlite();
+        let server = Launch::new(&db)
+            .env("MPC_STALL_AT", "refresh:release")
+            .start();
+        let client = server.client("dave");
+        let mut hook = |_: &Refresh<'_>| std::future::ready(Ok::<(), Rejection>(()));
+        let first = client.keygen().await.unwrap();
+        let second = client.refresh(&first, &mut hook).await.unwrap();
+        let third = client.refresh(&second, &mut hook).await;
+        let third = third.unwrap_or_else(|e| panic!("refresh right after a refresh: {e}"));
+        let stale = client.refresh(&second, &mut hook).await;
+        assert_eq!(code(&stale), Some(UNKNOWN_EPOCH), "{stale:?}");
+        let fourth = client.refresh(&third, &mut hook).await;
+        let fourth = fourth.unwrap_or_else(|e| panic!("refresh right after 4104: {e}"));
+        assert_eq!(fourth.epoch(), 3);
+        sign_and_verify(&client, &fourth, b"after back-to-back refreshes").await;
+        assert_settled_on(&db, first.key_id(), 3).await;
+    })
+    .await;
+}
+
 /// Seconds: the session timeout and the (longer) refresh lease of the
 /// crash test's servers.
 const SHORT_SESSION: u64 = 5;
