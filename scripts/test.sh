@@ -112,6 +112,12 @@ else
     export MPC_NGINX_LOCK="$nginx_lock"
 fi
 
+# The build below makes every binary and example of the workspace (with
+# --all-targets, and the features the tests resolve) before any test runs:
+# tests that start one take it as built (examples/tests/shared/
+# example_binary.rs) instead of building it again under other features.
+export MPC_TEST_PREBUILT=1
+
 # nextest runs the test binaries side by side (cargo test runs them one after
 # another); plain cargo test where nextest is not installed.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -37,6 +37,9 @@ use zeroize::Zeroizing;
 // The server binary (same launch as mpc-server/tests/common, which this
 // package cannot include: it names the binary with CARGO_BIN_EXE_mpc-server).
 
+#[path = "../../examples/tests/shared/example_binary.rs"]
+mod example_binary;
+
 const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 const MASTER_KEY: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const AUDIENCE: &str = "mpc-server";
@@ -49,46 +52,9 @@ async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
         .expect("test exceeded its time bound")
 }
 
-/// Builds `mpc-server` with the running test's profile (cargo released its
-/// lock while tests run) and returns its path.
+/// The `mpc-server` binary of the workspace.
 fn server_binary() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap();
-    if let Some(path) = &*built {
-        return path.clone();
-    }
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let mut build = Command::new(env!("CARGO"));
-    // With this test target in the same build, cargo resolves features as
-    // for the run of this test (dev-dependencies on), so the binary is not
-    // rebuilt, nor the test's dependencies after it, on every run.
-    build.args([
-        "build",
-        "--quiet",
-        "--workspace",
-        "--all-features",
-        "--bin",
-        "mpc-server",
-        "--test",
-        "wallet",
-    ]);
-    if dir.ends_with("release") {
-        build.arg("--release");
-    } else {
-        build.args(["--profile", "test"]);
-    }
-    assert!(
-        build.status().unwrap().success(),
-        "building mpc-server failed"
-    );
-    let path = dir.join(format!("mpc-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "no server binary at {}", path.display());
-    *built = Some(path.clone());
-    path
+    example_binary::build_binary("mpc-server")
 }
 
 struct Server {

@@ -1,11 +1,13 @@
 //! Builds an example of this package (or a binary of the workspace) with
 //! the same profile as the running test (cargo has released its lock while
-//! tests run); shared by the test crates through `#[path]`.
+//! tests run), or, under the test command, takes the one its build made;
+//! shared by the test crates through `#[path]`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 /// Builds the example `name` (once per test process) and returns its path.
+#[allow(dead_code)] // Not every test crate runs an example.
 pub(crate) fn build_example(name: &'static str) -> PathBuf {
     build("--example", name)
 }
@@ -29,6 +31,26 @@ fn build(kind: &'static str, name: &'static str) -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
+    let path = if kind == "--example" {
+        dir.join("examples")
+    } else {
+        dir.clone()
+    }
+    .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    // The test command (scripts/test.sh) sets this: its build
+    // (`--workspace --all-targets --all-features`) made every binary and
+    // example, with the features the tests resolve, before any test ran.
+    // Building again here would resolve features without the tests'
+    // dev-dependencies and rebuild part of the graph while tests run.
+    if std::env::var_os("MPC_TEST_PREBUILT").is_some() {
+        assert!(
+            path.exists(),
+            "MPC_TEST_PREBUILT is set but {} was not built",
+            path.display()
+        );
+        built.push((kind, name, path.clone()));
+        return path;
+    }
     let mut build = Command::new(env!("CARGO"));
     // The workspace's feature set, as `cargo test --workspace --all-features`
     // (the test command) resolves it: with `-p mpc-examples` alone, cargo
@@ -51,10 +73,6 @@ fn build(kind: &'static str, name: &'static str) -> PathBuf {
     }
     let status = build.status().unwrap();
     assert!(status.success(), "building {kind} {name} failed");
-    if kind == "--example" {
-        dir.push("examples");
-    }
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "no binary at {}", path.display());
     built.push((kind, name, path.clone()));
     path

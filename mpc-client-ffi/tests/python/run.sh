@@ -34,7 +34,11 @@ if [ "${1:-}" = "--prepare-venv" ]; then
     exit 0
 fi
 
-cargo build --quiet --profile test --workspace --all-features --bin mpc-server
+# Under the test command (MPC_TEST_PREBUILT), its build made the server with
+# the tests' features; building it here would resolve them anew and rebuild.
+if [ -z "${MPC_TEST_PREBUILT:-}" ] || [ ! -x "$target_dir/debug/mpc-server" ]; then
+    cargo build --quiet --profile test --workspace --all-features --bin mpc-server
+fi
 # All three languages: Swift and Kotlin cannot be compiled here, but their
 # generation is checked, and test_generated.py inspects them.
 bash scripts/bindings.sh --profile test --all-features
