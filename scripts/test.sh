@@ -112,10 +112,13 @@ else
     export MPC_NGINX_LOCK="$nginx_lock"
 fi
 
-# The build below makes every binary and example of the workspace (with
-# --all-targets, and the features the tests resolve) before any test runs:
-# tests that start one take it as built (examples/tests/shared/
-# example_binary.rs) instead of building it again under other features.
+# Every binary and example of the workspace, built together with the tests
+# (so with the features the tests resolve; `cargo test --all-targets` builds
+# examples only as test harnesses): tests that start one take it as built
+# (examples/tests/shared/example_binary.rs) instead of building it again
+# under another feature set while the tests run. The test run below then
+# builds only the benches and examples in test mode.
+run cargo build --workspace --all-features --profile test --bins --examples --tests
 export MPC_TEST_PREBUILT=1
 
 # nextest runs the test binaries side by side (cargo test runs them one after

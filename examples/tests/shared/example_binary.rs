@@ -31,23 +31,13 @@ fn build(kind: &'static str, name: &'static str) -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let path = if kind == "--example" {
-        dir.join("examples")
-    } else {
-        dir.clone()
-    }
-    .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    // The test command (scripts/test.sh) sets this: its build
-    // (`--workspace --all-targets --all-features`) made every binary and
-    // example, with the features the tests resolve, before any test ran.
-    // Building again here would resolve features without the tests'
-    // dev-dependencies and rebuild part of the graph while tests run.
+    // The test command (scripts/test.sh) sets this: it built every binary
+    // and example of the workspace together with the tests (so with the
+    // features the tests resolve) before any test ran. Building again here
+    // would resolve features without the tests' dev-dependencies and
+    // rebuild part of the graph while tests run.
     if std::env::var_os("MPC_TEST_PREBUILT").is_some() {
-        assert!(
-            path.exists(),
-            "MPC_TEST_PREBUILT is set but {} was not built",
-            path.display()
-        );
+        let path = prebuilt(&dir, kind, name);
         built.push((kind, name, path.clone()));
         return path;
     }
@@ -73,7 +63,27 @@ fn build(kind: &'static str, name: &'static str) -> PathBuf {
     }
     let status = build.status().unwrap();
     assert!(status.success(), "building {kind} {name} failed");
+    if kind == "--example" {
+        dir.push("examples");
+    }
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "no binary at {}", path.display());
     built.push((kind, name, path.clone()));
+    path
+}
+
+/// The test command's artifact: `dir/<name>` or `dir/examples/<name>`,
+/// where `cargo build` puts them.
+fn prebuilt(dir: &std::path::Path, kind: &str, name: &str) -> PathBuf {
+    let mut path = dir.to_path_buf();
+    if kind == "--example" {
+        path.push("examples");
+    }
+    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "MPC_TEST_PREBUILT is set but {} was not built",
+        path.display()
+    );
     path
 }
