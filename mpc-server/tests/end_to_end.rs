@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
+#[path = "shared/wal.rs"]
+mod wal;
 
 use std::sync::{Arc, Mutex};
 
@@ -379,31 +381,6 @@ async fn a_banned_key_refuses_to_sign_until_refreshed() {
     .await;
 }
 
-/// The commits in a SQLite WAL file: (the salt of its current generation,
-/// commit frames of that generation). Each commit is one fsync with
-/// `synchronous=FULL`. Format: a 32-byte header (page size at 8, salt at
-/// 16..24), then frames of a 24-byte header (database size after a commit
-/// at 4, non-zero only in a transaction's last frame; salt at 8..16) and a
-/// page; frames with another salt are left over from an earlier
-/// generation and end the log.
-fn wal_commits(db: &std::path::Path) -> ([u8; 8], usize) {
-    let wal = std::fs::read(db.with_extension("db-wal")).unwrap();
-    assert!(wal.len() >= 32, "no WAL header");
-    let be32 = |at: usize| u32::from_be_bytes(wal[at..at + 4].try_into().unwrap());
-    assert_eq!(be32(0) & !1, 0x377f_0682, "not a WAL file");
-    let page = usize::try_from(be32(8)).unwrap();
-    let salt: [u8; 8] = wal[16..24].try_into().unwrap();
-    let mut commits = 0;
-    let mut frame = 32;
-    while frame + 24 + page <= wal.len() && wal[frame + 8..frame + 16] == salt {
-        if be32(frame + 4) != 0 {
-            commits += 1;
-        }
-        frame += 24 + page;
-    }
-    (salt, commits)
-}
-
 /// A signature is one commit (one fsync) on the server's database: its
 /// last-use time and audit entry together. An online signature is two:
 /// the presignature's claim, durable before the server's only message
@@ -420,9 +397,9 @@ async fn a_signature_is_one_commit_on_sqlite() {
         // nothing.
         sign_and_verify(&client, &share, b"first").await;
 
-        let (salt, before) = wal_commits(&file);
+        let (salt, before) = wal::wal_commits(&file);
         sign_and_verify(&client, &share, b"one commit").await;
-        let (salt_after, after) = wal_commits(&file);
+        let (salt_after, after) = wal::wal_commits(&file);
         assert_eq!(
             salt_after, salt,
             "the WAL was restarted: counts not comparable"
@@ -430,14 +407,14 @@ async fn a_signature_is_one_commit_on_sqlite() {
         assert_eq!(after - before, 1, "commits for one signature");
 
         let presignature = client.presign(&share).await.unwrap();
-        let (_, before) = wal_commits(&file);
+        let (_, before) = wal::wal_commits(&file);
         let prehash = Prehash::sha256(b"online");
         let out = client
             .online_sign(&share, presignature, prehash, &mut ClaimSet::new())
             .await
             .unwrap();
         verify_with_libsecp(&share.public_key(), &prehash, &out);
-        let (salt_after, after) = wal_commits(&file);
+        let (salt_after, after) = wal::wal_commits(&file);
         assert_eq!(
             salt_after, salt,
             "the WAL was restarted: counts not comparable"

@@ -43,6 +43,8 @@ mod step_up_tests;
 pub(crate) mod testkit;
 pub(crate) mod tombstones;
 #[cfg(test)]
+mod uses_tests;
+#[cfg(test)]
 mod vault_tests;
 #[cfg(test)]
 mod vault_tests_sealed;

@@ -21,6 +21,7 @@ mod presignatures;
 mod quotas;
 mod refresh;
 mod rollback;
+mod uses;
 
 use std::fmt;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub struct Vault {
 struct Inner {
     store: Store,
     kek: Arc<dyn Kek>,
+    uses: uses::UseLog,
 }
 
 impl fmt::Debug for Vault {
@@ -224,7 +226,11 @@ impl Vault {
             "storage opened"
         );
         Ok(Self {
-            inner: Arc::new(Inner { store, kek }),
+            inner: Arc::new(Inner {
+                store,
+                kek,
+                uses: uses::UseLog::default(),
+            }),
         })
     }
 
@@ -542,29 +548,6 @@ impl Vault {
         } else {
             Err(VaultError::NotFound)
         }
-    }
-
-    /// Records a signature with the key in one transaction (one commit,
-    /// so one fsync with SQLite's `synchronous=FULL`): `last_used_at = now`
-    /// and the audit `event`, together or not at all.
-    ///
-    /// # Errors
-    ///
-    /// [`VaultError::NotFound`] if the key does not exist (nothing is
-    /// written); [`VaultError::Database`].
-    pub async fn record_use(
-        &self,
-        key_id: &KeyId,
-        owner: &str,
-        event: Event<'_>,
-        now: i64,
-    ) -> Result<(), VaultError> {
-        let mut tx = self.store().begin().await?;
-        if !q::set_time(&mut tx, key_id, KeyTime::LastUsed, now).await? {
-            return Err(VaultError::NotFound);
-        }
-        q::insert_audit(&mut tx, key_id, owner, now, event.name, &event.detail).await?;
-        commit(tx).await
     }
 
     /// Appends an audit entry on its own (for events with no stored change,
