@@ -651,14 +651,25 @@ async fn leased_refresh<F: Frames>(
     finish(session).await
 }
 
-/// Gives `lease` back; a failure is logged, and the lease then expires.
+/// Gives `lease` back before the session's last message. Bounded: a
+/// release that cannot finish in time goes on in the background (the
+/// lease's drop) rather than hold up the outcome; a failure is logged, and
+/// the lease then expires.
 async fn release(lease: RefreshLease) {
     crash::stall("refresh:release").await;
     let key_id = *lease.key_id();
-    if let Err(e) = lease.release().await {
-        warn!(%key_id, error = %e, "could not release the refresh lease; it will expire");
+    match tokio::time::timeout(RELEASE_WAIT, lease.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(%key_id, error = %e, "could not release the refresh lease; retrying in the background");
+        }
+        Err(_) => warn!(%key_id, "releasing the refresh lease is slow; going on in the background"),
     }
 }
+
+/// How long a refresh session waits for its lease's release before it
+/// sends its outcome anyway.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The refresh's [`BeforeSend`](mpc_transport_ws::BeforeSend) hook: stores
 /// the new share when it first exists and its confirmation when it first

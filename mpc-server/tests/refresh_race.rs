@@ -347,6 +347,7 @@ async fn foreign_owner_learns_nothing_on_postgres() {
 /// lease of the session that just told it. The server stalls 2 s before
 /// each release, so that a release sent after the close would be hit by
 /// every retry here, not by one in a thousand as in the suite before.
+#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_is_free_once_the_device_hears_the_end() {
     bounded(async {

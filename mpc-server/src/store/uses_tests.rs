@@ -82,8 +82,9 @@ async fn uses_that_arrive_together_share_one_commit() {
 
 /// Uses one after another: each is its own commit (a caller never waits
 /// for a group to fill), and a use after the writer went idle starts it
-/// again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// again (on one thread the writer has stopped before its caller resumes,
+/// so each use here needs a new writer).
+#[tokio::test(flavor = "current_thread")]
 async fn a_use_alone_commits_at_once_and_the_writer_restarts() {
     let db = test_db(Kind::Sqlite).await.unwrap();
     let file = db.sqlite_path.clone().unwrap();
@@ -109,4 +110,40 @@ async fn a_use_alone_commits_at_once_and_the_writer_restarts() {
         let record = vault.key(&key.key_id).await.unwrap().unwrap();
         assert_eq!(record.last_used_at, Some(10 + n));
     }
+}
+
+/// One use's statement fails inside a group (PostgreSQL refuses a NUL in
+/// text): that use alone fails, and the others of its group are still
+/// committed, each with its entry.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_use_does_not_fail_its_group() {
+    let Some(db) = test_db(Kind::Postgres).await else {
+        return;
+    };
+    let vault = vault(&db, 1).await;
+    let (_, share) = dkg();
+    let key = vault.create_key("alice", &share, 1).await.unwrap();
+    let event = |name: &'static str, n: i64| Event {
+        name,
+        detail: json!({ "n": n }),
+    };
+    let (first, bad, last) = tokio::join!(
+        vault.record_use(&key.key_id, "alice", event("sign", 1), 10),
+        vault.record_use(&key.key_id, "alice", event("sign\0", 2), 11),
+        vault.record_use(&key.key_id, "alice", event("sign", 3), 12),
+    );
+    first.unwrap();
+    last.unwrap();
+    assert!(matches!(bad, Err(VaultError::Database(_))), "{bad:?}");
+    let signed: Vec<i64> = vault
+        .audit_log(&key.key_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.event == "sign")
+        .map(|entry| entry.detail["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(signed, [1, 3]);
+    let record = vault.key(&key.key_id).await.unwrap().unwrap();
+    assert_eq!(record.last_used_at, Some(12));
 }

@@ -48,14 +48,19 @@ impl RefreshLease {
     }
 
     /// Gives the lease back, so that the next refresh of the key need not
-    /// wait for it to expire.
+    /// wait for it to expire. Cancelled or failed, it is tried again in the
+    /// background when the lease drops (as for a lease never released).
     ///
     /// # Errors
     ///
-    /// [`VaultError::Database`]; the lease then expires on its own.
+    /// [`VaultError::Database`]; the lease then expires unless the retry
+    /// gives it back.
     pub async fn release(mut self) -> Result<(), VaultError> {
-        self.released = true;
-        release_lease(&self.vault, &self.key_id, &self.holder).await
+        let result = release_lease(&self.vault, &self.key_id, &self.holder).await;
+        // Only once given back: cancelled or failed, the drop tries again
+        // in the background.
+        self.released = result.is_ok();
+        result
     }
 
     /// In `tx`: fails unless this session still holds the lease, and

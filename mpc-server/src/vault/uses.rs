@@ -5,10 +5,12 @@
 //! (PROTOCOL.md §18.5). Each caller still returns only once its own use is
 //! durable, exactly as with a transaction of its own.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mpc_core::KeyId;
 use tokio::sync::oneshot;
+use tracing::warn;
 
 use super::{Vault, VaultError};
 use crate::store::queries::{self as q, KeyTime};
@@ -26,7 +28,7 @@ pub(super) struct UseLog {
 
 #[derive(Default)]
 struct Queue {
-    waiting: Vec<PendingUse>,
+    waiting: VecDeque<PendingUse>,
     writing: bool,
 }
 
@@ -60,7 +62,7 @@ impl Vault {
         let (done, outcome) = oneshot::channel();
         let start_writer = {
             let mut queue = self.inner.uses.lock();
-            queue.waiting.push(PendingUse {
+            queue.waiting.push_back(PendingUse {
                 key_id: *key_id,
                 owner: owner.to_owned(),
                 event: event.name.to_owned(),
@@ -71,10 +73,16 @@ impl Vault {
             !std::mem::replace(&mut queue.writing, true)
         };
         if start_writer {
+            // Made before the task: a task dropped before it first runs
+            // (the runtime shutting down) still clears the flag.
+            let writing = Writing {
+                log: Arc::clone(&self.inner),
+                armed: true,
+            };
             // A task of its own: a caller cancelled while it writes (its
             // session timed out) must not strand the others' uses.
             let vault = self.clone();
-            tokio::spawn(async move { vault.write_uses().await });
+            tokio::spawn(async move { vault.write_uses(writing).await });
         }
         outcome.await.unwrap_or_else(|_| {
             Err(VaultError::Database(
@@ -84,22 +92,23 @@ impl Vault {
     }
 
     /// Writes groups of waiting uses until none is left.
-    async fn write_uses(&self) {
-        let mut writing = Writing {
-            log: Arc::clone(&self.inner),
-            armed: true,
-        };
+    async fn write_uses(&self, mut writing: Writing) {
         loop {
-            let group = {
+            let mut group = {
                 let mut queue = writing.log.uses.lock();
                 if queue.waiting.is_empty() {
                     queue.writing = false;
+                    queue.waiting.shrink_to(MAX_GROUP);
                     writing.armed = false;
                     return;
                 }
                 let take = queue.waiting.len().min(MAX_GROUP);
                 queue.waiting.drain(..take).collect::<Vec<_>>()
             };
+            // Rows locked in one order by every group, so that two
+            // replicas' groups cannot deadlock on PostgreSQL (stable: each
+            // key's uses stay in arrival order).
+            group.sort_by_key(|pending| pending.key_id.0);
             let store = self.store();
             match write_group(store, &group).await {
                 Ok(found) => {
@@ -112,22 +121,39 @@ impl Vault {
                         let _ = pending.done.send(result);
                     }
                 }
-                // One use's failure must not be the others': each again in
-                // a transaction of its own.
-                Err(_) if group.len() > 1 => {
+                // A statement failed: it may be one use's, which must not
+                // fail the others. Each again in a transaction of its own.
+                // If the database itself fails meanwhile, the rest of the
+                // group fails with it rather than wait for it once per use.
+                Err(GroupError::Statement(e)) if group.len() > 1 => {
+                    warn!(uses = group.len(), error = %e, "a group of key uses failed; writing each alone");
+                    let mut down: Option<VaultError> = None;
                     for pending in group {
-                        let result = match write_group(store, std::slice::from_ref(&pending)).await
-                        {
-                            Ok(found) if found.first() == Some(&true) => Ok(()),
-                            Ok(_) => Err(VaultError::NotFound),
-                            Err(e) => Err(e),
+                        let result = match &down {
+                            Some(e) => Err(same_error(e)),
+                            None => {
+                                match write_group(store, std::slice::from_ref(&pending)).await {
+                                    Ok(found) if found.first() == Some(&true) => Ok(()),
+                                    Ok(_) => Err(VaultError::NotFound),
+                                    Err(GroupError::Statement(e)) => Err(e),
+                                    Err(GroupError::Database(e)) => {
+                                        let result = Err(same_error(&e));
+                                        down = Some(e);
+                                        result
+                                    }
+                                }
+                            }
                         };
                         let _ = pending.done.send(result);
                     }
                 }
+                // The database itself failed (no transaction, or a commit
+                // whose outcome is unknown: retrying could write twice).
                 Err(e) => {
-                    if let Some(pending) = group.into_iter().next() {
-                        let _ = pending.done.send(Err(e));
+                    // (Each caller logs its failure.)
+                    let e = e.into_inner();
+                    for pending in group {
+                        let _ = pending.done.send(Err(same_error(&e)));
                     }
                 }
             }
@@ -135,13 +161,39 @@ impl Vault {
     }
 }
 
+/// Where a group's transaction failed.
+enum GroupError {
+    /// Starting it or committing it.
+    Database(VaultError),
+    /// One of its statements.
+    Statement(VaultError),
+}
+
+impl GroupError {
+    fn into_inner(self) -> VaultError {
+        match self {
+            Self::Database(e) | Self::Statement(e) => e,
+        }
+    }
+}
+
+/// `e` again, for each use of a failed group.
+fn same_error(e: &VaultError) -> VaultError {
+    match e {
+        VaultError::Database(message) => VaultError::Database(message.clone()),
+        other => VaultError::Database(other.to_string()),
+    }
+}
+
 /// Writes `group` in one transaction; for each use, whether its key exists
 /// (a missing key's use writes nothing).
-async fn write_group(store: &Store, group: &[PendingUse]) -> Result<Vec<bool>, VaultError> {
-    let mut tx = store.begin().await?;
+async fn write_group(store: &Store, group: &[PendingUse]) -> Result<Vec<bool>, GroupError> {
+    let mut tx = store.begin().await.map_err(GroupError::Database)?;
     let mut found = Vec::with_capacity(group.len());
     for pending in group {
-        let exists = q::set_time(&mut tx, &pending.key_id, KeyTime::LastUsed, pending.at).await?;
+        let exists = q::set_time(&mut tx, &pending.key_id, KeyTime::LastUsed, pending.at)
+            .await
+            .map_err(GroupError::Statement)?;
         if exists {
             q::insert_audit(
                 &mut tx,
@@ -151,11 +203,12 @@ async fn write_group(store: &Store, group: &[PendingUse]) -> Result<Vec<bool>, V
                 &pending.event,
                 &pending.detail,
             )
-            .await?;
+            .await
+            .map_err(GroupError::Statement)?;
         }
         found.push(exists);
     }
-    commit(tx).await?;
+    commit(tx).await.map_err(GroupError::Database)?;
     Ok(found)
 }
 
