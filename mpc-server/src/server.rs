@@ -384,6 +384,7 @@ async fn ws_session(
     let config = state.transport.clone();
     ws.max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_frame_bytes)
+        .read_buffer_size(mpc_transport_ws::READ_CHUNK_BYTES)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("session", owner = %owner);
             async move {

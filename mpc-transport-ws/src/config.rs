@@ -11,6 +11,12 @@ use crate::executor::StepExecutor;
 /// the opening and outcome messages.
 pub const MESSAGE_HEADROOM: usize = 1024;
 
+/// The most a socket reads at once. tungstenite zero-fills that much of its
+/// read buffer before every read attempt (one that would block too), so
+/// its default of 128 KiB cost about a megabyte of `memset` per signature
+/// on each side; 16 KiB still takes a loopback segment in a few reads.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Limits, timeouts and keepalive of one session.
 ///
 /// Build it from [`TransportConfig::default`] and change fields:
@@ -83,13 +89,15 @@ impl Default for TransportConfig {
 
 impl TransportConfig {
     /// The tungstenite configuration that enforces these size limits while
-    /// reading (for [`tokio_tungstenite`] sockets; axum's `WebSocketUpgrade`
-    /// takes the same two limits through its own setters).
+    /// reading, with reads of at most [`READ_CHUNK_BYTES`] (for
+    /// [`tokio_tungstenite`] sockets; axum's `WebSocketUpgrade` takes the
+    /// same settings through its own setters).
     #[must_use]
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_frame_bytes))
+            .read_buffer_size(READ_CHUNK_BYTES)
     }
 }
 
@@ -106,5 +114,6 @@ mod tests {
         let ws = config.websocket_config();
         assert_eq!(ws.max_message_size, Some(config.max_message_bytes));
         assert_eq!(ws.max_frame_size, Some(config.max_frame_bytes));
+        assert_eq!(ws.read_buffer_size, READ_CHUNK_BYTES);
     }
 }

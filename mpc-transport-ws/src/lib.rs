@@ -115,7 +115,7 @@ pub mod opening;
 pub mod server;
 
 pub use client::{run_client, run_client_with, Client};
-pub use config::TransportConfig;
+pub use config::{TransportConfig, READ_CHUNK_BYTES};
 pub use driver::{run_protocol, BeforeSend, SessionHooks, Traffic};
 pub use error::{CloseCode, Phase, Rejection, TimeoutKind, TransportError};
 pub use executor::{ComputePool, StepExecutor};
