@@ -95,7 +95,7 @@ impl Vault {
     async fn write_uses(&self, mut writing: Writing) {
         loop {
             let mut group = {
-                let mut queue = writing.log.uses.lock();
+                let mut queue = self.inner.uses.lock();
                 if queue.waiting.is_empty() {
                     queue.writing = false;
                     queue.waiting.shrink_to(MAX_GROUP);
@@ -113,51 +113,60 @@ impl Vault {
             match write_group(store, &group).await {
                 Ok(found) => {
                     for (pending, found) in group.into_iter().zip(found) {
-                        let result = if found {
-                            Ok(())
-                        } else {
-                            Err(VaultError::NotFound)
-                        };
-                        let _ = pending.done.send(result);
+                        let _ = pending.done.send(found_or_not(found));
                     }
                 }
                 // A statement failed: it may be one use's, which must not
-                // fail the others. Each again in a transaction of its own.
-                // If the database itself fails meanwhile, the rest of the
-                // group fails with it rather than wait for it once per use.
+                // fail the others.
                 Err(GroupError::Statement(e)) if group.len() > 1 => {
                     warn!(uses = group.len(), error = %e, "a group of key uses failed; writing each alone");
-                    let mut down: Option<VaultError> = None;
-                    for pending in group {
-                        let result = match &down {
-                            Some(e) => Err(same_error(e)),
-                            None => {
-                                match write_group(store, std::slice::from_ref(&pending)).await {
-                                    Ok(found) if found.first() == Some(&true) => Ok(()),
-                                    Ok(_) => Err(VaultError::NotFound),
-                                    Err(GroupError::Statement(e)) => Err(e),
-                                    Err(GroupError::Database(e)) => {
-                                        let result = Err(same_error(&e));
-                                        down = Some(e);
-                                        result
-                                    }
-                                }
-                            }
-                        };
-                        let _ = pending.done.send(result);
-                    }
+                    write_each(store, group).await;
                 }
                 // The database itself failed (no transaction, or a commit
                 // whose outcome is unknown: retrying could write twice).
-                Err(e) => {
-                    // (Each caller logs its failure.)
-                    let e = e.into_inner();
-                    for pending in group {
-                        let _ = pending.done.send(Err(same_error(&e)));
-                    }
-                }
+                // Each caller logs its failure.
+                Err(e) => fail_all(group, &e.into_inner()),
             }
         }
+    }
+}
+
+/// Writes each use of `group` in a transaction of its own. If the database
+/// itself fails meanwhile, the rest fail with it rather than wait for it
+/// once per use.
+async fn write_each(store: &Store, group: Vec<PendingUse>) {
+    let mut rest = group.into_iter();
+    while let Some(pending) = rest.next() {
+        match write_group(store, std::slice::from_ref(&pending)).await {
+            Ok(found) => {
+                let _ = pending
+                    .done
+                    .send(found_or_not(found.first() == Some(&true)));
+            }
+            Err(GroupError::Statement(e)) => {
+                let _ = pending.done.send(Err(e));
+            }
+            Err(GroupError::Database(e)) => {
+                fail_all(std::iter::once(pending).chain(rest), &e);
+                return;
+            }
+        }
+    }
+}
+
+/// A written use's result: its key existed, or nothing was written.
+fn found_or_not(found: bool) -> Result<(), VaultError> {
+    if found {
+        Ok(())
+    } else {
+        Err(VaultError::NotFound)
+    }
+}
+
+/// Fails every use of `uses` with `e`.
+fn fail_all(uses: impl IntoIterator<Item = PendingUse>, e: &VaultError) {
+    for pending in uses {
+        let _ = pending.done.send(Err(same_error(e)));
     }
 }
 
