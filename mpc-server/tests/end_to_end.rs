@@ -423,3 +423,32 @@ async fn a_signature_is_one_commit_on_sqlite() {
     })
     .await;
 }
+
+/// Signatures that finish together, whose uses are committed in groups
+/// (PROTOCOL.md §18.5), are each durable once their client has them: the
+/// server is killed (SIGKILL) right after 16 concurrent signatures
+/// returned, and every one has its audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_returned_signature_is_audited_after_a_kill() {
+    bounded(async {
+        let db = Db::sqlite();
+        let server = Launch::new(&db).start();
+        let client = server.client("alice");
+        let share = client.keygen().await.unwrap();
+        let signatures = futures_util::future::join_all((0..16).map(|i| {
+            let (client, share) = (&client, &share);
+            async move {
+                let prehash = Prehash::sha256(format!("kill {i}").as_bytes());
+                client.sign(share, prehash).await
+            }
+        }))
+        .await;
+        server.kill();
+        for signature in &signatures {
+            assert!(signature.is_ok(), "{signature:?}");
+        }
+        let signed = "SELECT COUNT(*) FROM audit_log WHERE event = 'sign' AND key_id = $1";
+        assert_eq!(count(&db, signed, &share).await, 16);
+    })
+    .await;
+}

@@ -285,19 +285,6 @@ async fn audit_events(server: &TestServer, owner: &str, share: &KeyShare) -> Vec
 }
 
 /// Rows of the database, read directly (the outbox has no REST view).
-async fn count(db: &Db, sql: &str, share: &KeyShare) -> i64 {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url()).await.unwrap();
-    let n: i64 = sqlx::query_scalar(sql)
-        .bind(hex::encode(share.key_id().0))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    n
-}
-
 async fn created_events(db: &Db, share: &KeyShare) -> i64 {
     count(
         db,

@@ -535,3 +535,18 @@ pub async fn sign_maliciously(
         .await
         .unwrap_err()
 }
+
+/// The single number `sql` counts, with `$1` bound to `share`'s key id
+/// (hex), read from the database directly.
+pub async fn count(db: &Db, sql: &str, share: &KeyShare) -> i64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url()).await.unwrap();
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(hex::encode(share.key_id().0))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
