@@ -8,9 +8,10 @@
 #
 #   LANGUAGE        swift, kotlin, python (default: all three)
 #   --profile       the cargo profile to build with (default: release)
-#   --all-features  build with the workspace's full feature set, as the test
-#                   command does (`--workspace --all-features`), so that
-#                   after `scripts/test.sh` nothing is rebuilt
+#   --all-features  build as the test command does (`--workspace
+#                   --all-features`, and its targets: with dev-dependencies,
+#                   whose features change the resolution), so that after
+#                   `scripts/test.sh`'s build nothing is rebuilt
 #
 # Output: target/bindings/<language>/; the shared library is copied next to
 # the Python module, which loads it from its own directory. The Swift output
@@ -21,11 +22,20 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 profile=release
 features=(-p mpc-client-ffi --features bindgen)
+# --lib: a build of the binary alone compiles the cdylib but does not copy
+# it out of deps/.
+targets=(--lib --bin uniffi-bindgen)
 languages=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
-        --all-features) features=(--workspace --all-features); shift ;;
+        --all-features)
+            features=(--workspace --all-features)
+            # The test build's exact selection (scripts/test.sh): with only
+            # --lib and --bin, cargo resolves features without the
+            # dev-dependencies and builds a second variant of many crates.
+            targets=(--lib --bins --examples --tests)
+            shift ;;
         swift | kotlin | python) languages+=("$1"); shift ;;
         *) echo "usage: $0 [--profile PROFILE] [--all-features] [swift|kotlin|python]..." >&2; exit 2 ;;
     esac
@@ -45,9 +55,7 @@ mkdir -p "$target_dir"
 exec 8>"$target_dir/bindings.lock"
 flock 8
 
-# --lib: a build of the binary alone compiles the cdylib but does not copy
-# it out of deps/.
-cargo build --quiet --profile "$profile" "${features[@]}" --lib --bin uniffi-bindgen
+cargo build --quiet --profile "$profile" "${features[@]}" "${targets[@]}"
 
 case "$(uname -s)" in
     Darwin) library="$out_dir/libmpc_client_ffi.dylib" ;;

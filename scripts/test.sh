@@ -117,8 +117,11 @@ fi
 # examples only as test harnesses): tests that start one take it as built
 # (examples/tests/shared/example_binary.rs) instead of building it again
 # under another feature set while the tests run. The test run below then
-# builds only the benches and examples in test mode.
-run cargo build --workspace --all-features --profile test --bins --examples --tests
+# builds only the benches and examples in test mode. --lib copies
+# mpc-client-ffi's cdylib out of deps/ for the binding generation
+# (scripts/bindings.sh builds with this selection, so it has nothing left to
+# build).
+run cargo build --workspace --all-features --profile test --lib --bins --examples --tests
 export MPC_TEST_PREBUILT=1
 
 # nextest runs the test binaries side by side (cargo test runs them one after
