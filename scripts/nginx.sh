@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nginx for the mpc-server replica test (mpc-server/tests/replicas.rs).
+# nginx for the mpc-server replica test (mpc-server/tests/integration/replicas.rs).
 #
 #   scripts/nginx.sh install   # installs Debian's nginx-light (or nginx) with
 #                              # apt-get when no nginx binary is found

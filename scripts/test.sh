@@ -91,7 +91,7 @@ step "background (nice 19): no_std check, ctgrind build, virtualenv, bindings, f
 step "scripts/postgres.sh start"
 eval "$(bash scripts/postgres.sh start)"
 
-# nginx for the replica test (mpc-server/tests/replicas.rs), passed as
+# nginx for the replica test (mpc-server/tests/integration/replicas.rs), passed as
 # MPC_NGINX. When it is missing, scripts/nginx.sh installs it with apt-get in
 # the background while the tests build: after the PostgreSQL start, since two
 # apt-get runs at once fight over dpkg's lock. The install holds a lock

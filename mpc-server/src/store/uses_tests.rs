@@ -9,7 +9,7 @@ use serde_json::json;
 use super::testkit::{dkg, test_db, vault, Kind};
 use crate::vault::{Event, VaultError};
 
-#[path = "../../tests/shared/wal.rs"]
+#[path = "../../tests/integration/shared/wal.rs"]
 mod wal;
 
 /// On one thread, every use below is queued before the writer first runs:

@@ -8,7 +8,7 @@
 //! presignature without signing; audit and metrics name the scheme.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use k256::elliptic_curve::sec1::ToEncodedPoint;

@@ -7,7 +7,7 @@
 //! incident; the key keeps signing with its current epoch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

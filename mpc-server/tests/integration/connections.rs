@@ -4,7 +4,7 @@
 //! connections, and no request adds a metric series.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

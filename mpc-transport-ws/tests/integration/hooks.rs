@@ -3,7 +3,7 @@
 //! over real sockets on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 //! reports failure, never a key the server may not keep.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,7 +10,7 @@
 //! `mpc_pprf_failure_alerts_total`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

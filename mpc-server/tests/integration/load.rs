@@ -4,7 +4,7 @@
 //! zero afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use mpc_core::Prehash;

@@ -8,7 +8,7 @@
 //! probe of the key's OT secret; only the first may ever run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

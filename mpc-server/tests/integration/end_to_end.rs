@@ -3,7 +3,7 @@
 //! again; every signature checked with libsecp256k1 under the right key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 #[path = "shared/wal.rs"]
 mod wal;
 

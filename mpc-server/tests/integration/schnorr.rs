@@ -6,7 +6,7 @@
 //! concurrent sessions on one key; the audit log and metrics name the scheme.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! server API, over real sockets on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use mpc_core::derive::DerivationPath;
