@@ -72,7 +72,8 @@ struct Args {
     /// no server.
     #[arg(long)]
     compute_bound: bool,
-    /// Threads for `--compute-bound` (default: one per core).
+    /// Threads: with `--compute-bound`, the signing threads; otherwise the
+    /// load generator's async workers (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -179,10 +180,11 @@ fn run(args: &Args) -> Result<(), String> {
         args.jwt_secret_file.as_deref(),
         args.dev_data_dir.as_deref(),
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.enable_all().build().map_err(|e| e.to_string())?;
     let run_id = format!("{:x}", std::process::id());
     let mut config = TransportConfig::default();
     config.session_timeout = Duration::from_secs(120);

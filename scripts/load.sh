@@ -13,6 +13,9 @@
 #   --backends LIST  of sqlite, postgres (fsync=off, the test cluster's
 #                    setting), postgres-fsync (fsync=on, synchronous_commit=on)
 #                    (default: all three)
+#   --loadgen-threads N
+#                    the load generator's async workers (default: one per
+#                    core); the server's are always one per core
 #   --no-build       use the binaries already in target/release
 #   --out DIR        keep the raw results (JSON lines) and logs there
 #
@@ -45,15 +48,17 @@ clients="1 8 64 512"
 backends="sqlite postgres postgres-fsync"
 build=1
 out=""
+loadgen_threads=()
 
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --clients) clients="$2"; shift 2 ;;
     --backends) backends="$2"; shift 2 ;;
+    --loadgen-threads) loadgen_threads=(--threads "$2"); shift 2 ;;
     --no-build) build=0; shift ;;
     --out) out="$2"; shift 2 ;;
-    *) echo "usage: $0 [--seconds N] [--clients LIST] [--backends LIST] [--no-build] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seconds N] [--clients LIST] [--backends LIST] [--loadgen-threads N] [--no-build] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 
@@ -183,7 +188,7 @@ for backend in $backends; do
         say "$backend, $n clients, ${seconds}s (load average $load)"
         timeout $((seconds + 600)) "$loadgen" --server "ws://127.0.0.1:$ws_port" \
             --clients "$n" --seconds "$seconds" --jwt-secret-file "$work/jwt-secret" \
-            --server-pid "$server_pid" 2>"$out/loadgen-$backend-$n.log" |
+            --server-pid "$server_pid" "${loadgen_threads[@]}" 2>"$out/loadgen-$backend-$n.log" |
             python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["backend"]=sys.argv[1]; d["load"]=float(sys.argv[2]); print(json.dumps(d))' \
                 "$backend" "$load" >>"$results" ||
             say "loadgen failed: $out/loadgen-$backend-$n.log"

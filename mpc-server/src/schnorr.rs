@@ -18,7 +18,8 @@ use crate::bans::BanHooks;
 use crate::crash;
 use crate::server::{now_ms, AppState};
 use crate::session::{
-    claim_presignature, codes, finish, record_use, share_of, storage_failed, usable_key, Purpose,
+    claim_presignature, codes, finish, record_use, share_of, storage_failed, usable_key,
+    usable_share, Purpose,
 };
 use crate::vault::Event;
 
@@ -61,8 +62,7 @@ pub(crate) async fn sign<F: Frames>(
     // Joined before the key's status is read, as for ECDSA: a ban on the
     // key from then on reaches this session too (PROTOCOL.md §18.2).
     let joined = state.key_guards.join(&key_id);
-    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
-    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let (record, stored, mut session) = usable_share(state, owner, &key_id, epoch, session).await?;
     let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let mut protocol = match SignSchnorr::new(&stored.share, &message, &path, taproot) {
         Ok(protocol) => protocol,
@@ -136,8 +136,7 @@ pub(crate) async fn presign<F: Frames>(
         taproot,
     } = request;
     let joined = state.key_guards.join(&key_id);
-    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
-    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let (record, stored, mut session) = usable_share(state, owner, &key_id, epoch, session).await?;
     let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let mut protocol = match SchnorrPresign::new(&stored.share, &path, taproot) {
         Ok(protocol) => protocol,

@@ -293,22 +293,73 @@ async fn key_for(
     purpose: Purpose,
 ) -> Result<KeyRecord, Rejection> {
     let record = match state.vault.key(key_id).await {
-        Ok(Some(record)) if record.owner == owner => record,
-        // Another owner's key is reported exactly like a missing one.
-        Ok(_) => return Err(Rejection::NOT_FOUND),
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(Rejection::NOT_FOUND),
         Err(e) => return Err(storage_failed("load key", &e)),
     };
+    check_use(state, &record, owner, purpose)?;
+    Ok(record)
+}
+
+/// Refuses `record` unless `owner` may use it for `purpose` now.
+fn check_use(
+    state: &AppState,
+    record: &KeyRecord,
+    owner: &str,
+    purpose: Purpose,
+) -> Result<(), Rejection> {
+    // Another owner's key is reported exactly like a missing one.
+    if record.owner != owner {
+        return Err(Rejection::NOT_FOUND);
+    }
     // A ban this process could not store yet refuses signing all the same
     // (fail closed); a refresh, which replaces the OT material, may run.
-    let pending_ban = matches!(purpose, Purpose::Sign) && state.key_guards.is_pending(key_id);
+    let pending_ban =
+        matches!(purpose, Purpose::Sign) && state.key_guards.is_pending(&record.key_id);
     let refused = if pending_ban {
         Some(codes::KEY_BANNED)
     } else {
         refusal(record.status, purpose)
     };
-    match refused {
-        Some(rejection) => Err(rejection),
-        None => Ok(record),
+    refused.map_or(Ok(()), Err)
+}
+
+/// The caller's key, if it allows signing, and its share of `epoch`: both
+/// loads on one database connection; the key's refusals come first, and
+/// the share is opened only for a usable key.
+pub(crate) async fn usable_share<F: Frames>(
+    state: &AppState,
+    owner: &str,
+    key_id: &KeyId,
+    epoch: u64,
+    session: ServerSession<F>,
+) -> Result<(KeyRecord, StoredShare, ServerSession<F>), TransportError> {
+    match key_and_share(state, owner, key_id, epoch).await {
+        Ok((record, stored)) => Ok((record, stored, session)),
+        Err(rejection) => Err(session.reject(rejection).await),
+    }
+}
+
+async fn key_and_share(
+    state: &AppState,
+    owner: &str,
+    key_id: &KeyId,
+    epoch: u64,
+) -> Result<(KeyRecord, StoredShare), Rejection> {
+    let (record, row) = match state.vault.key_and_share_row(key_id, epoch).await {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => return Err(Rejection::NOT_FOUND),
+        Err(e) => return Err(storage_failed("load key", &e)),
+    };
+    check_use(state, &record, owner, Purpose::Sign)?;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(codes::UNKNOWN_EPOCH),
+        Err(e) => return Err(storage_failed("load share", &e)),
+    };
+    match state.vault.open_checked(&record, epoch, row).await {
+        Ok(stored) => Ok((record, stored)),
+        Err(e) => Err(storage_failed("load share", &e)),
     }
 }
 
@@ -432,8 +483,7 @@ async fn sign<F: Frames>(
     // Joined before the key's status is read: a ban from then on reaches
     // this session (PROTOCOL.md §18.2).
     let joined = state.key_guards.join(&key_id);
-    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
-    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let (record, stored, mut session) = usable_share(state, owner, &key_id, epoch, session).await?;
     let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let result = match Sign::with_path(&stored.share, prehash, &path) {
         Ok(mut protocol) => Some(
@@ -472,8 +522,7 @@ async fn presign<F: Frames>(
     path: DerivationPath,
 ) -> Result<Traffic, TransportError> {
     let joined = state.key_guards.join(&key_id);
-    let (record, session) = usable_key(state, owner, &key_id, Purpose::Sign, session).await?;
-    let (stored, mut session) = share_of(state, &record, epoch, session).await?;
+    let (record, stored, mut session) = usable_share(state, owner, &key_id, epoch, session).await?;
     let mut hooks = BanHooks::new(&state.key_guards, joined, epoch);
     let result = match Presign::with_path(&stored.share, &path) {
         Ok(mut protocol) => Some(

@@ -39,13 +39,17 @@ impl Gadget {
     /// Derives the gadget vector from a direction's key context.
     #[must_use]
     pub fn derive(keyctx: &[u8; 32]) -> Self {
+        // Every entry hashes the same tag and `keyctx` first: that prefix is
+        // absorbed once and its state copied, which halves the compression
+        // calls (a server derives both directions' gadgets per share load).
+        let prefix = WideTranscript::<2>::new(tags::VOLE_GADGET).chain(keyctx);
         Self(
             (0..XI)
                 .map(|j| {
                     // j < XI.
                     #[allow(clippy::cast_possible_truncation)]
                     let index = (j as u32).to_be_bytes();
-                    hash_to_scalar(tags::VOLE_GADGET, &[keyctx, &index])
+                    prefix.clone().chain(&index).finalize_scalar()
                 })
                 .collect(),
         )

@@ -153,6 +153,11 @@ impl Store {
                 Backend::Postgres => POSTGRES_MAX_CONNECTIONS,
             })
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A SQLite connection is a file in this process: the ping before
+            // each acquire would only be a round trip to its worker thread
+            // (sqlx pings every released connection anyway). A PostgreSQL
+            // connection may have died with the server: it is tested.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

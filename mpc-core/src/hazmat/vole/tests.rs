@@ -70,6 +70,21 @@ fn many_random_sessions_multiply_correctly() {
     assert_eq!(chis.len(), 64);
 }
 
+/// The derivation with its shared prefix absorbed once gives exactly the
+/// spec's `g_j = H2S(mpc/vole/gadget/v1; keyctx, u32(j))` (PROTOCOL.md §7).
+#[test]
+fn gadget_entries_are_the_spec_hashes() {
+    for keyctx in [[0u8; 32], [0xa5; 32], core::array::from_fn(|i| i as u8)] {
+        let gadget = Gadget::derive(&keyctx);
+        assert_eq!(gadget.entries().len(), XI);
+        for (j, entry) in gadget.entries().iter().enumerate() {
+            let index = u32::try_from(j).unwrap().to_be_bytes();
+            let spec = hash_to_scalar(tags::VOLE_GADGET, &[&keyctx, &index]);
+            assert_eq!(*entry, spec, "entry {j}");
+        }
+    }
+}
+
 #[test]
 fn chi_is_gadget_inner_product() {
     let (_, receiver_key) = key_pair(3);
