@@ -5,7 +5,7 @@
 #
 #   scripts/load.sh                       # everything, 15 s per point
 #   scripts/load.sh --seconds 10 --clients "8 64" --backends sqlite
-#   MPC_COMPUTE_THREADS=0 scripts/load.sh --no-build   # steps inline (A/B)
+#   MPC_COMPUTE_THREADS=2 scripts/load.sh --no-build   # steps in a pool (A/B)
 #
 # Options:
 #   --seconds N      signing window of each point (default 15)
@@ -206,7 +206,7 @@ for b in bounds:
     print(f"compute bound ({b['label']}): {b['signatures_per_second']:.0f} signatures/s "
           f"on {b['threads']} threads, load average {b['load']:.2f}")
 print(f"compute bound used: {bound:.0f} signatures/s (mean); "
-      f"MPC_COMPUTE_THREADS={os.environ.get('MPC_COMPUTE_THREADS', 'default (cores)')}")
+      f"MPC_COMPUTE_THREADS={os.environ.get('MPC_COMPUTE_THREADS', 'default (0, inline)')}")
 print()
 print("| backend | clients | sig/s | of bound | p50 ms | p99 ms | p99/p50 | server CPU user / sys (cores) | errors | load avg |")
 print("|---|---|---|---|---|---|---|---|---|---|")

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::hazmat::ot::pprf::{AllSeeds, PuncturedSeeds};
 use crate::hazmat::ot::setup::{OtReceiverKey, OtSenderKey, SetupContext};
 use crate::hazmat::prg::Seed;
+use crate::hazmat::vole::Gadget;
 use crate::params::{LEAVES, TREES};
 use crate::wire::{decode_point, encode_point, encode_scalar, Hex, Role};
 
@@ -202,8 +203,29 @@ impl KeyShare {
     /// the public shares do not add up to the public key, malformed OT
     /// material).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes_reusing(bytes, &[])
+    }
+
+    /// [`KeyShare::from_bytes`], with the OT directions' gadget vectors
+    /// (public values derived from the share's key contexts, PROTOCOL.md §7)
+    /// copied from `known` where one there was derived from the same context,
+    /// instead of derived again; a party that loads a key's share for every
+    /// session keeps them between loads ([`KeyShare::gadgets`]). Any other
+    /// entry of `known` is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyShare::from_bytes`].
+    pub fn from_bytes_reusing(bytes: &[u8], known: &[Gadget]) -> Result<Self> {
         let record: KeyShareRecord = decode_stored_record(bytes, KEY_SHARE_VERSION)?;
-        record.to_share()
+        record.to_share(known)
+    }
+
+    /// The gadget vectors of the share's two OT directions (public), for
+    /// [`KeyShare::from_bytes_reusing`].
+    #[must_use]
+    pub fn gadgets(&self) -> [&Gadget; 2] {
+        [self.ot_sender.gadget(), self.ot_receiver.gadget()]
     }
 
     /// Decodes a share and checks it belongs to `key_id`.
@@ -213,7 +235,17 @@ impl KeyShare {
     /// As [`KeyShare::from_bytes`], plus [`Error::KeyMismatch`] for a share of
     /// another key.
     pub fn from_bytes_for(bytes: &[u8], key_id: &KeyId) -> Result<Self> {
-        let share = Self::from_bytes(bytes)?;
+        Self::from_bytes_for_reusing(bytes, key_id, &[])
+    }
+
+    /// [`KeyShare::from_bytes_for`] with the gadget vectors of `known`, as
+    /// [`KeyShare::from_bytes_reusing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyShare::from_bytes_for`].
+    pub fn from_bytes_for_reusing(bytes: &[u8], key_id: &KeyId, known: &[Gadget]) -> Result<Self> {
+        let share = Self::from_bytes_reusing(bytes, known)?;
         if share.key_id != *key_id {
             return Err(Error::KeyMismatch);
         }
@@ -302,7 +334,7 @@ fn seed_trees(flat: &[Seed]) -> Result<Vec<[Seed; LEAVES]>> {
 }
 
 impl KeyShareRecord {
-    fn to_share(&self) -> Result<KeyShare> {
+    fn to_share(&self, known: &[Gadget]) -> Result<KeyShare> {
         let malformed = |_| Error::MalformedKeyShare;
         let role = Role::from_u8(self.role).ok_or(Error::MalformedKeyShare)?;
         let public_shares = [
@@ -347,7 +379,7 @@ impl KeyShareRecord {
         if declassify(malformed) {
             return Err(Error::MalformedKeyShare);
         }
-        let ot_sender = OtSenderKey::from_parts(
+        let ot_sender = OtSenderKey::from_parts_reusing(
             PuncturedSeeds {
                 punctured: self.sender_punctured,
                 seeds: sender_trees,
@@ -356,8 +388,9 @@ impl KeyShareRecord {
                 fingerprint: self.sender_fingerprint,
                 keyctx: self.sender_keyctx,
             },
+            known,
         );
-        let ot_receiver = OtReceiverKey::from_parts(
+        let ot_receiver = OtReceiverKey::from_parts_reusing(
             AllSeeds {
                 seeds: seed_trees(&self.receiver_seeds)?,
             },
@@ -365,6 +398,7 @@ impl KeyShareRecord {
                 fingerprint: self.receiver_fingerprint,
                 keyctx: self.receiver_keyctx,
             },
+            known,
         );
         Ok(KeyShare {
             role,
@@ -408,6 +442,28 @@ mod tests {
             decode_stored_record(&share.to_bytes(), KEY_SHARE_VERSION).unwrap();
         edit(&mut record);
         Zeroizing::new(postcard::to_allocvec(&record).unwrap())
+    }
+
+    /// Gadgets are reused only for the context they were derived from:
+    /// another key's are ignored, the share's own are taken as they are.
+    #[test]
+    fn reused_gadgets_must_match_the_contexts() {
+        let (a, b) = pair();
+        let mut rng = ChaCha20Rng::seed_from_u64(82);
+        let (other, _, _) = run_pair(
+            &mut rng,
+            &mut Dkg::new(Role::A, b"another key"),
+            &mut Dkg::new(Role::B, b"another key"),
+        )
+        .unwrap();
+        let own = |share: &KeyShare| share.gadgets().map(Clone::clone);
+        let bytes = a.to_bytes();
+        let fresh = KeyShare::from_bytes(&bytes).unwrap();
+        for known in [own(&other), own(&b), own(&a)] {
+            let loaded = KeyShare::from_bytes_reusing(&bytes, &known).unwrap();
+            assert_eq!(own(&loaded), own(&fresh));
+        }
+        assert_ne!(own(&other), own(&a));
     }
 
     #[test]

@@ -32,7 +32,7 @@
 //! | a connection moving no byte for this long is closed (s) | `--idle-timeout` | `MPC_IDLE_TIMEOUT` | 60 |
 //! | open connections per listener; lowered to fit the open-file limit (`RLIMIT_NOFILE`, less an eighth, at least 64, for the database, logs and webhooks), which the binary raises towards what the cap needs within the hard limit | `--max-connections` | `MPC_MAX_CONNECTIONS` | 4096 |
 //! | open connections per listener from one client address (an IPv6 /64; trusted proxies exempt); beyond it a new connection is closed at once | `--max-connections-per-ip` | `MPC_MAX_CONNECTIONS_PER_IP` | 256 |
-//! | protocol steps run at once, off the async workers (the compute pool; 0: inline on the async workers) | `--compute-threads` | `MPC_COMPUTE_THREADS` | number of cores |
+//! | protocol steps run at once in a compute pool off the async workers (0: inline on the async workers, measured faster; crate::compute) | `--compute-threads` | `MPC_COMPUTE_THREADS` | 0 |
 //! | keygen sessions per hour per token subject (0: no limit; PROTOCOL.md §18.5) | `--keygen-rate-per-hour` | `MPC_KEYGEN_RATE_PER_HOUR` | 20 |
 //! | signing sessions (sign, presign, online sign, Schnorr forms) per minute per subject (0: no limit) | `--sign-rate-per-minute` | `MPC_SIGN_RATE_PER_MINUTE` | 600 |
 //! | refresh sessions per hour per subject (0: no limit) | `--refresh-rate-per-hour` | `MPC_REFRESH_RATE_PER_HOUR` | 60 |
@@ -373,8 +373,8 @@ pub struct ServerConfig {
     pub pprf_failure_threshold: u64,
     /// Connection timeouts and cap of both listeners.
     pub connections: crate::listener::ConnectionLimits,
-    /// Protocol steps run at once in the compute pool; 0 runs them inline
-    /// on the async workers.
+    /// Protocol steps run at once in the compute pool; 0 (the default)
+    /// runs them inline on the async workers.
     pub compute_threads: usize,
     /// Rate limits of WebSocket operations; trusted proxies.
     pub rate_limits: crate::rate_limits::RateLimitConfig,

@@ -32,8 +32,18 @@ const MU_BYTES: usize = 32;
 
 /// The public gadget vector `g_j = H2S(mpc/vole/gadget/v1; keyctx, u32(j))`
 /// of one direction.
+///
+/// It carries the context it was derived from: a gadget can only be made by
+/// [`Gadget::derive`], so one whose [`keyctx`](Self::keyctx) matches a
+/// direction's is that direction's gadget, and may be reused instead of
+/// derived again ([`KeyShare::from_bytes_reusing`]).
+///
+/// [`KeyShare::from_bytes_reusing`]: crate::KeyShare::from_bytes_reusing
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Gadget(Vec<Scalar>);
+pub struct Gadget {
+    keyctx: [u8; 32],
+    entries: Vec<Scalar>,
+}
 
 impl Gadget {
     /// Derives the gadget vector from a direction's key context.
@@ -43,8 +53,9 @@ impl Gadget {
         // absorbed once and its state copied, which halves the compression
         // calls (a server derives both directions' gadgets per share load).
         let prefix = WideTranscript::<2>::new(tags::VOLE_GADGET).chain(keyctx);
-        Self(
-            (0..XI)
+        Self {
+            keyctx: *keyctx,
+            entries: (0..XI)
                 .map(|j| {
                     // j < XI.
                     #[allow(clippy::cast_possible_truncation)]
@@ -52,13 +63,30 @@ impl Gadget {
                     prefix.clone().chain(&index).finalize_scalar()
                 })
                 .collect(),
-        )
+        }
+    }
+
+    /// The key context this gadget was derived from.
+    #[must_use]
+    pub fn keyctx(&self) -> &[u8; 32] {
+        &self.keyctx
     }
 
     /// The entries `g_0..g_{XI-1}`.
     #[must_use]
     pub fn entries(&self) -> &[Scalar] {
-        &self.0
+        &self.entries
+    }
+
+    /// The gadget of `keyctx`: a copy of the one in `known` derived from it,
+    /// else derived.
+    #[must_use]
+    pub fn reuse_or_derive(keyctx: &[u8; 32], known: &[Gadget]) -> Self {
+        known
+            .iter()
+            .find(|gadget| gadget.keyctx == *keyctx)
+            .cloned()
+            .unwrap_or_else(|| Self::derive(keyctx))
     }
 }
 

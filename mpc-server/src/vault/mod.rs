@@ -15,6 +15,7 @@
 //! the same transaction as the change itself. Nothing secret is logged or
 //! put in errors; decrypted secrets are held in zeroizing buffers.
 
+mod gadgets;
 mod keys;
 mod outbox;
 mod presignatures;
@@ -99,6 +100,7 @@ struct Inner {
     store: Store,
     kek: Arc<dyn Kek>,
     uses: uses::UseLog,
+    gadgets: gadgets::GadgetCache,
 }
 
 impl fmt::Debug for Vault {
@@ -230,6 +232,7 @@ impl Vault {
                 store,
                 kek,
                 uses: uses::UseLog::default(),
+                gadgets: gadgets::GadgetCache::default(),
             }),
         })
     }
@@ -351,7 +354,10 @@ impl Vault {
         let bytes = seal::open(&*self.inner.kek, sealed, &aad)
             .await
             .map_err(open_error("share"))?;
-        let share = KeyShare::from_bytes_for(&bytes, key_id)
+        let share = self
+            .inner
+            .gadgets
+            .decode(&bytes, key_id)
             .map_err(|_| VaultError::CorruptRecord("share"))?;
         if share.epoch() != epoch {
             return Err(VaultError::CorruptRecord("share epoch"));

@@ -86,7 +86,18 @@ impl OtSenderKey {
     /// Rebuilds a key from stored parts (the gadget is re-derived).
     #[must_use]
     pub fn from_parts(seeds: PuncturedSeeds, context: SetupContext) -> Self {
-        let gadget = Gadget::derive(&context.keyctx);
+        Self::from_parts_reusing(seeds, context, &[])
+    }
+
+    /// [`from_parts`](Self::from_parts), taking the gadget from `known` if
+    /// one there was derived from this context.
+    #[must_use]
+    pub fn from_parts_reusing(
+        seeds: PuncturedSeeds,
+        context: SetupContext,
+        known: &[Gadget],
+    ) -> Self {
+        let gadget = Gadget::reuse_or_derive(&context.keyctx, known);
         Self {
             seeds,
             context,
@@ -123,7 +134,14 @@ impl OtReceiverKey {
     /// Rebuilds a key from stored parts (the gadget is re-derived).
     #[must_use]
     pub fn from_parts(seeds: AllSeeds, context: SetupContext) -> Self {
-        let gadget = Gadget::derive(&context.keyctx);
+        Self::from_parts_reusing(seeds, context, &[])
+    }
+
+    /// [`from_parts`](Self::from_parts), taking the gadget from `known` if
+    /// one there was derived from this context.
+    #[must_use]
+    pub fn from_parts_reusing(seeds: AllSeeds, context: SetupContext, known: &[Gadget]) -> Self {
+        let gadget = Gadget::reuse_or_derive(&context.keyctx, known);
         Self {
             seeds,
             context,
