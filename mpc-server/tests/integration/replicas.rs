@@ -17,7 +17,8 @@
 //!   ignored. These buckets are per process, so each replica is checked
 //!   through a front that reaches only it; a third front, to the first
 //!   replica, names the client in RFC 7239 `Forwarded` instead.
-//! - [`keygen_rate_holds_across_replicas`] and
+//! - [`keygen_rate_holds_across_replicas`],
+//!   [`sign_rate_holds_across_replicas`] and
 //!   [`key_quota_holds_across_replicas`]: limits whose state is in the
 //!   database refuse exactly at the limit (4110, 4108) while nginx spreads
 //!   the sessions round robin over both replicas, not at twice the limit;
@@ -39,7 +40,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mpc_transport_ws::{Client, CloseCode};
+use mpc_core::Prehash;
+use mpc_transport_ws::{Client, CloseCode, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// nginx's source address towards the replicas: the trusted proxy.
@@ -565,21 +567,24 @@ fn client_via(nginx: &Nginx, i: usize, subject: &str) -> Client {
         .with_config(client_config())
 }
 
-/// Keygens of `client` that must each be refused with `code`, until both
+/// Sessions (`attempt`) that must each be refused with `code`, until both
 /// replicas have refused one (`series` counts the refusals): at most 6.
-async fn refused_by_both(servers: &[TestServer; 2], client: &Client, code: u16, series: &str) {
-    for attempt in 1..=6 {
-        let error = client
-            .keygen()
-            .await
-            .expect_err("a keygen over the limit ran");
+async fn refused_by_both<F, Fut, T>(servers: &[TestServer; 2], code: u16, series: &str, attempt: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TransportError>>,
+{
+    for n in 1..=6 {
+        let Err(error) = attempt().await else {
+            panic!("a session over the limit ran");
+        };
         assert_eq!(error.close_code(), Some(CloseCode(code)), "{error}");
-        let counts = per_replica(servers, series, attempt).await;
+        let counts = per_replica(servers, series, n).await;
         if counts.iter().all(|count| *count > 0) {
             return;
         }
     }
-    panic!("nginx did not spread the refused keygens over both replicas");
+    panic!("nginx did not spread the refused sessions over both replicas");
 }
 
 /// `MPC_KEYGEN_RATE_PER_HOUR` (state in `rate_buckets`, PROTOCOL.md §18.5)
@@ -609,9 +614,45 @@ async fn keygen_rate_holds_across_replicas() {
             "keygens not spread: {counts:?}"
         );
         let refused = r#"mpc_sessions_total{protocol="keygen",outcome="rejected"}"#;
-        refused_by_both(&servers, &client, 4110, refused).await;
+        refused_by_both(&servers, 4110, refused, || client.keygen()).await;
         // Another subject has its own bucket.
         client_via(&nginx, 0, "other-user").keygen().await.unwrap();
+    })
+    .await;
+}
+
+/// `MPC_SIGN_RATE_PER_MINUTE` holds across replicas: on PostgreSQL its
+/// state is in the database (an unlogged table, PROTOCOL.md §18.5), so with
+/// nginx alternating the sessions one subject gets exactly the limit, then
+/// 4110 on either replica; per-process buckets would allow twice the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_rate_holds_across_replicas() {
+    const LIMIT: u64 = 3;
+    let Some(binary) = prerequisites() else {
+        return;
+    };
+    bounded(async {
+        let servers = replicas(&[("MPC_SIGN_RATE_PER_MINUTE", &LIMIT.to_string())]).await;
+        let nginx = Nginx::start(&binary, &[FrontSpec::over(&[&servers[0], &servers[1]])]);
+        let client = client_via(&nginx, 0, "signing-user");
+        let share = client.keygen().await.unwrap();
+        for i in 0..LIMIT {
+            let message = format!("within the limit {i}");
+            sign_and_verify(&client, &share, message.as_bytes()).await;
+        }
+        let ok = r#"mpc_sessions_total{protocol="sign",outcome="ok"}"#;
+        let counts = per_replica(&servers, ok, LIMIT).await;
+        assert!(
+            counts.iter().all(|c| *c > 0),
+            "signatures not spread: {counts:?}"
+        );
+        let refused = r#"mpc_sessions_total{protocol="sign",outcome="rejected"}"#;
+        let prehash = Prehash::sha256(b"over the limit");
+        refused_by_both(&servers, 4110, refused, || client.sign(&share, prehash)).await;
+        // Another subject has its own bucket.
+        let other = client_via(&nginx, 0, "other-signer");
+        let theirs = other.keygen().await.unwrap();
+        sign_and_verify(&other, &theirs, b"another subject").await;
     })
     .await;
 }
@@ -651,7 +692,7 @@ async fn key_quota_holds_across_replicas() {
             "keygens not spread: {counts:?}"
         );
         let refused = r#"mpc_admission_refusals_total{reason="key_quota"}"#;
-        refused_by_both(&servers, &client, 4108, refused).await;
+        refused_by_both(&servers, 4108, refused, || client.keygen()).await;
 
         // Racing: twice the quota at once, spread over both replicas.
         let rejected = r#"mpc_sessions_total{protocol="keygen",outcome="rejected"}"#;
