@@ -24,7 +24,7 @@ use mpc_core::{Error, Prehash, Protocol, SignatureOutput, Step};
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha20Rng;
 
-use crate::spec::{self, g_mul, Parts};
+use super::spec::{self, g_mul, Parts};
 
 /// The group order `q`, big-endian.
 pub const Q: [u8; 32] = [

@@ -9,7 +9,7 @@
     unreachable_pub
 )]
 
-mod common;
+use crate::common;
 
 use common::{dkg_pair, run_honest, run_pair, End, InTransit};
 use k256::elliptic_curve::ops::MulByGenerator;

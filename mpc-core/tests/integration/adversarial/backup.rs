@@ -11,7 +11,7 @@ use mpc_core::wire::{encode_point, encode_scalar};
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha20Rng;
 
-use crate::spec::{g_mul, Parts};
+use super::spec::{g_mul, Parts};
 
 fn label(parts: &Parts) -> Vec<u8> {
     [

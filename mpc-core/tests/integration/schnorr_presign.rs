@@ -12,7 +12,7 @@
     unreachable_pub
 )]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -2,7 +2,7 @@
 //! (`shared/docs/security-checklist.md`) that applies to `mpc-core`, named
 //! `checklist_NN_<what>`. Each test attacks through the public API with a
 //! peer that computes wrong but well-formed messages (helpers in
-//! `tests/adversarial/`: the spec's public formulas, a malicious signer with
+//! `adversarial/`: the spec's public formulas, a malicious signer with
 //! its own SoftSpokenOT receiver and RVOLE sender, a malicious key-generation
 //! and refresh peer, a cheating backup prover), and each says in one line
 //! which check it exercises: removing that check makes the test fail.
@@ -27,15 +27,12 @@
     unreachable_pub
 )]
 
-#[path = "adversarial/backup.rs"]
 mod backup;
-mod common;
-#[path = "adversarial/keygen.rs"]
 mod keygen;
-#[path = "adversarial/peer.rs"]
 mod peer;
-#[path = "adversarial/spec.rs"]
 mod spec;
+
+use crate::common;
 
 use common::{dkg_pair, libsecp_verify, rng, run_honest, run_pair, End};
 use k256::elliptic_curve::bigint::U256;
@@ -994,7 +991,7 @@ fn checklist_14_debug_output_and_memory_hold_no_secrets() {
         }
     }
     // No logging crate among mpc-core's dependencies.
-    let manifest = include_str!("../Cargo.toml");
+    let manifest = include_str!("../../Cargo.toml");
     let dependencies = manifest
         .split("\n[")
         .filter(|section| section.starts_with("dependencies]"))

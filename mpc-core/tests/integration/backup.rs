@@ -8,7 +8,7 @@
     unreachable_pub
 )]
 
-mod common;
+use crate::common;
 
 use common::dkg_pair;
 use k256::elliptic_curve::ops::MulByGenerator;

@@ -9,7 +9,7 @@
     unreachable_pub
 )]
 
-mod common;
+use crate::common;
 
 use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
 use k256::ecdsa::signature::hazmat::PrehashVerifier;

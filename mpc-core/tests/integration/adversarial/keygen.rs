@@ -13,8 +13,8 @@ use mpc_core::{Error, Protocol, Step};
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha20Rng;
 
-use crate::peer::{payload, seal};
-use crate::spec::{self, g_mul};
+use super::peer::{payload, seal};
+use super::spec::{self, g_mul};
 
 /// Key generation or refresh: the tags and what differs between them.
 #[derive(Clone, Copy)]

@@ -8,7 +8,7 @@
     unreachable_pub
 )]
 
-mod common;
+use crate::common;
 
 use common::dkg_pair;
 use mpc_core::export::{export_share, import_export, ExportCiphertext};
