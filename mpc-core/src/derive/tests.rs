@@ -50,6 +50,7 @@ fn published_public_derivation_vectors() {
         assert_eq!(parent_key.to_string(), *parent, "round trip");
         let (derived, tweak) = parent_key.derive_child(*index).unwrap();
         assert_eq!(derived.to_string(), *child, "child {index} of {parent}");
+        assert_eq!(derived.depth(), parent_key.depth() + 1);
         assert_eq!(
             derived.public_key().to_projective(),
             parent_key.public_key().to_projective() + ProjectivePoint::mul_by_generator(&tweak)
@@ -79,6 +80,7 @@ fn paths_parse_and_reject_hardened() {
         "m/",
         "m//1",
         "m/-1",
+        "m/+5",
         "m/01",
         "m/4294967296",
         "m/x",
@@ -118,10 +120,44 @@ fn bad_xpub_strings_are_rejected() {
         "0OIl".parse::<ExtendedPublicKey>().err(),
         Some(Error::InvalidExtendedKey)
     );
+    // The right checksum over another version (testnet `tpub`) and a valid
+    // public key: still not an xpub.
+    let mut raw = good.parse::<ExtendedPublicKey>().unwrap().to_raw();
+    raw[..4].copy_from_slice(&[0x04, 0x35, 0x87, 0xcf]);
+    let mut with_checksum = raw.to_vec();
+    with_checksum.extend_from_slice(&checksum(&raw));
+    let tpub = bs58::encode(with_checksum).into_string();
+    assert!(tpub.starts_with("tpub"), "{tpub}");
+    assert_eq!(
+        tpub.parse::<ExtendedPublicKey>().err(),
+        Some(Error::InvalidExtendedKey)
+    );
     // An xprv is not an xpub.
     let xprv = "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi";
     assert_eq!(
         xprv.parse::<ExtendedPublicKey>().err(),
         Some(Error::InvalidExtendedKey)
     );
+}
+
+proptest::proptest! {
+    /// A path's encoding (in signing session ids, PROTOCOL.md §14) is each
+    /// index as `u32_be`, outermost first: it gives the path back, so two
+    /// paths never share an encoding; its depth after derivation is its
+    /// length.
+    #[test]
+    fn path_encoding_gives_the_path_back(indices in proptest::collection::vec(0..HARDENED, 0..6)) {
+        let path = DerivationPath::from_indices(&indices).unwrap();
+        let decoded: Vec<u32> = path
+            .to_bytes()
+            .chunks(4)
+            .map(|chunk| u32::from_be_bytes(chunk.try_into().unwrap()))
+            .collect();
+        proptest::prop_assert_eq!(&decoded, &indices);
+        let root: ExtendedPublicKey = PUBLIC_DERIVATION_VECTORS[3].0.parse().unwrap();
+        proptest::prop_assert_eq!(root.depth(), 0);
+        if let Ok((descendant, _)) = root.derive_path(&path) {
+            proptest::prop_assert_eq!(usize::from(descendant.depth()), indices.len());
+        }
+    }
 }

@@ -98,3 +98,54 @@ fn any_change_or_wrong_context_is_rejected() {
         Some(Error::WrongLength)
     );
 }
+
+/// Decryption tries rows until one gives the share (PROTOCOL.md §17): one intact row is
+/// enough, whichever of its halves the challenge opened, and a backup with
+/// no intact row decrypts to nothing.
+#[test]
+fn any_one_intact_row_decrypts_whichever_half_it_opened() {
+    const HEADER: usize = 42 + 33 + 33 + 16;
+    const ROW: usize = 162;
+    let mut rng = common::rng(3);
+    let (client, _) = dkg_pair(3);
+    let recovery = k256::SecretKey::random(&mut rng);
+    let bytes = Backup::create(&mut rng, &client, &recovery.public_key()).to_bytes();
+    let public_share = client.public_share(client.role());
+    let challenge = &bytes[HEADER - 16..HEADER];
+    let opened = |row: usize| (challenge[row / 8] >> (row % 8)) & 1;
+    // Both ciphertexts of a row set to the scalar 1: still decodable, no
+    // longer the share.
+    let spoil = |backup: &mut [u8], row: usize| {
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        let c = HEADER + row * ROW + 33;
+        backup[c..c + 32].copy_from_slice(&one);
+        backup[c + 32..c + 64].copy_from_slice(&one);
+    };
+    for half in [0u8, 1] {
+        // The last row with this half opened, so that every row tried
+        // before it is a spoiled one.
+        let intact = (0..128).rev().find(|&row| opened(row) == half).unwrap();
+        let mut spoiled = bytes.clone();
+        for row in (0..128).filter(|&row| row != intact) {
+            spoil(&mut spoiled, row);
+        }
+        let secret = Backup::from_bytes(&spoiled)
+            .unwrap()
+            .decrypt(&recovery)
+            .unwrap();
+        assert_eq!(
+            k256::ProjectivePoint::mul_by_generator(&*secret.to_nonzero_scalar()),
+            public_share,
+            "only row {intact} (opened half {half}) intact"
+        );
+    }
+    let mut spoiled = bytes.clone();
+    for row in 0..128 {
+        spoil(&mut spoiled, row);
+    }
+    assert_eq!(
+        Backup::from_bytes(&spoiled).unwrap().decrypt(&recovery).err(),
+        Some(Error::BackupDecryptionFailed)
+    );
+}
