@@ -207,6 +207,14 @@ impl<M: Machine> Driver<M> {
         }
     }
 
+    /// The machine, started or not; `None` once finished or failed.
+    pub(crate) fn current(&self) -> Option<&M> {
+        match &self.state {
+            DriverState::Fresh(machine) | DriverState::Running(machine) => Some(machine),
+            _ => None,
+        }
+    }
+
     pub(crate) fn start<R: CryptoRngCore>(&mut self, rng: &mut R) -> Result<Vec<u8>> {
         match core::mem::replace(&mut self.state, DriverState::finished()) {
             DriverState::Fresh(machine) => {

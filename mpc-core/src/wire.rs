@@ -315,6 +315,11 @@ mod tests {
         let mut uncompressed_prefix = g;
         uncompressed_prefix[0] = 0x04;
         assert_eq!(decode_point(&uncompressed_prefix), Err(Error::InvalidPoint));
+        // The identity's prefix over a curve point's x: not the identity,
+        // only an invalid encoding.
+        let mut zero_prefix = g;
+        zero_prefix[0] = 0x00;
+        assert_eq!(decode_point(&zero_prefix), Err(Error::InvalidPoint));
         // x = p (the field modulus) is not a canonical field element.
         let mut x_too_large = [0xffu8; 33];
         x_too_large[0] = 0x02;

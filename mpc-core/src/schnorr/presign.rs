@@ -383,10 +383,11 @@ impl<'a> SchnorrOnline<'a> {
         })
     }
 
-    /// The presignature's session id, under which the online round runs.
+    /// The presignature's session id, under which the online round runs:
+    /// known from construction; `None` once the step finished or failed.
     #[must_use]
     pub fn session_id(&self) -> Option<SessionId> {
-        match self.driver.machine()? {
+        match self.driver.current()? {
             OnlineState::Init(init) => Some(SessionId(init.2.sid)),
             OnlineState::Partial(state) => Some(SessionId(state.sid)),
         }

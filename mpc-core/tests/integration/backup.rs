@@ -145,7 +145,10 @@ fn any_one_intact_row_decrypts_whichever_half_it_opened() {
         spoil(&mut spoiled, row);
     }
     assert_eq!(
-        Backup::from_bytes(&spoiled).unwrap().decrypt(&recovery).err(),
+        Backup::from_bytes(&spoiled)
+            .unwrap()
+            .decrypt(&recovery)
+            .err(),
         Some(Error::BackupDecryptionFailed)
     );
 }

@@ -75,13 +75,14 @@ fn restored_presignature_is_refused_when_the_store_says_claimed() {
     let (bytes_a, bytes_b) = (pre_a.to_bytes(), pre_b.to_bytes());
     let (mut store_a, mut store_b) = (ClaimSet::new(), ClaimSet::new());
     let first = Prehash::sha256(b"pay alice");
+    let sid = Presignature::from_bytes(&bytes_a).unwrap().session_id();
+    assert!(!store_a.is_claimed(a.key_id(), a.epoch(), &sid));
     let (out, _) = run_honest(
         2,
         &mut OnlineSign::new(&a, pre_a, first, &mut store_a).unwrap(),
         &mut OnlineSign::new(&b, pre_b, first, &mut store_b).unwrap(),
     );
     libsecp_verify(&a.public_key(), &first, &out);
-    let sid = Presignature::from_bytes(&bytes_a).unwrap().session_id();
     assert!(store_a.is_claimed(a.key_id(), a.epoch(), &sid));
 
     let second = Prehash::sha256(b"pay mallory");
@@ -92,6 +93,14 @@ fn restored_presignature_is_refused_when_the_store_says_claimed() {
             Some(Error::PresignatureClaimRefused)
         );
     }
+    // A guard reached through a reference (a `&mut G` handed on by a
+    // caller's own generic code) refuses the same.
+    let mut by_reference = &mut store_a;
+    let restored_a = Presignature::from_bytes(&bytes_a).unwrap();
+    assert_eq!(
+        OnlineSign::new(&a, restored_a, second, &mut by_reference).err(),
+        Some(Error::PresignatureClaimRefused)
+    );
     // One honest party is enough: B's store forgot, A's did not.
     let restored_a = Presignature::from_bytes(&bytes_a).unwrap();
     assert!(OnlineSign::new(&a, restored_a, second, &mut store_a).is_err());

@@ -170,7 +170,7 @@ fn restored_presignature_is_refused_via_the_guard() {
 fn wrong_share_key_epoch_role_path_or_taproot_is_refused_before_the_claim() {
     let (a, b) = dkg_pair(303);
     let (other_a, _) = dkg_pair(304);
-    let (a1, _) = run_honest(
+    let (a1, b1) = run_honest(
         3,
         &mut Refresh::new(&a, b"refresh"),
         &mut Refresh::new(&b, b"refresh"),
@@ -202,8 +202,18 @@ fn wrong_share_key_epoch_role_path_or_taproot_is_refused_before_the_claim() {
     let t = Taproot::KeyPathOnly;
     let mut guard = Counting::default();
     let pre = SchnorrPresignature::from_bytes(&bytes).unwrap();
-    assert!(SchnorrOnline::new(&a, pre, b"m", &path, t, &mut guard).is_ok());
+    assert_eq!(
+        (pre.key_id(), pre.epoch(), pre.role()),
+        (a.key_id(), a.epoch(), a.role())
+    );
+    let sid = pre.session_id();
+    let online = SchnorrOnline::new(&a, pre, b"m", &path, t, &mut guard).unwrap();
+    assert_eq!(online.session_id(), Some(sid));
+    drop(online);
     assert_eq!(guard.0, 1);
+    // A presignature of the refreshed shares carries their epoch.
+    let (pre_a1, _) = presign(5, (&a1, &b1), &path, t);
+    assert_eq!((pre_a1.epoch(), a1.epoch()), (1, 1));
     // A burned share (a ban, §18.2): refused before the claim, and it does
     // not presign either.
     let mut burned = a;
