@@ -116,7 +116,7 @@ fn restored_presignature_is_refused_when_the_store_says_claimed() {
 fn presignature_of_another_key_epoch_or_role_is_refused_before_the_claim() {
     let (a, b) = dkg_pair(202);
     let (other_a, _) = dkg_pair(203);
-    let (a1, _b1) = run_honest(
+    let (a1, b1) = run_honest(
         3,
         &mut Refresh::new(&a, b"refresh"),
         &mut Refresh::new(&b, b"refresh"),
@@ -124,6 +124,9 @@ fn presignature_of_another_key_epoch_or_role_is_refused_before_the_claim() {
     assert_eq!((a1.key_id(), a1.epoch()), (a.key_id(), 1));
     let (pre_a, _) = run_honest(4, &mut Presign::new(&a), &mut Presign::new(&b));
     let bytes = pre_a.to_bytes();
+    // A presignature carries the epoch of the shares it was made with.
+    let (pre_a1, _) = run_honest(5, &mut Presign::new(&a1), &mut Presign::new(&b1));
+    assert_eq!((pre_a.epoch(), pre_a1.epoch()), (0, 1));
     let prehash = Prehash::sha256(b"m");
     for wrong in [&other_a, &a1, &b] {
         let mut guard = Counting::default();

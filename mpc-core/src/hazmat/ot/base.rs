@@ -325,6 +325,33 @@ mod tests {
         }
     }
 
+    /// The attack on a biased `Y`: each pair is `(X, Y)` in the order of the
+    /// secret choice bit, and `X = a*G - Hp(t, Y)` has a uniform `y` parity.
+    /// If `Y`'s parity were fixed (say always odd), the sender would read
+    /// the choice off every pair whose other point has the other parity.
+    /// `Y`'s parity must be as uniform as `X`'s.
+    #[test]
+    fn the_random_point_of_a_pair_does_not_reveal_the_choice_by_its_parity() {
+        let mut odd = [0usize; 2];
+        for seed in 0..4u8 {
+            let mut rng = ChaCha20Rng::seed_from_u64(u64::from(seed));
+            let (receiver, message) = BaseOtReceiver::start(&mut rng, &[seed; 32]);
+            for (t, pair) in message.chunks_exact(2 * PAIR_POINT).enumerate() {
+                let choice = usize::from((receiver.choices[t / 8] >> (t % 8)) & 1);
+                // Y is first for choice 1, second for choice 0; y's parity is
+                // the low bit of the uncompressed encoding's last byte.
+                let (y_slot, x_slot) = (1 - choice, choice);
+                let parity = |slot: usize| usize::from(pair[(slot + 1) * PAIR_POINT - 1] & 1);
+                odd[0] += parity(x_slot);
+                odd[1] += parity(y_slot);
+            }
+        }
+        // 512 fair coin flips each: within 5.6 standard deviations of 256.
+        for (name, count) in ["X", "Y"].iter().zip(odd) {
+            assert!((192..=320).contains(&count), "{count} of 512 {name} odd");
+        }
+    }
+
     #[test]
     fn session_id_separates_keys() {
         // Same randomness, other session: unrelated keys.
