@@ -363,6 +363,56 @@ mod tests {
         usize::from((bytes[j / 8] >> (j % 8)) & 1)
     }
 
+    /// `Hrot` is the construction of PROTOCOL.md §6.5, recomputed here from
+    /// the `aes` crate and the spec's arithmetic (`j * 2^64 + l`, not the
+    /// code's shifts): block `l` is `pi(pi(Z) ^ tweak) ^ pi(Z)` and scalar
+    /// `t` reduces blocks `4t..4t+4`. Both parties share `RotHasher`, so a
+    /// change to it keeps them agreeing and only this comparison notices.
+    #[test]
+    fn rot_hash_is_the_spec_tccr_construction() {
+        let sid_ext = [7u8; 32];
+        let key: [u8; 16] = WideTranscript::<1>::new(tags::OT_EXT_ROT)
+            .chain(&sid_ext)
+            .finalize_array();
+        let pi = Aes128::new(&key.into());
+        let permute = |x: u128| {
+            let mut block = Block::from(x.to_le_bytes());
+            pi.encrypt_block(&mut block);
+            u128::from_le_bytes(block.into())
+        };
+        let mut hasher = RotHasher::new(&sid_ext);
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        for index in [0, 1, 2, XI / 2, XI - 1] {
+            let column = (u128::from(rng.next_u64()) << 64) ^ u128::from(rng.next_u64());
+            let pz = permute(column);
+            let blocks: Vec<[u8; 16]> = (0..ROT_BLOCKS)
+                .map(|l| {
+                    let tweak = (index as u128) * (1u128 << 64) + l as u128;
+                    (permute(pz ^ tweak) ^ pz).to_le_bytes()
+                })
+                .collect();
+            let expected: RotOutput = core::array::from_fn(|t| {
+                let mut wide = [0u8; 64];
+                for (chunk, block) in wide.chunks_exact_mut(16).zip(&blocks[4 * t..4 * t + 4]) {
+                    chunk.copy_from_slice(block);
+                }
+                reduce_wide(&wide)
+            });
+            assert_eq!(hasher.output(index, column), expected, "OT {index}");
+        }
+    }
+
+    /// `h_ote` binds the session and every byte of the extension message.
+    #[test]
+    fn message_digest_binds_session_and_message() {
+        let message = [5u8; 64];
+        let digest = message_digest(&[1; 32], &message);
+        assert_ne!(digest, message_digest(&[2; 32], &message));
+        let mut changed = message;
+        changed[63] ^= 1;
+        assert_ne!(digest, message_digest(&[1; 32], &changed));
+    }
+
     #[test]
     fn outputs_are_correlated() {
         let (sender, receiver) = key_pair(1);
