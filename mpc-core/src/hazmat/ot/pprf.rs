@@ -290,6 +290,34 @@ mod tests {
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    /// Every PPRF hash is tweaked by the tree (and leaf) it is for: one node
+    /// value in two positions gives unrelated outputs, so a peer repeating a
+    /// root or a node across trees gets no repeated expansion, leaf, proof
+    /// or check digest (PROTOCOL.md §5.1). Both parties share these hashes,
+    /// so a lost tweak keeps them agreeing and only this test notices.
+    #[test]
+    fn pprf_hashes_are_tweaked_by_position() {
+        let sid = [3u8; 32];
+        let node = 0x1234_u128;
+        let positions = [(0, 0), (0, 1), (1, 0), (1, 1), (TREES - 1, LEAVES - 1)];
+        for (i, &(tree, leaf)) in positions.iter().enumerate() {
+            for &(other_tree, other_leaf) in &positions[i + 1..] {
+                assert_ne!(
+                    leaf_seed(&sid, tree, leaf, node),
+                    leaf_seed(&sid, other_tree, other_leaf, node)
+                );
+                assert_ne!(
+                    leaf_proof(&sid, tree, leaf, node),
+                    leaf_proof(&sid, other_tree, other_leaf, node)
+                );
+            }
+        }
+        assert_ne!(expand(&sid, 0, 0, node), expand(&sid, 1, 0, node));
+        assert_ne!(expand(&sid, 0, 0, node), expand(&sid, 0, 1, node));
+        let proofs = [[0u128; 2]; LEAVES];
+        assert_ne!(tree_digest(&sid, 0, &proofs), tree_digest(&sid, 1, &proofs));
+    }
+
     fn base_pair(seed: u64) -> (BaseOtReceiverOutput, BaseOtSenderOutput) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let sid = [seed as u8; 32];
