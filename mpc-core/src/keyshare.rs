@@ -444,6 +444,24 @@ mod tests {
         Zeroizing::new(postcard::to_allocvec(&record).unwrap())
     }
 
+    /// A ban burns the OT material (PROTOCOL.md §8): no seed of either
+    /// direction is left, in memory or in what is stored.
+    #[test]
+    fn burning_wipes_every_seed_of_both_directions() {
+        let (mut a, _) = pair();
+        let nonzero =
+            |seeds: &[[Seed; LEAVES]]| seeds.iter().flatten().filter(|s| **s != [0u8; 16]).count();
+        assert!(nonzero(&a.ot_sender.seeds().seeds) > 0);
+        assert!(nonzero(&a.ot_receiver.seeds().seeds) > 0);
+        a.burn_ot_material();
+        assert_eq!(nonzero(&a.ot_sender.seeds().seeds), 0);
+        assert_eq!(nonzero(&a.ot_receiver.seeds().seeds), 0);
+        let stored: KeyShareRecord =
+            decode_stored_record(&a.to_bytes(), KEY_SHARE_VERSION).unwrap();
+        let mut stored_seeds = stored.sender_seeds.iter().chain(&stored.receiver_seeds);
+        assert!(stored_seeds.all(|seed| *seed == [0u8; 16]));
+    }
+
     /// Gadgets are reused only for the context they were derived from:
     /// another key's are ignored, the share's own are taken as they are.
     #[test]

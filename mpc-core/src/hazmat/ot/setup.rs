@@ -231,6 +231,15 @@ pub(crate) mod tests {
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    /// The PPRF's session id is bound to the base OT's, so no two setups
+    /// hash their trees under one id (both parties derive it, so a constant
+    /// would keep them agreeing and only this test notices).
+    #[test]
+    fn pprf_sid_binds_the_base_ot_session() {
+        assert_ne!(pprf_sid(&[1; 32]), pprf_sid(&[2; 32]));
+        assert_ne!(pprf_sid(&[1; 32]), [1; 32]);
+    }
+
     /// Runs one direction's setup in-process.
     pub(crate) fn key_pair(seed: u64) -> (OtSenderKey, OtReceiverKey) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
