@@ -28,7 +28,7 @@ use crate::crash;
 use crate::server::{now_ms, AppState};
 use crate::vault::{
     ClaimedPresignature, Confirmation, Event, KeyRecord, KeyStatus, RefreshLease,
-    StoredPresignature, StoredShare,
+    StoredPresignature, StoredShare, VaultError,
 };
 
 /// Close codes (application range) this server sends, beyond the
@@ -177,8 +177,8 @@ pub(crate) async fn finish<F: Frames>(
 /// A detected rollback (the vault has logged the incident) is refused as
 /// not found: for the client the retired record does not exist
 /// (PROTOCOL.md §18.3).
-pub(crate) fn storage_failed(what: &str, error: &crate::vault::VaultError) -> Rejection {
-    use crate::vault::{Quota, VaultError};
+pub(crate) fn storage_failed(what: &str, error: &VaultError) -> Rejection {
+    use crate::vault::Quota;
     match error {
         // Not a failure: a quota check at store time (PROTOCOL.md §18.5).
         VaultError::QuotaReached(Quota::Keys) => return codes::KEY_QUOTA_REACHED,
@@ -278,8 +278,17 @@ pub(crate) async fn usable_key<F: Frames>(
     purpose: Purpose,
     session: ServerSession<F>,
 ) -> Result<(KeyRecord, ServerSession<F>), TransportError> {
-    match key_for(state, owner, key_id, purpose).await {
-        Ok(record) => Ok((record, session)),
+    or_reject(key_for(state, owner, key_id, purpose).await, session).await
+}
+
+/// `loaded` with the session, or the session's rejection when `loaded` is
+/// one: the one way a loading step ends a session it refuses.
+async fn or_reject<T, F: Frames>(
+    loaded: Result<T, Rejection>,
+    session: ServerSession<F>,
+) -> Result<(T, ServerSession<F>), TransportError> {
+    match loaded {
+        Ok(value) => Ok((value, session)),
         Err(rejection) => Err(session.reject(rejection).await),
     }
 }
@@ -334,10 +343,9 @@ pub(crate) async fn usable_share<F: Frames>(
     epoch: u64,
     session: ServerSession<F>,
 ) -> Result<(KeyRecord, StoredShare, ServerSession<F>), TransportError> {
-    match key_and_share(state, owner, key_id, epoch).await {
-        Ok((record, stored)) => Ok((record, stored, session)),
-        Err(rejection) => Err(session.reject(rejection).await),
-    }
+    let ((record, stored), session) =
+        or_reject(key_and_share(state, owner, key_id, epoch).await, session).await?;
+    Ok((record, stored, session))
 }
 
 async fn key_and_share(
@@ -352,13 +360,19 @@ async fn key_and_share(
         Err(e) => return Err(storage_failed("load key", &e)),
     };
     check_use(state, &record, owner, Purpose::Sign)?;
-    let row = match row {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(codes::UNKNOWN_EPOCH),
-        Err(e) => return Err(storage_failed("load share", &e)),
-    };
+    let row = share_found(row)?;
     match state.vault.open_checked(&record, epoch, row).await {
         Ok(stored) => Ok((record, stored)),
+        Err(e) => Err(storage_failed("load share", &e)),
+    }
+}
+
+/// A share (or its row) that a load found, else the rejection to send: a
+/// missing one is an epoch this key does not have.
+fn share_found<T>(loaded: Result<Option<T>, VaultError>) -> Result<T, Rejection> {
+    match loaded {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(codes::UNKNOWN_EPOCH),
         Err(e) => Err(storage_failed("load share", &e)),
     }
 }
@@ -413,10 +427,7 @@ pub(crate) async fn share_of<F: Frames>(
     epoch: u64,
     session: ServerSession<F>,
 ) -> Result<(StoredShare, ServerSession<F>), TransportError> {
-    match stored_share(state, record, epoch).await {
-        Ok(stored) => Ok((stored, session)),
-        Err(rejection) => Err(session.reject(rejection).await),
-    }
+    or_reject(stored_share(state, record, epoch).await, session).await
 }
 
 /// The share of `record` at `epoch`, else the rejection to send.
@@ -425,11 +436,7 @@ async fn stored_share(
     record: &KeyRecord,
     epoch: u64,
 ) -> Result<StoredShare, Rejection> {
-    match state.vault.share(record, epoch).await {
-        Ok(Some(stored)) => Ok(stored),
-        Ok(None) => Err(codes::UNKNOWN_EPOCH),
-        Err(e) => Err(storage_failed("load share", &e)),
-    }
+    share_found(state.vault.share(record, epoch).await)
 }
 
 /// Records a use of the key and, when the client used an epoch newer than
@@ -461,7 +468,7 @@ pub(crate) async fn record_use(state: &AppState, record: &KeyRecord, epoch: u64,
                 .finalize_epoch(&record.key_id, epoch, finalize, now)
                 .await?;
         }
-        Ok::<(), crate::vault::VaultError>(())
+        Ok::<(), VaultError>(())
     }
     .await;
     if let Err(e) = result {
