@@ -13,7 +13,7 @@ use crate::common;
 use common::dkg_pair;
 use k256::elliptic_curve::ops::MulByGenerator;
 use mpc_core::backup::{Backup, BACKUP_BYTES};
-use mpc_core::wire::Role;
+use mpc_core::wire::{encode_point, Role};
 use mpc_core::Error;
 
 #[test]
@@ -80,6 +80,24 @@ fn any_change_or_wrong_context_is_rejected() {
         let mut bad = bytes.clone();
         bad[offset] ^= 0x01;
         assert!(check(&bad).is_err(), "byte {offset} accepted");
+    }
+    // The stored public share or recovery key swapped for another valid
+    // point: the proof is checked against the caller's, so only the
+    // comparison with the stored ones refuses it (decryption uses the
+    // stored ones: such a backup would verify and never decrypt).
+    let other = k256::SecretKey::random(&mut rng);
+    let swaps = [
+        (42, server.public_share(Role::A)),
+        (75, other.public_key().to_projective()),
+    ];
+    for (offset, point) in swaps {
+        let mut swapped = bytes.clone();
+        swapped[offset..offset + 33].copy_from_slice(&encode_point(&point));
+        assert_eq!(
+            check(&swapped).err(),
+            Some(Error::InvalidBackup),
+            "stored point at {offset} swapped"
+        );
     }
     // Wrong public share, wrong recovery key.
     assert_eq!(
