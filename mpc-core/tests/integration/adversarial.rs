@@ -19,14 +19,6 @@
 //! The malicious peer reads its own OT material from its share's storage
 //! encoding (PROTOCOL.md §13.5): `mpc-core` exposes no accessor for it, and
 //! none was added.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 mod backup;
 mod keygen;
 mod peer;

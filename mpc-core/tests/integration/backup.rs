@@ -1,13 +1,5 @@
 //! Verifiable backup: valid backups verify and decrypt to the share; any
 //! change, a wrong label, public share or recovery key is rejected.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use common::dkg_pair;

@@ -1,13 +1,5 @@
 //! BIP32 under a two-party key, checked by an independent implementation
 //! (the `bip32` crate) and signatures under paths by libsecp256k1.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use std::str::FromStr;

@@ -1,13 +1,5 @@
 //! Export: the combined key is checked by libsecp256k1; ciphertexts for
 //! another key, epoch or one-time key fail.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use common::dkg_pair;

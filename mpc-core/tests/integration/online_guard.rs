@@ -1,28 +1,20 @@
 //! The presignature guard and the round-4 rerandomization (PROTOCOL.md
 //! §14.3): what `OnlineSign::new` refuses, and that the shifted nonce is the
 //! one the spec defines, checked by k256 and libsecp256k1.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
-use common::{dkg_pair, libsecp_verify, run_honest, run_pair};
+use common::{dkg_pair, libsecp_verify, run_honest, run_pair, Counting};
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::VerifyingKey;
 use k256::elliptic_curve::bigint::U256;
 use k256::elliptic_curve::ops::{MulByGenerator, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::{ProjectivePoint, Scalar};
-use mpc_core::sign::{ClaimRefused, ClaimSet, PresignatureGuard};
+use mpc_core::sign::ClaimSet;
 use mpc_core::transcript::{hash_to_scalar, tags};
-use mpc_core::wire::{decode_point, encode_point, encode_scalar, SessionId};
+use mpc_core::wire::{decode_point, encode_point, encode_scalar};
 use mpc_core::{
-    DerivationPath, Error, KeyId, KeyShare, OnlineSign, Prehash, Presign, Presignature, Refresh,
+    DerivationPath, Error, KeyShare, OnlineSign, Prehash, Presign, Presignature, Refresh,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,17 +41,6 @@ fn record(presignature: &Presignature) -> Record {
 
 fn online(share: &KeyShare, presignature: Presignature, prehash: Prehash) -> OnlineSign {
     OnlineSign::new(share, presignature, prehash, &mut ClaimSet::new()).unwrap()
-}
-
-/// Counts the claims it is asked for; refuses none.
-#[derive(Default)]
-struct Counting(usize);
-
-impl PresignatureGuard for Counting {
-    fn claim(&mut self, _: &KeyId, _: u64, _: &SessionId) -> Result<(), ClaimRefused> {
-        self.0 += 1;
-        Ok(())
-    }
 }
 
 /// The attack the guard exists for: a storage layer restores a presignature

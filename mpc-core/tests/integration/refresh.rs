@@ -1,14 +1,6 @@
 //! Refresh: new shares of the same key; epochs never mix; a cut-off refresh
 //! always leaves an epoch both parties can sign with; tampering is rejected;
 //! a burned key signs again only after a refresh.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use common::{dkg_pair, libsecp_verify, run_honest, run_pair, End, InTransit};

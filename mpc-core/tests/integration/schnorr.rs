@@ -2,14 +2,6 @@
 //! verifiers (libsecp256k1's schnorrsig, k256's `schnorr`), independently
 //! computed Taproot output keys, and a peer or network that tampers, replays,
 //! crosses sessions or runs many sessions at once.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use std::collections::HashSet;

@@ -4,19 +4,11 @@
 //! k256; the attacks are a restored presignature, a mismatched share or
 //! setting, tampering on the wire and in storage, racing claims, and a
 //! guard that lies (whose consequence, the share's recovery, is shown).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{dkg_pair, run_honest, run_pair, End, InTransit};
+use common::{dkg_pair, run_honest, run_pair, Counting, End, InTransit};
 use k256::elliptic_curve::ops::{MulByGenerator, Reduce};
 use k256::{ProjectivePoint, Scalar, U256};
 use mpc_core::schnorr::{has_even_y, signing_keys, tagged_hash, x_only, CHALLENGE_TAG};
@@ -47,17 +39,6 @@ struct Record {
 
 fn record(presignature: &SchnorrPresignature) -> Record {
     postcard::from_bytes(&presignature.to_bytes()).unwrap()
-}
-
-/// Counts the claims it is asked for and grants every one: a lying guard.
-#[derive(Default)]
-struct Counting(usize);
-
-impl PresignatureGuard for Counting {
-    fn claim(&mut self, _: &KeyId, _: u64, _: &SessionId) -> Result<(), ClaimRefused> {
-        self.0 += 1;
-        Ok(())
-    }
 }
 
 fn presign(

@@ -1,13 +1,5 @@
 //! DKG and signing end to end, checked by independent implementations:
 //! k256's verifier and libsecp256k1 (the `secp256k1` crate).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use common::{dkg_pair, libsecp_verify, run_honest, run_pair};

@@ -1,14 +1,6 @@
 //! Tampering, replay, reordering and loss for DKG and signing: the honest
 //! party ends with the documented error class (PROTOCOL.md §8) and never
 //! with a key share or a signature.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    unreachable_pub
-)]
-
 use crate::common;
 
 use common::{dkg_pair, run_honest, run_pair, End, InTransit};

@@ -158,3 +158,20 @@ pub fn libsecp_verify(public_key: &k256::PublicKey, prehash: &Prehash, out: &Sig
         "ecrecover gives another key"
     );
 }
+
+/// A presignature guard that counts the claims it is asked for and grants
+/// every one: a lying guard, to see whether (and how often) a step asked.
+#[derive(Default)]
+pub struct Counting(pub usize);
+
+impl mpc_core::sign::PresignatureGuard for Counting {
+    fn claim(
+        &mut self,
+        _: &mpc_core::KeyId,
+        _: u64,
+        _: &mpc_core::wire::SessionId,
+    ) -> Result<(), mpc_core::sign::ClaimRefused> {
+        self.0 += 1;
+        Ok(())
+    }
+}
